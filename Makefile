@@ -1,0 +1,34 @@
+# The README's two commands: `make demo` (the main job end to end) and `make test` (the suite).
+# Both create .venv in the repo root when it is missing and install the project into it.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# torch==2.13.0 is the CPU build on this machine's disk; an unpinned torch pulls a multi-GB CUDA build.
+TORCH_PIN ?= torch==2.13.0
+DEMO_CLIP ?= ../shared/clips/arm_wrestling.mp4
+DEMO_OUT ?= demo-out
+
+.PHONY: demo test install stubs clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml setup.py
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet "$(TORCH_PIN)"
+	$(PY) -m pip install --quiet -e ".[test]"
+	touch $(STAMP)
+
+stubs: $(STAMP)
+	$(PY) -c "import staa.v1"
+
+demo: $(STAMP) stubs
+	$(PY) -m clients.demo --clip "$(DEMO_CLIP)" --out "$(DEMO_OUT)"
+
+test: $(STAMP) stubs
+	$(PY) -m pytest -q tests
+
+clean:
+	rm -rf $(VENV) $(DEMO_OUT) proto/staa/v1/*_pb2*.py proto/staa/v1/*_pb2*.pyi proto/staa/v1/.stubs.sha256

@@ -1,0 +1,4 @@
+"""Model side of STAA Serve: video in, model registry and adapters, STAA attribution.
+
+Nothing in this package imports grpc; ``server/`` translates, ``models/`` decides.
+"""

@@ -1,0 +1,174 @@
+"""From prepared windows to explanations: one forward pass with attention hooks, STAA, post-processing.
+
+``Staa`` is the attribution method (Captum-style ``attribute``); ``ExplanationPipeline`` adds
+what a served explanation carries: top-k, quantised heatmaps, timings and provenance.
+Letters: B batch, T frames, N = h*w patches, C classes.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from importlib import metadata
+
+import numpy as np
+import torch
+
+from kernels import threshold_focus
+from models.adapters import adapter_for
+from models.preprocess import CropBox
+from models.registry import LoadedModel
+from models.staa import StaaParams, staa_spatial, staa_temporal
+from models.windowing import PreparedWindow
+
+
+def code_version() -> str:
+    try:
+        return metadata.version("staa-serve")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+@dataclass
+class Attribution:
+    """What every attribution method returns.
+
+    Attributes:
+        spatial: ``[B, T, h, w]`` on the model's patch grid, each frame summing to 1.
+        temporal: ``[B, T]`` frame importance summing to 1.
+        logits: ``[B, C]`` from the same forward pass.
+        forward_ms: model forward time, hooks excluded.
+        attribution_ms: hook reductions + STAA maths.
+    """
+
+    spatial: torch.Tensor
+    temporal: torch.Tensor
+    logits: torch.Tensor
+    forward_ms: float = 0.0
+    attribution_ms: float = 0.0
+
+
+class Staa:
+    """STAA from the model's own attention, read during the inference forward pass."""
+
+    name = "staa"
+    needs_gradients = False
+    forward_passes = 1
+
+    def __init__(self, loaded: LoadedModel, params: StaaParams = StaaParams()):
+        self.loaded = loaded
+        self.adapter = adapter_for(loaded.model)
+        self.params = params
+
+    def attribute(self, clip: torch.Tensor, target: int | None = None) -> Attribution:
+        """Explain ``clip`` ``[T, 3, H, W]`` or ``[B, T, 3, H, W]`` (normalised pixels).
+
+        ``target`` is accepted for interface parity; attention is class-agnostic, so it does
+        not change the maps.
+        """
+        if clip.dim() == 4:
+            clip = clip.unsqueeze(0)  # [T, 3, H, W] -> [1, T, 3, H, W]
+        if clip.dim() != 5 or clip.shape[1] != self.loaded.num_frames:
+            raise ValueError(f"clip must be [B, {self.loaded.num_frames}, 3, H, W], got {list(clip.shape)}")
+        return self._attribute(clip.float(), self.params)
+
+    @torch.inference_mode()
+    def _attribute(self, pixel_values: torch.Tensor, params: StaaParams) -> Attribution:
+        batch, frames = pixel_values.shape[:2]
+        height, width = self.loaded.grid
+        started = time.perf_counter()
+        with self.adapter.capture() as record:
+            logits = self.adapter.forward(pixel_values)  # [B, C]
+        forward_seconds = time.perf_counter() - started - record.seconds
+        maths_started = time.perf_counter()
+        spatial = staa_spatial(record.spatial_cls, params)  # [B, T, N]
+        temporal = staa_temporal(record.temporal_received, spatial, params)  # [B, T]
+        attribution_seconds = record.seconds + time.perf_counter() - maths_started
+        return Attribution(
+            spatial=spatial.reshape(batch, frames, height, width),  # [B, T, N] -> [B, T, h, w]
+            temporal=temporal,
+            logits=logits.float(),
+            forward_ms=forward_seconds * 1e3,
+            attribution_ms=attribution_seconds * 1e3,
+        )
+
+
+@dataclass
+class ClassScore:
+    class_id: int
+    label: str
+    probability: float
+
+
+@dataclass
+class WindowExplanation:
+    """One served explanation (converted to protobuf in exactly one place, server/convert.py)."""
+
+    index: int
+    source_frames: list[int]
+    pts: list[float]
+    padded: bool
+    topk: list[ClassScore]
+    heatmaps: np.ndarray  # uint8 [T, h, w]
+    scale: np.ndarray  # float32 [T]
+    mass: np.ndarray  # float32 [T]
+    temporal: np.ndarray  # float32 [T], sums to 1
+    crop: CropBox
+    source_size: tuple[int, int]
+    params: StaaParams
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    provenance: dict[str, str] = field(default_factory=dict)
+
+
+class ExplanationPipeline:
+    """Batches prepared windows through ``Staa`` and post-processes the maps."""
+
+    def __init__(self, loaded: LoadedModel):
+        self.loaded = loaded
+        self.staa = Staa(loaded)
+
+    def explain(self, windows: list[PreparedWindow], params: StaaParams, top_k: int = 5) -> list[WindowExplanation]:
+        """Explain a batch of windows in one forward pass; returns one explanation per window."""
+        pixel_values = torch.stack([window.pixels for window in windows])  # B x [T, 3, H, W] -> [B, T, 3, H, W]
+        attribution = self.staa._attribute(pixel_values, params)
+        started = time.perf_counter()
+        batch, frames, height, width = attribution.spatial.shape
+        focused = threshold_focus(
+            attribution.spatial.reshape(batch, frames, height * width),  # [B, T, h, w] -> [B, T, N]
+            (height, width), mode=params.threshold_mode, kappa=params.kappa,
+            percentile=params.percentile, gamma=params.gamma, smooth=params.smooth,
+        )
+        probabilities = attribution.logits.softmax(dim=-1)  # [B, C]
+        top_values, top_ids = probabilities.topk(min(top_k, probabilities.shape[-1]), dim=-1)  # [B, k]
+        postprocess_ms = (time.perf_counter() - started) * 1e3
+        results = []
+        for row, window in enumerate(windows):
+            topk = [ClassScore(int(class_id), self.loaded.labels[int(class_id)], float(value))
+                    for value, class_id in zip(top_values[row], top_ids[row])]
+            results.append(WindowExplanation(
+                index=window.plan.index,
+                source_frames=list(window.plan.frames),
+                pts=[index / window.fps for index in window.plan.frames],
+                padded=window.plan.padded,
+                topk=topk,
+                heatmaps=focused.quantized[row].reshape(frames, height, width).numpy(),  # [N] -> [T, h, w]
+                scale=focused.scale[row].numpy(),
+                mass=focused.mass[row].numpy(),
+                temporal=attribution.temporal[row].numpy(),
+                crop=window.crop,
+                source_size=window.source_size,
+                params=params,
+                timings_ms={
+                    "decode_ms": window.decode_ms,
+                    "forward_ms": attribution.forward_ms / batch,
+                    "attribution_ms": attribution.attribution_ms / batch,
+                    "postprocess_ms": postprocess_ms / batch,
+                },
+                provenance={
+                    "model_id": self.loaded.model_id,
+                    "weights_sha256": self.loaded.weights_sha256,
+                    "code_version": code_version(),
+                    "params_hash": params.digest(),
+                },
+            ))
+        return results

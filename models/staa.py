@@ -1,0 +1,91 @@
+"""Spatio-Temporal Attention Attribution (STAA), ARCHITECTURE §4.
+
+From attention the forward pass computes anyway (read by the adapter's hooks):
+- spatial, per layer:  s^l[t, p] = mean_h A_s^l[t, h, 0, 1+p]  (CLS copy of frame t -> patch p);
+  aggregated over layers, then normalised per frame (each frame's map sums to 1);
+- temporal, per layer: tau^l[t] = sum_p w[p] * mean_h mean_t' A_t^l[p, h, t', t], with
+  w[p] = mean_t s[t, p] normalised; aggregated over layers and normalised to sum 1;
+- joint map: E[t, p] = tau[t] * s[t, p].
+One forward pass, no gradient.
+
+Letters: B batch, T frames, N = h*w patches, L layers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+
+import torch
+
+LAYER_AGGREGATIONS = ("last", "mean", "mean_last_k")
+THRESHOLD_MODES = ("mean_std", "percentile")
+
+
+@dataclass(frozen=True)
+class StaaParams:
+    """STAA and post-processing parameters. Defaults are provisional until the quality
+    harness (ARCHITECTURE §7) measures them; the README states the values in force."""
+
+    spatial_aggregation: str = "mean"
+    temporal_aggregation: str = "mean"  # the prototype's best: all layers (sum and mean rank alike)
+    last_k: int = 2
+    threshold_mode: str = "mean_std"
+    kappa: float = 0.5
+    percentile: float = 80.0
+    gamma: float = 2.0
+    smooth: bool = False
+
+    def __post_init__(self):
+        for name in ("spatial_aggregation", "temporal_aggregation"):
+            value = getattr(self, name)
+            if value not in LAYER_AGGREGATIONS:
+                raise ValueError(f"StaaParams.{name} must be one of {LAYER_AGGREGATIONS}, got {value!r}")
+        if self.threshold_mode not in THRESHOLD_MODES:
+            raise ValueError(f"StaaParams.threshold_mode must be one of {THRESHOLD_MODES}, got {self.threshold_mode!r}")
+        _check_range("last_k", self.last_k, 1, 1024)
+        _check_range("kappa", self.kappa, -10.0, 10.0)
+        _check_range("percentile", self.percentile, 0.0, 100.0)
+        _check_range("gamma", self.gamma, 1.0, 16.0)
+
+    def digest(self) -> str:
+        """A short stable hash of the parameters (part of each explanation's provenance)."""
+        canonical = json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def _check_range(name: str, value, low, high) -> None:
+    if not (low <= value <= high):  # also false for NaN
+        raise ValueError(f"StaaParams.{name} must be in [{low}, {high}], got {value}")
+
+
+def aggregate_layers(per_layer: list[torch.Tensor], how: str, last_k: int) -> torch.Tensor:
+    """Combine a list of L same-shaped per-layer tensors into one."""
+    if how == "last":
+        return per_layer[-1]
+    chosen = per_layer[-last_k:] if how == "mean_last_k" else per_layer
+    return torch.stack(chosen).mean(dim=0)
+
+
+def _normalise(values: torch.Tensor, dim: int) -> torch.Tensor:
+    total = values.sum(dim=dim, keepdim=True)
+    uniform = torch.full_like(values, 1.0 / values.shape[dim])
+    return torch.where(total > 0, values / total.clamp_min(1e-30), uniform)
+
+
+def staa_spatial(spatial_cls: list[torch.Tensor], params: StaaParams) -> torch.Tensor:
+    """Per-layer CLS rows ``L x [B, T, N]`` -> spatial map ``[B, T, N]``, each frame summing to 1."""
+    return _normalise(aggregate_layers(spatial_cls, params.spatial_aggregation, params.last_k), dim=-1)
+
+
+def staa_temporal(temporal_received: list[torch.Tensor], spatial: torch.Tensor, params: StaaParams) -> torch.Tensor:
+    """Per-layer received attention ``L x [B, N, T]`` weighted by ``spatial`` ``[B, T, N]`` -> ``[B, T]`` summing to 1."""
+    patch_weights = _normalise(spatial.mean(dim=1), dim=-1)  # [B, T, N] -> [B, N]
+    per_layer = [torch.einsum("bn,bnt->bt", patch_weights, received) for received in temporal_received]  # L x [B, T]
+    return _normalise(aggregate_layers(per_layer, params.temporal_aggregation, params.last_k), dim=-1)
+
+
+def staa_joint(spatial: torch.Tensor, temporal: torch.Tensor) -> torch.Tensor:
+    """E[t, p] = tau[t] * s[t, p]: ``[B, T, N]``, summing to 1 over (T, N)."""
+    return temporal.unsqueeze(-1) * spatial  # [B, T] -> [B, T, 1] * [B, T, N]
