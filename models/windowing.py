@@ -114,3 +114,13 @@ def iter_clip_windows(
             decode_ms = (time.perf_counter() - started) * 1e3
             yield from assembler.push(item[0], item[1], decode_ms)
         started = time.perf_counter()
+
+
+def iter_array_windows(frames, spec: WindowSpec, settings: ProcessorSettings, fps: float) -> Iterator[PreparedWindow]:
+    """Windows over frames already in memory (an iterable of RGB uint8 ``[H, W, 3]``)."""
+    assembler = WindowAssembler(spec, settings, fps)
+    started = time.perf_counter()
+    for index, frame in enumerate(frames):
+        yield from assembler.push(index, frame, (time.perf_counter() - started) * 1e3)
+        started = time.perf_counter()
+    yield from assembler.finish()

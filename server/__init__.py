@@ -1,0 +1,1 @@
+"""gRPC side of STAA Serve: a thin servicer over plain modules (sessions, engine, conversion)."""

@@ -1,0 +1,160 @@
+"""Server lifecycle in one place: register, bind 127.0.0.1, start, load + warm, SERVING; SIGTERM drains.
+
+Health reports NOT_SERVING from the moment the port opens until the model is loaded and
+warm, and again while draining; RPCs that arrive before then get UNAVAILABLE.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import threading
+from dataclasses import dataclass
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from models.registry import load_model
+from server.config import ServerConfig
+from server.engine import ExplainEngine
+from server.servicer import VideoExplainerServicer
+from staa.v1 import explainer_pb2 as pb
+from staa.v1 import explainer_pb2_grpc as pb_grpc
+
+logger = logging.getLogger(__name__)
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["VideoExplainer"].full_name
+
+
+@dataclass
+class RunningServer:
+    server: grpc.aio.Server
+    servicer: VideoExplainerServicer
+    health: health.aio.HealthServicer
+    port: int
+
+    async def set_serving(self, serving: bool) -> None:
+        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        for name in ("", SERVICE_NAME):
+            await self.health.set(name, status)
+
+    async def stop(self, grace: float) -> None:
+        await self.set_serving(False)
+        await self.server.stop(grace)
+        if self.servicer.engine is not None:
+            self.servicer.engine.shutdown()
+
+
+async def start_server(config: ServerConfig) -> RunningServer:
+    """Bind and start; the model loads in the background (see ``load_and_warm``)."""
+    server = grpc.aio.server(options=config.channel_options())
+    servicer = VideoExplainerServicer(config)
+    pb_grpc.add_VideoExplainerServicer_to_server(servicer, server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server)
+    port = server.add_insecure_port(f"{config.host}:{config.port}")
+    if port == 0:
+        raise OSError(f"could not bind {config.host}:{config.port}")
+    running = RunningServer(server, servicer, health_servicer, port)
+    await running.set_serving(False)
+    await server.start()
+    return running
+
+
+async def load_and_warm(running: RunningServer, config: ServerConfig) -> None:
+    def load() -> ExplainEngine:
+        engine = ExplainEngine(load_model(config.model), config)
+        engine.warm_up()
+        return engine
+
+    running.servicer.attach(await asyncio.to_thread(load))
+    await running.set_serving(True)
+
+
+async def serve(config: ServerConfig, announce=print) -> None:
+    """Run until SIGTERM/SIGINT, then drain: NOT_SERVING, finish in-flight calls within the grace period."""
+    running = await start_server(config)
+    announce(f"STAA Serve listening on {config.host}:{running.port} (loading model {config.model or 'default'})")
+    await load_and_warm(running, config)
+    loaded = running.servicer.engine.loaded
+    announce(f"STAA Serve ready on {config.host}:{running.port}: model {loaded.model_id} "
+             f"({loaded.architecture}, {loaded.num_frames} frames, grid {loaded.grid[0]}x{loaded.grid[1]})")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+    announce("STAA Serve draining")
+    await running.stop(config.grace_seconds)
+
+
+class BackgroundServer:
+    """A real server on its own event-loop thread (tests, demos): ``with BackgroundServer(cfg) as s: s.port``."""
+
+    def __init__(self, config: ServerConfig, wait_ready: bool = True):
+        self.config = config
+        self.wait_ready = wait_ready
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="staa-server", daemon=True)
+        self.running: RunningServer | None = None
+
+    def __enter__(self) -> "BackgroundServer":
+        self.thread.start()
+        self.running = self._call(start_server(self.config))
+        ready = asyncio.run_coroutine_threadsafe(load_and_warm(self.running, self.config), self.loop)
+        if self.wait_ready:
+            ready.result(timeout=300)
+        return self
+
+    def _call(self, coroutine, timeout: float = 300):
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout=timeout)
+
+    @property
+    def port(self) -> int:
+        return self.running.port
+
+    @property
+    def target(self) -> str:
+        return f"{self.config.host}:{self.port}"
+
+    @property
+    def servicer(self) -> VideoExplainerServicer:
+        return self.running.servicer
+
+    def __exit__(self, *exc_info) -> None:
+        self._call(self.running.stop(grace=1.0))
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=10)
+
+
+def parse_args(argv=None) -> ServerConfig:
+    parser = argparse.ArgumentParser(prog="staa-serve", description="STAA Serve: explain video over gRPC.")
+    parser.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=50051, help="port (0 = any free port)")
+    parser.add_argument("--model", default=None, help="registry name, local directory or cached hub id")
+    parser.add_argument("--max-streams", type=int, default=ServerConfig.max_streams)
+    parser.add_argument("--max-clip-bytes", type=int, default=ServerConfig.max_clip_bytes)
+    parser.add_argument("--max-message-bytes", type=int, default=ServerConfig.max_message_bytes)
+    parser.add_argument("--max-clip-frames", type=int, default=ServerConfig.max_clip_frames)
+    parser.add_argument("--grace", type=float, default=ServerConfig.grace_seconds, help="drain grace period, s")
+    args = parser.parse_args(argv)
+    try:
+        return ServerConfig(host=args.host, port=args.port, model=args.model, max_streams=args.max_streams,
+                            max_clip_bytes=args.max_clip_bytes, max_message_bytes=args.max_message_bytes,
+                            max_clip_frames=args.max_clip_frames, grace_seconds=args.grace)
+    except ValueError as error:
+        parser.error(str(error))
+
+
+def main(argv=None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = parse_args(argv)
+    asyncio.run(serve(config, announce=lambda line: print(line, flush=True)))
+
+
+if __name__ == "__main__":
+    main()

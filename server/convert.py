@@ -1,0 +1,136 @@
+"""Protobuf <-> plain Python, in exactly one place. Invalid option values become InvalidInput."""
+
+from __future__ import annotations
+
+import sys
+from importlib import metadata
+
+import numpy as np
+import torch
+import transformers
+
+from models.errors import InvalidInput
+from models.pipeline import WindowExplanation, code_version
+from models.registry import LoadedModel
+from models.staa import StaaParams
+from server.config import ServerConfig
+from server.session import ExplainOptions, FrameInput, check_model_name, resolve_top_k, resolve_window
+from staa.v1 import explainer_pb2 as pb
+
+_AGGREGATION_TO_NAME = {pb.LAYER_AGGREGATION_LAST: "last", pb.LAYER_AGGREGATION_MEAN: "mean",
+                        pb.LAYER_AGGREGATION_MEAN_LAST_K: "mean_last_k"}
+_AGGREGATION_FROM_NAME = {name: value for value, name in _AGGREGATION_TO_NAME.items()}
+_MODE_TO_NAME = {pb.THRESHOLD_MODE_MEAN_STD: "mean_std", pb.THRESHOLD_MODE_PERCENTILE: "percentile"}
+_MODE_FROM_NAME = {name: value for value, name in _MODE_TO_NAME.items()}
+
+
+def _enum_name(table: dict, value: int, field: str, default: str) -> str:
+    if value == 0:
+        return default
+    if value not in table:
+        raise InvalidInput(f"{field}={value} is not a known value")
+    return table[value]
+
+
+def staa_params(options: pb.StaaOptions) -> StaaParams:
+    defaults = StaaParams()
+    values = dict(
+        spatial_aggregation=_enum_name(_AGGREGATION_TO_NAME, options.spatial_aggregation,
+                                       "StaaOptions.spatial_aggregation", defaults.spatial_aggregation),
+        temporal_aggregation=_enum_name(_AGGREGATION_TO_NAME, options.temporal_aggregation,
+                                        "StaaOptions.temporal_aggregation", defaults.temporal_aggregation),
+        last_k=options.last_k or defaults.last_k,
+        threshold_mode=_enum_name(_MODE_TO_NAME, options.threshold_mode, "StaaOptions.threshold_mode",
+                                  defaults.threshold_mode),
+    )
+    for name in ("kappa", "percentile", "gamma", "smooth"):
+        values[name] = getattr(options, name) if options.HasField(name) else getattr(defaults, name)
+    try:
+        return StaaParams(**values)
+    except ValueError as error:  # StaaParams names the field and range; make it a client error
+        raise InvalidInput(str(error).replace("StaaParams.", "StaaOptions.")) from error
+
+
+def explain_options(window: pb.WindowSpec, staa: pb.StaaOptions, loaded: LoadedModel,
+                    config: ServerConfig) -> ExplainOptions:
+    return ExplainOptions(
+        window=resolve_window(loaded, config, window.num_frames, window.stride, window.hop),
+        params=staa_params(staa),
+        top_k=resolve_top_k(config, staa.top_k),
+    )
+
+
+def stream_options(request: pb.StreamConfig, loaded: LoadedModel, config: ServerConfig) -> ExplainOptions:
+    check_model_name(loaded, request.model)
+    if request.fps < 0 or request.fps > 1000:
+        raise InvalidInput(f"StreamConfig.fps must be in [0, 1000], got {request.fps}")
+    return explain_options(request.window, request.staa, loaded, config)
+
+
+def clip_options(request: pb.ClipRequest, loaded: LoadedModel, config: ServerConfig) -> ExplainOptions:
+    check_model_name(loaded, request.model)
+    return explain_options(request.window, request.staa, loaded, config)
+
+
+def frame_input(frame: pb.Frame) -> FrameInput:
+    kind = frame.WhichOneof("data") or ""
+    return FrameInput(kind, getattr(frame, kind) if kind else b"", frame.width, frame.height, frame.sequence, frame.pts)
+
+
+def explanation(result: WindowExplanation) -> pb.Explanation:
+    frames, height, width = result.heatmaps.shape
+    params = result.params
+    return pb.Explanation(
+        window_index=result.index,
+        source_frames=result.source_frames,
+        pts=result.pts,
+        padded=result.padded,
+        topk=[pb.ClassScore(class_id=score.class_id, label=score.label, probability=score.probability)
+              for score in result.topk],
+        spatial=pb.HeatmapGrid(frames=frames, height=height, width=width,
+                               data=np.ascontiguousarray(result.heatmaps, np.uint8).tobytes(),
+                               scale=result.scale.tolist(), mass=result.mass.tolist()),
+        temporal=result.temporal.tolist(),
+        crop=pb.CropBox(x0=result.crop.x0, y0=result.crop.y0, x1=result.crop.x1, y1=result.crop.y1),
+        source_width=result.source_size[0],
+        source_height=result.source_size[1],
+        params=pb.StaaParams(
+            spatial_aggregation=_AGGREGATION_FROM_NAME[params.spatial_aggregation],
+            temporal_aggregation=_AGGREGATION_FROM_NAME[params.temporal_aggregation],
+            last_k=params.last_k, threshold_mode=_MODE_FROM_NAME[params.threshold_mode],
+            kappa=params.kappa, percentile=params.percentile, gamma=params.gamma, smooth=params.smooth,
+        ),
+        timings=pb.Timings(**{name: result.timings_ms.get(name, 0.0) for name in
+                              ("decode_ms", "queue_ms", "forward_ms", "attribution_ms", "postprocess_ms", "total_ms")}),
+        provenance=pb.Provenance(**result.provenance),
+    )
+
+
+def model_info(loaded: LoadedModel) -> pb.ModelInfo:
+    settings = loaded.processor
+    height, width = loaded.grid
+    return pb.ModelInfo(
+        model_id=loaded.model_id,
+        architecture=loaded.architecture,
+        labels=loaded.labels,
+        num_frames=loaded.num_frames,
+        default_stride=loaded.default_stride,
+        image_size=loaded.image_size,
+        patch_size=loaded.patch_size,
+        grid_height=height,
+        grid_width=width,
+        processor=pb.ProcessorSettings(
+            shortest_edge=settings.shortest_edge or 0, crop_height=settings.crop_height,
+            crop_width=settings.crop_width, image_mean=settings.image_mean, image_std=settings.image_std,
+            rescale_factor=settings.rescale_factor,
+        ),
+        weights_sha256=loaded.weights_sha256,
+        versions={
+            "staa-serve": code_version(),
+            "python": sys.version.split()[0],
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+            "grpcio": metadata.version("grpcio"),
+        },
+        random_weights=loaded.random_weights,
+    )

@@ -1,0 +1,35 @@
+"""Domain errors -> gRPC status codes, in one table."""
+
+from __future__ import annotations
+
+import logging
+
+import grpc
+
+from models.errors import InvalidInput, UnsupportedModel
+
+logger = logging.getLogger(__name__)
+
+
+class Overloaded(Exception):
+    """A server-wide admission limit is reached; the client may retry later."""
+
+
+class NotReady(Exception):
+    """The model is still loading or warming up."""
+
+
+STATUS_BY_ERROR: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
+    (InvalidInput, grpc.StatusCode.INVALID_ARGUMENT),
+    (UnsupportedModel, grpc.StatusCode.INVALID_ARGUMENT),
+    (Overloaded, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (NotReady, grpc.StatusCode.UNAVAILABLE),
+)
+
+
+def status_for(error: BaseException) -> tuple[grpc.StatusCode, str]:
+    for error_type, code in STATUS_BY_ERROR:
+        if isinstance(error, error_type):
+            return code, str(error)
+    logger.exception("internal error", exc_info=error)
+    return grpc.StatusCode.INTERNAL, f"internal error ({type(error).__name__}); see the server log"

@@ -1,0 +1,142 @@
+"""Per-stream state and request options, as plain Python (no grpc): testable on its own.
+
+A live session owns a WindowAssembler (ring of the frames later windows still need), its
+counters and its options. Sessions are registered so the server can bound and count them;
+the servicer frees each in its generator's ``finally``, so end, cancel and error share a path.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from dataclasses import dataclass
+
+from models.errors import InvalidInput
+from models.frames import decode_frame
+from models.registry import LoadedModel
+from models.sampling import WindowSpec
+from models.staa import StaaParams
+from models.windowing import PreparedWindow, WindowAssembler
+from server.config import ServerConfig
+from server.errors import Overloaded
+
+DEFAULT_LIVE_FPS = 30.0
+
+
+@dataclass(frozen=True)
+class ExplainOptions:
+    """Resolved options of one request: window geometry, STAA parameters, top-k."""
+
+    window: WindowSpec
+    params: StaaParams
+    top_k: int
+
+
+@dataclass(frozen=True)
+class FrameInput:
+    kind: str  # "rgb24" | "jpeg" | "png" | "" (unset)
+    data: bytes
+    width: int
+    height: int
+    sequence: int
+    pts: float
+
+
+def resolve_window(loaded: LoadedModel, config: ServerConfig, num_frames: int, stride: int, hop: int) -> WindowSpec:
+    """Fill defaults from the model and check the request against it and the server limits."""
+    if num_frames not in (0, loaded.num_frames):
+        raise InvalidInput(
+            f"WindowSpec.num_frames={num_frames} but model {loaded.model_id!r} takes exactly "
+            f"{loaded.num_frames} frames (0 = the model's)"
+        )
+    if stride > config.max_stride:
+        raise InvalidInput(f"WindowSpec.stride={stride} exceeds max_stride={config.max_stride}")
+    spec = WindowSpec(loaded.num_frames, stride or loaded.default_stride, 0)
+    if hop > config.max_clip_frames:
+        raise InvalidInput(f"WindowSpec.hop={hop} exceeds max_clip_frames={config.max_clip_frames}")
+    return WindowSpec(spec.num_frames, spec.stride, hop or spec.span)
+
+
+def resolve_top_k(config: ServerConfig, top_k: int) -> int:
+    if top_k > config.max_top_k:
+        raise InvalidInput(f"StaaOptions.top_k={top_k} exceeds max_top_k={config.max_top_k}")
+    return top_k or config.default_top_k
+
+
+def check_model_name(loaded: LoadedModel, requested: str) -> None:
+    if requested and requested != loaded.model_id:
+        raise InvalidInput(f"model {requested!r} is not served here; this server serves {loaded.model_id!r}")
+
+
+class StreamSession:
+    """One live stream: validates frames, assembles windows, counts what it received."""
+
+    def __init__(self, session_id: int, options: ExplainOptions, loaded: LoadedModel, config: ServerConfig,
+                 fps: float, ack_every: int):
+        self.session_id = session_id
+        self.options = options
+        self.config = config
+        self.ack_every = ack_every
+        self.assembler = WindowAssembler(options.window, loaded.processor, fps or DEFAULT_LIVE_FPS)
+        self.received = 0
+        self.dropped = 0
+        self.last_sequence: int | None = None
+
+    def accept_frame(self, frame: FrameInput) -> list[PreparedWindow]:
+        """Validate and add one frame; returns the windows it completes."""
+        if self.last_sequence is not None and frame.sequence <= self.last_sequence:
+            raise InvalidInput(
+                f"Frame.sequence={frame.sequence} is not greater than the previous {self.last_sequence}"
+            )
+        pixels = decode_frame(frame.kind, frame.data, frame.width, frame.height,
+                              self.config.max_frame_width, self.config.max_frame_height)
+        if self.received >= self.config.max_clip_frames:
+            raise InvalidInput(f"stream sent more than max_clip_frames={self.config.max_clip_frames} frames")
+        windows = self.assembler.push(self.received, pixels)
+        self.received += 1
+        self.last_sequence = frame.sequence
+        return windows
+
+    def ack_due(self) -> bool:
+        return self.received > 0 and self.received % self.ack_every == 0
+
+    def finish(self) -> list[PreparedWindow]:
+        return self.assembler.finish()
+
+
+class SessionRegistry:
+    """Bounded set of live sessions (thread-safe: tests and metrics read it from other threads)."""
+
+    def __init__(self, max_streams: int):
+        self.max_streams = max_streams
+        self._sessions: dict[int, StreamSession] = {}
+        self._ids = itertools.count(1)
+        self._lock = threading.Lock()
+
+    def open(self, make_session) -> StreamSession:
+        with self._lock:
+            if len(self._sessions) >= self.max_streams:
+                raise Overloaded(f"server is at max_streams={self.max_streams} live streams; retry later")
+            session = make_session(next(self._ids))
+            self._sessions[session.session_id] = session
+            return session
+
+    def close(self, session: StreamSession) -> None:
+        with self._lock:
+            self._sessions.pop(session.session_id, None)
+
+    @property
+    def active(self) -> int:
+        with self._lock:
+            return len(self._sessions)
+
+
+def raw_clip_frames(frames: list[FrameInput], config: ServerConfig):
+    """Lazily decode the frames of a raw-frame clip (runs on the decode pool)."""
+    if not frames:
+        raise InvalidInput("ClipRequest.frames is empty")
+    if len(frames) > config.max_clip_frames:
+        raise InvalidInput(f"ClipRequest.frames has {len(frames)} frames; max_clip_frames={config.max_clip_frames}")
+    for frame in frames:
+        yield decode_frame(frame.kind, frame.data, frame.width, frame.height,
+                           config.max_frame_width, config.max_frame_height)
