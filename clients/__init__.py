@@ -1,0 +1,1 @@
+"""Client side: Python library (sync and async), command-line client, overlay rendering."""

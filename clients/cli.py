@@ -1,0 +1,111 @@
+"""``staa-client``: explain a clip through a running server and write explanations.json + overlay.mp4.
+
+    staa-client --server 127.0.0.1:50051 explain CLIP --out DIR [--live]
+    staa-client --server 127.0.0.1:50051 info
+
+A failing call exits with status 2 and prints the gRPC status code and message.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import grpc
+
+from clients.client import ExplainerClient
+from clients.overlay import write_overlay_video
+from clients.results import explanation_to_dict, model_to_dict
+from models.video import decode_clip
+from staa.v1 import explainer_pb2 as pb
+
+
+def _options(args) -> dict:
+    window = pb.WindowSpec(stride=args.stride, hop=args.hop)
+    staa = pb.StaaOptions(top_k=args.top_k)
+    if args.smooth:
+        staa.smooth = True
+    return {"window": window, "staa": staa}
+
+
+def _print_window(window: dict, elapsed_s: float) -> None:
+    top = ", ".join(f"{score['label']} {score['prob']:.3f}" for score in window["topk"][:3])
+    timings = window["timings_ms"]
+    peak = max(range(len(window["temporal"])), key=window["temporal"].__getitem__)
+    print(f"window {window['index']:3d} frames {window['frames'][0]:5d}-{window['frames'][-1]:<5d}"
+          f"{' (padded)' if window['padded'] else ''} | {top} | peak frame {window['frames'][peak]} | "
+          f"forward {timings['forward_ms']:.1f} ms, staa {timings['attribution_ms']:.1f} ms, "
+          f"post {timings['postprocess_ms']:.1f} ms, total {timings['total_ms']:.1f} ms | t={elapsed_s:.1f}s",
+          flush=True)
+
+
+def run_explain(client: ExplainerClient, clip: Path, out: Path, live: bool = False, speed: float = 1.0,
+                frame_format: str = "rgb24", overlay: bool = True, **options) -> dict:
+    """Explain ``clip``, print each window, write ``out/explanations.json`` (and overlay.mp4); return the JSON."""
+    decoded = decode_clip(clip)  # the client needs the pixels for live streaming and for the overlay
+    started = time.perf_counter()
+    windows = []
+    if live:
+        events = client.explain_frames(list(decoded.frames), decoded.fps, kind=frame_format, speed=speed, **options)
+        explanations = (event.explanation for event in events if event.WhichOneof("event") == "explanation")
+    else:
+        explanations = client.explain_clip(clip, **options)
+    for explanation in explanations:
+        windows.append(explanation_to_dict(explanation))
+        _print_window(windows[-1], time.perf_counter() - started)
+    result = {"model": model_to_dict(client.model_info()), "clip": str(clip), "rpc": "StreamExplain" if live else "ExplainClip",
+              "windows": windows}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "explanations.json").write_text(json.dumps(result) + "\n")
+    if overlay:
+        frames_by_index = dict(zip(decoded.indices.tolist(), decoded.frames))
+        write_overlay_video(out / "overlay.mp4", frames_by_index, windows)
+    return result
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="staa-client", description="Explain video with a STAA Serve server.")
+    parser.add_argument("--server", default="127.0.0.1:50051", help="HOST:PORT")
+    parser.add_argument("--timeout", type=float, default=None, help="per-call deadline, seconds")
+    commands = parser.add_subparsers(dest="command", required=True)
+    explain = commands.add_parser("explain", help="explain a clip file")
+    explain.add_argument("clip", type=Path)
+    explain.add_argument("--out", type=Path, required=True, help="directory for explanations.json and overlay.mp4")
+    explain.add_argument("--live", action="store_true", help="stream frames at the clip's fps (StreamExplain)")
+    explain.add_argument("--speed", type=float, default=1.0, help="live pacing multiplier (0 = as fast as possible)")
+    explain.add_argument("--jpeg", action="store_true", help="live frames as JPEG instead of raw RGB24")
+    explain.add_argument("--stride", type=int, default=0, help="source frames between sampled frames (0 = model default)")
+    explain.add_argument("--hop", type=int, default=0, help="source frames between windows (0 = one span)")
+    explain.add_argument("--top-k", type=int, default=0)
+    explain.add_argument("--smooth", action="store_true", help="3x3 smoothing of the heatmaps")
+    explain.add_argument("--no-overlay", action="store_true")
+    commands.add_parser("info", help="print the served model's description")
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        with ExplainerClient(args.server, timeout=args.timeout) as client:
+            if args.command == "info":
+                print(json.dumps(model_to_dict(client.model_info()), indent=2))
+                return 0
+            result = run_explain(client, args.clip, args.out, live=args.live, speed=args.speed,
+                                 frame_format="jpeg" if args.jpeg else "rgb24", overlay=not args.no_overlay,
+                                 **_options(args))
+            print(f"{len(result['windows'])} windows written to {args.out / 'explanations.json'}"
+                  + ("" if args.no_overlay else f" and {args.out / 'overlay.mp4'}"))
+            return 0
+    except grpc.RpcError as error:
+        print(f"error: {error.code().name}: {error.details()}", file=sys.stderr)
+        return 2
+    except (OSError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

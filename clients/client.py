@@ -1,0 +1,132 @@
+"""Python client library for STAA Serve, sync (``ExplainerClient``) and async (``AsyncExplainerClient``).
+
+Both set message-size limits explicitly (matching the server's default) and speak only the
+generated stubs; results are protobuf ``Explanation``s (``clients.results`` turns them into JSON).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import AsyncIterator, Iterable, Iterator
+
+import grpc
+import numpy as np
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from models.frames import encode_frame
+from staa.v1 import explainer_pb2 as pb
+from staa.v1 import explainer_pb2_grpc as pb_grpc
+
+DEFAULT_MAX_MESSAGE_BYTES = 64 << 20
+
+
+def channel_options(max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> list[tuple[str, int]]:
+    return [("grpc.max_send_message_length", max_message_bytes),
+            ("grpc.max_receive_message_length", max_message_bytes)]
+
+
+def clip_request(clip: bytes | str | Path, window: pb.WindowSpec | None = None,
+                 staa: pb.StaaOptions | None = None, decoder: str = "") -> pb.ClipRequest:
+    data = clip if isinstance(clip, (bytes, bytearray)) else Path(clip).read_bytes()
+    return pb.ClipRequest(clip=bytes(data), window=window, staa=staa, decoder=decoder)
+
+
+def stream_requests(frames: Iterable[np.ndarray], fps: float, kind: str = "rgb24",
+                    window: pb.WindowSpec | None = None, staa: pb.StaaOptions | None = None,
+                    speed: float = 1.0) -> Iterator[pb.StreamRequest]:
+    """StreamConfig, then one Frame per RGB uint8 ``[H, W, 3]`` array, paced at ``fps * speed`` (0 = unpaced)."""
+    yield pb.StreamRequest(config=pb.StreamConfig(window=window, staa=staa, fps=fps))
+    started = time.perf_counter()
+    for sequence, frame in enumerate(frames):
+        if speed > 0:
+            delay = started + sequence / (fps * speed) - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+        height, width = frame.shape[:2]
+        yield pb.StreamRequest(frame=pb.Frame(
+            width=width, height=height, sequence=sequence, pts=sequence / fps, **{kind: encode_frame(frame, kind)}))
+
+
+class ExplainerClient:
+    """Blocking client: ``with ExplainerClient("127.0.0.1:50051") as client: ...``."""
+
+    def __init__(self, target: str, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, timeout: float | None = None):
+        self.channel = grpc.insecure_channel(target, options=channel_options(max_message_bytes))
+        self.stub = pb_grpc.VideoExplainerStub(self.channel)
+        self.timeout = timeout
+
+    def wait_ready(self, timeout: float = 120.0) -> None:
+        """Block until health says SERVING (the model is loaded and warm)."""
+        health = health_pb2_grpc.HealthStub(self.channel)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                reply = health.Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:
+                if time.monotonic() > deadline:
+                    raise
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"server not SERVING after {timeout} s")
+            time.sleep(0.2)
+
+    def model_info(self) -> pb.ModelInfo:
+        return self.stub.GetModelInfo(pb.ModelInfoRequest(), timeout=self.timeout)
+
+    def explain_clip(self, clip: bytes | str | Path, **options) -> Iterator[pb.Explanation]:
+        for response in self.stub.ExplainClip(clip_request(clip, **options), timeout=self.timeout):
+            yield response.explanation
+
+    def explain_frames(self, frames: Iterable[np.ndarray], fps: float, **options) -> Iterator[pb.StreamResponse]:
+        """Live: stream frames through StreamExplain; yields Explanation and Ack events as they come."""
+        yield from self.stub.StreamExplain(stream_requests(frames, fps, **options), timeout=self.timeout)
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+
+class AsyncExplainerClient:
+    """asyncio client with the same methods (``async with AsyncExplainerClient(target) as client``)."""
+
+    def __init__(self, target: str, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, timeout: float | None = None):
+        self.channel = grpc.aio.insecure_channel(target, options=channel_options(max_message_bytes))
+        self.stub = pb_grpc.VideoExplainerStub(self.channel)
+        self.timeout = timeout
+
+    async def model_info(self) -> pb.ModelInfo:
+        return await self.stub.GetModelInfo(pb.ModelInfoRequest(), timeout=self.timeout)
+
+    async def explain_clip(self, clip: bytes | str | Path, **options) -> AsyncIterator[pb.Explanation]:
+        async for response in self.stub.ExplainClip(clip_request(clip, **options), timeout=self.timeout):
+            yield response.explanation
+
+    async def explain_frames(self, frames: Iterable[np.ndarray], fps: float, speed: float = 1.0,
+                             **options) -> AsyncIterator[pb.StreamResponse]:
+        async def requests():
+            # Pacing sleeps must not block the event loop: pace here, send unpaced.
+            started = time.perf_counter()
+            for index, request in enumerate(stream_requests(frames, fps, speed=0, **options)):
+                if speed > 0 and index > 0:
+                    await asyncio.sleep(max(0.0, started + (index - 1) / (fps * speed) - time.perf_counter()))
+                yield request
+
+        async for response in self.stub.StreamExplain(requests(), timeout=self.timeout):
+            yield response
+
+    async def close(self) -> None:
+        await self.channel.close()
+
+    async def __aenter__(self):
+        return self
+
+    async def __aexit__(self, *exc_info):
+        await self.close()
