@@ -6,7 +6,8 @@ Per row m in R^N (one frame of one window), raw values m_raw >= 0:
                  so the peak always survives; entries below theta become 0
   3. focus:      f = ((m - theta)+ / (1 - theta))^gamma; when theta == 1 (a constant row, or
                  kappa so large that only the peak is left) f = [m >= 1]. Optional 3x3 mean
-                 smoothing on the h x w patch grid (edges average over the cells that exist).
+                 smoothing on the h x w patch grid, zero outside it (no evidence there;
+                 averaging only the cells that exist would make borders look hotter).
   4. quantise:   q = round(255 * f / max(f)), scale = max(f) * max(m_raw) / 255, so q * scale
                  approximates f in raw units; mass = sum(f) * max(m_raw).
 NaN entries count as 0 and +/-inf are clipped to the row's finite range, so a bad row
@@ -85,7 +86,7 @@ def threshold_focus_reference(
     if smooth:
         height, width = grid
         planes = focused.reshape(batch * frames, 1, height, width)  # [B, T, N] -> [B*T, 1, h, w]
-        planes = F.avg_pool2d(planes, 3, stride=1, padding=1, count_include_pad=False)
+        planes = F.avg_pool2d(planes, 3, stride=1, padding=1, count_include_pad=True)
         focused = planes.reshape(batch, frames, patches)  # -> [B, T, N]
     focused_max = focused.amax(dim=-1, keepdim=True)
     quantized = torch.round(255.0 * focused / focused_max.clamp_min(_EPS)).to(torch.uint8)

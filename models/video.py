@@ -7,7 +7,8 @@ Backends:
 - ``pyav``: sequential decoding; works for files and bytes; the live path. Applies the
   display-matrix rotation itself so phone videos come out upright.
 - ``decord``: random access by index; returns frames already rotated. Its tracker reports
-  thread-safety problems, so it only ever runs on worker threads, one reader per call.
+  thread-safety problems, so it only ever runs on worker threads, one reader per call. Its
+  seeks go by timestamp, so clips with broken timestamps are read sequentially instead.
 Both produce pixel-identical frames on the shared clips (tests hold them to it).
 """
 
@@ -160,15 +161,30 @@ def _iter_decord(source, needed, limits) -> Iterator[tuple[int, np.ndarray] | St
     height, width = reader[0].shape[:2]
     _check_dimensions(width, height, limits)
     yield StreamInfo(width, height, float(reader.get_avg_fps()))
-    indices = [index for index in range(count) if needed is None or needed(index)]
-    for start in range(0, len(indices), _DECORD_CHUNK):
-        chunk = indices[start : start + _DECORD_CHUNK]
+    wanted = [index for index in range(count) if needed is None or needed(index)]
+    # decord seeks by timestamp: where they are broken (the shared AVI: packed B-frames, 110 of
+    # 164 invalid) a seek returns a stale frame (asking for 163 after 100 gives 100 again).
+    # Contiguous reads stay correct, so such clips are read frame by frame and filtered.
+    reads = wanted if _timestamps_are_sane(reader, count) else list(range(count))
+    keep = set(wanted)
+    for start in range(0, len(reads), _DECORD_CHUNK):
+        chunk = reads[start : start + _DECORD_CHUNK]
         try:
             batch = reader.get_batch(chunk).asnumpy()  # [K, H, W, 3]
         except (decord.DECORDError, RuntimeError) as exc:
             raise VideoDecodeError(f"clip is corrupt: decoding frames {chunk[0]}..{chunk[-1]} failed: {exc}") from exc
-        yield from zip(chunk, batch)
+        yield from ((index, frame) for index, frame in zip(chunk, batch) if index in keep)
     yield ClipEnd(count)
+
+
+def _timestamps_are_sane(reader, count: int) -> bool:
+    import decord
+
+    try:
+        starts = reader.get_frame_timestamp(list(range(count)))[:, 0]  # [F, (start, end)] -> [F]
+    except (decord.DECORDError, RuntimeError):
+        return False
+    return bool(np.all(starts >= 0) and np.all(np.diff(starts) > 0))
 
 
 def iter_frames(

@@ -1,0 +1,57 @@
+"""Shared fixtures: the shared clips, tiny random-weight models in temp dirs, a real server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+CLIPS = Path(os.environ.get("STAA_SHARED_CLIPS", REPO.parent / "shared" / "clips"))
+SHARED_CLIPS = ("arm_wrestling.mp4", "flipping_pancake.mkv", "ucf101_apply_eye_makeup.avi")
+# Frame counts agreed by three decoders (../shared/clips/README.md).
+SHARED_FRAME_COUNTS = {"arm_wrestling.mp4": 280, "flipping_pancake.mkv": 310, "ucf101_apply_eye_makeup.avi": 164}
+
+
+def clip_path(name: str) -> Path:
+    path = CLIPS / name
+    if not path.is_file():
+        pytest.fail(f"shared clip {path} is missing: the suite needs ../shared/clips beside the repo")
+    return path
+
+
+@pytest.fixture(scope="session")
+def default_model():
+    from models.registry import load_model
+
+    return load_model()
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A random-weight TimeSformer unlike the default (32x32 input, 4x4 grid, 4 frames), saved like a checkpoint."""
+    from models.registry import save_random_model, tiny_timesformer_config
+
+    config = tiny_timesformer_config(image_size=32, patch_size=8, num_frames=4, hidden_size=32,
+                                     num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, num_labels=5)
+    return save_random_model(tmp_path_factory.mktemp("tiny-model"), config, seed=7)
+
+
+@pytest.fixture(scope="session")
+def server():
+    """The default model behind a real gRPC server on a free 127.0.0.1 port, for the whole session."""
+    from server.app import BackgroundServer
+    from server.config import ServerConfig
+
+    with BackgroundServer(ServerConfig(port=0, max_clip_bytes=2 << 20, max_message_bytes=4 << 20,
+                                       max_frame_width=1024, max_frame_height=1024, max_streams=8)) as running:
+        yield running
+
+
+@pytest.fixture()
+def client(server):
+    from clients.client import ExplainerClient
+
+    with ExplainerClient(server.target, max_message_bytes=16 << 20, timeout=120) as connected:
+        yield connected

@@ -1,0 +1,123 @@
+"""STAA maths on analytic attention, and the hooks on a real (tiny, random) TimeSformer."""
+
+import numpy as np
+import pytest
+import torch
+
+from models.adapters import TimesformerAdapter
+from models.pipeline import ExplanationPipeline, Staa
+from models.registry import load_model
+from models.sampling import WindowSpec
+from models.staa import StaaParams, aggregate_layers, staa_joint, staa_spatial, staa_temporal
+from models.windowing import iter_array_windows
+
+
+def test_spatial_reads_cls_row_of_each_frame():
+    frames, patches = 3, 4
+    # [B*T, H, 1+N, 1+N]: frame t's CLS row puts all mass on patch t; patch rows point elsewhere.
+    probs = torch.zeros(frames, 2, 1 + patches, 1 + patches)
+    for frame in range(frames):
+        probs[frame, :, 0, 1 + frame] = 1.0
+        probs[frame, :, 1:, 1 + (frame + 1) % patches] = 1.0
+    model = load_model()
+    adapter = TimesformerAdapter(model.model)
+    adapter.num_frames, adapter.num_patches = frames, patches  # drive the hook directly
+    record = type("R", (), {"spatial_cls": [], "seconds": 0.0})()
+    adapter._spatial_hook(record)(None, None, probs)
+    spatial = staa_spatial(record.spatial_cls, StaaParams())  # [1, T, N]
+    assert spatial.shape == (1, frames, patches)
+    for frame in range(frames):
+        assert spatial[0, frame].argmax().item() == frame
+
+
+def test_temporal_weights_received_attention_by_cls_patch_weights():
+    # Two patches; patch 0 carries all CLS weight; its frames receive attention on frame 2 only.
+    received = torch.tensor([[[0.0, 0.0, 1.0], [1.0, 0.0, 0.0]]])  # [B=1, N=2, T=3]
+    spatial = torch.tensor([[[1.0, 0.0]] * 3])  # [B=1, T=3, N=2]
+    temporal = staa_temporal([received, received], spatial, StaaParams())
+    assert temporal[0].tolist() == pytest.approx([0.0, 0.0, 1.0])
+
+
+def test_layer_aggregation_options():
+    layers = [torch.full((1, 2), float(value)) for value in (1, 2, 6)]
+    assert aggregate_layers(layers, "last", 2).tolist() == [[6.0, 6.0]]
+    assert aggregate_layers(layers, "mean", 2).tolist() == [[3.0, 3.0]]
+    assert aggregate_layers(layers, "mean_last_k", 2).tolist() == [[4.0, 4.0]]
+
+
+@pytest.fixture(scope="module")
+def model():
+    return load_model()
+
+
+@pytest.fixture(scope="module")
+def clip(model):
+    generator = np.random.default_rng(0)
+    return torch.from_numpy(generator.normal(size=(2, model.num_frames, 3, 64, 64)).astype(np.float32))
+
+
+def test_hooks_match_the_attentions_hf_returns(model, clip):
+    with torch.inference_mode():
+        reference = model.model(pixel_values=clip, output_attentions=True).attentions  # L x [B*T, H, 1+N, 1+N]
+    attribution = Staa(model).attribute(clip)
+    adapter = TimesformerAdapter(model.model)
+    with torch.inference_mode(), adapter.capture() as record:
+        adapter.forward(clip)
+    for layer, attentions in enumerate(reference):
+        expected = attentions[:, :, 0, 1:].mean(dim=1).reshape(2, model.num_frames, -1)  # -> [B, T, N]
+        torch.testing.assert_close(record.spatial_cls[layer], expected)
+    assert len(record.temporal_received) == len(reference)
+    assert attribution.spatial.shape == (2, model.num_frames, *model.grid)
+
+
+def test_temporal_hook_reduces_full_temporal_probabilities(model, clip):
+    full = []
+    layer = model.model.timesformer.encoder.layer[1]
+    handle = layer.temporal_attention.attention.attn_drop.register_forward_hook(lambda m, i, out: full.append(out.clone()))
+    adapter = TimesformerAdapter(model.model)
+    with torch.inference_mode(), adapter.capture() as record:
+        adapter.forward(clip)
+    handle.remove()
+    probs = full[0]  # [B*N, H, T, T]
+    expected = probs.mean(dim=1).mean(dim=1).reshape(2, -1, model.num_frames)  # -> [B, N, T]
+    torch.testing.assert_close(record.temporal_received[1], expected)
+
+
+def test_maps_are_normalised_and_tau_sums_to_one(model, clip):
+    attribution = Staa(model).attribute(clip)
+    torch.testing.assert_close(attribution.spatial.sum(dim=(2, 3)), torch.ones(2, model.num_frames))
+    torch.testing.assert_close(attribution.temporal.sum(dim=1), torch.ones(2))
+    joint = staa_joint(attribution.spatial.flatten(2), attribution.temporal)
+    torch.testing.assert_close(joint.sum(dim=(1, 2)), torch.ones(2))
+
+
+def test_batched_equals_one_by_one(model, clip):
+    staa = Staa(model)
+    both = staa.attribute(clip)
+    first = staa.attribute(clip[0])
+    torch.testing.assert_close(both.spatial[0], first.spatial[0], atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(both.temporal[0], first.temporal[0], atol=1e-6, rtol=1e-5)
+
+
+def test_same_input_same_bytes(model):
+    frames = np.random.default_rng(1).integers(0, 255, size=(40, 48, 80, 3), dtype=np.uint8)
+    spec = WindowSpec(model.num_frames, 4)
+    pipeline = ExplanationPipeline(model)
+    runs = [pipeline.explain(list(iter_array_windows(frames, spec, model.processor, 25.0)), StaaParams()) for _ in range(2)]
+    for first, second in zip(*runs):
+        assert first.heatmaps.tobytes() == second.heatmaps.tobytes()
+        assert first.temporal.tobytes() == second.temporal.tobytes()
+
+
+def test_different_weights_change_the_map(model, clip, tiny_model_dir):
+    from models.registry import save_random_model, tiny_timesformer_config
+
+    other = load_model(str(save_random_model(tiny_model_dir.parent / "other-seed", tiny_timesformer_config(), seed=123)))
+    assert not torch.allclose(Staa(model).attribute(clip).spatial, Staa(other).attribute(clip).spatial)
+
+
+def test_params_reject_out_of_range_values_by_name():
+    with pytest.raises(ValueError, match=r"StaaParams.gamma must be in \[1.0, 16.0\], got 0.5"):
+        StaaParams(gamma=0.5)
+    with pytest.raises(ValueError, match="spatial_aggregation"):
+        StaaParams(spatial_aggregation="rollout")
