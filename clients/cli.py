@@ -45,10 +45,10 @@ def _print_window(window: dict, elapsed_s: float) -> None:
 def run_explain(client: ExplainerClient, clip: Path, out: Path, live: bool = False, speed: float = 1.0,
                 frame_format: str = "rgb24", overlay: bool = True, **options) -> dict:
     """Explain ``clip``, print each window, write ``out/explanations.json`` (and overlay.mp4); return the JSON."""
-    decoded = decode_clip(clip)  # the client needs the pixels for live streaming and for the overlay
     started = time.perf_counter()
     windows = []
-    if live:
+    if live:  # live streaming needs the pixels first; ExplainClip sends the bytes as they are
+        decoded = decode_clip(clip)
         events = client.explain_frames(list(decoded.frames), decoded.fps, kind=frame_format, speed=speed, **options)
         explanations = (event.explanation for event in events if event.WhichOneof("event") == "explanation")
     else:
@@ -56,13 +56,14 @@ def run_explain(client: ExplainerClient, clip: Path, out: Path, live: bool = Fal
     for explanation in explanations:
         windows.append(explanation_to_dict(explanation))
         _print_window(windows[-1], time.perf_counter() - started)
-    result = {"model": model_to_dict(client.model_info()), "clip": str(clip), "rpc": "StreamExplain" if live else "ExplainClip",
-              "windows": windows}
+    result = {"model": model_to_dict(client.model_info()), "clip": str(clip),
+              "rpc": "StreamExplain" if live else "ExplainClip", "windows": windows}
     out.mkdir(parents=True, exist_ok=True)
     (out / "explanations.json").write_text(json.dumps(result) + "\n")
     if overlay:
-        frames_by_index = dict(zip(decoded.indices.tolist(), decoded.frames))
-        write_overlay_video(out / "overlay.mp4", frames_by_index, windows)
+        shown = {index for window in windows for index in window["frames"]}
+        decoded = decode_clip(clip, needed=shown.__contains__)  # only the frames the windows cover
+        write_overlay_video(out / "overlay.mp4", dict(zip(decoded.indices.tolist(), decoded.frames)), windows)
     return result
 
 

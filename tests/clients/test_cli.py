@@ -1,0 +1,68 @@
+"""The console entry points, as a user runs them: staa-serve in its own process, staa-client against it."""
+
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import av
+import pytest
+
+from tests.conftest import clip_path
+
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture(scope="module")
+def served():
+    process = subprocess.Popen([str(BIN / "staa-serve"), "--port", "0"], stdout=subprocess.PIPE, text=True)
+    line = process.stdout.readline()
+    assert "listening on" in line, line
+    target = line.split("listening on ")[1].split()[0]
+    ready = process.stdout.readline()  # printed once the model is warm
+    assert "ready on" in ready, ready
+    yield target
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=30) == 0
+
+
+def client(*args, **kwargs):
+    return subprocess.run([str(BIN / "staa-client"), *args], capture_output=True, text=True, timeout=300, **kwargs)
+
+
+@pytest.mark.parametrize("live", [False, True])
+def test_explain_writes_json_and_overlay(served, tmp_path, live):
+    out = tmp_path / "out"
+    args = ["--server", served, "explain", str(clip_path("flipping_pancake.mkv")), "--out", str(out)]
+    result = client(*args, *(["--live", "--speed", "0"] if live else []))
+    assert result.returncode == 0, result.stderr
+    assert "window   0" in result.stdout and "forward" in result.stdout
+    document = json.loads((out / "explanations.json").read_text())
+    assert document["model"]["model_id"] == "staa-tiny-random"
+    window = document["windows"][0]
+    assert len(document["windows"]) == 10
+    assert {"index", "frames", "topk", "temporal", "spatial", "crop", "timings_ms"} <= set(window)
+    assert len(window["spatial"]) == 8 and len(window["spatial"][0]) == 8 and len(window["spatial"][0][0]) == 8
+    assert sum(window["temporal"]) == pytest.approx(1.0, abs=1e-4)
+    assert {"label", "prob"} <= set(window["topk"][0])
+    with av.open(str(out / "overlay.mp4")) as container:
+        assert sum(1 for _ in container.decode(video=0)) == 10 * 8
+
+
+def test_failing_call_exits_non_zero_with_status(served, tmp_path):
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"definitely not a video" * 100)
+    result = client("--server", served, "explain", str(bad), "--out", str(tmp_path / "o"), "--no-overlay")
+    assert result.returncode == 2
+    assert "INVALID_ARGUMENT" in result.stderr and "could not be opened" in result.stderr
+
+
+def test_unreachable_server_exits_non_zero(tmp_path):
+    result = client("--server", "127.0.0.1:1", "--timeout", "5", "info")
+    assert result.returncode == 2 and "UNAVAILABLE" in result.stderr
+
+
+def test_info_prints_the_model(served):
+    result = client("--server", served, "info")
+    assert result.returncode == 0 and json.loads(result.stdout)["architecture"] == "timesformer"

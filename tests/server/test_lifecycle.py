@@ -1,0 +1,59 @@
+"""Server lifecycle: NOT_SERVING until warm, any model directory served through the same path."""
+
+import asyncio
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from server.app import BackgroundServer, load_and_warm, start_server
+from server.config import ServerConfig
+from staa.v1 import explainer_pb2 as pb
+from staa.v1 import explainer_pb2_grpc as pb_grpc
+
+
+def test_health_is_not_serving_until_the_model_is_warm():
+    async def scenario():
+        config = ServerConfig(port=0)
+        running = await start_server(config)
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+                health = health_pb2_grpc.HealthStub(channel)
+                before = await health.Check(health_pb2.HealthCheckRequest(service=""))
+                with pytest.raises(grpc.aio.AioRpcError) as early:
+                    await pb_grpc.VideoExplainerStub(channel).GetModelInfo(pb.ModelInfoRequest())
+                await load_and_warm(running, config)
+                after = await health.Check(health_pb2.HealthCheckRequest(service=""))
+            return before.status, early.value, after.status
+        finally:
+            await running.stop(grace=0)
+
+    before, early, after = asyncio.run(scenario())
+    assert before == health_pb2.HealthCheckResponse.NOT_SERVING
+    assert early.code() == grpc.StatusCode.UNAVAILABLE and "still loading" in early.details()
+    assert after == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_a_tiny_random_model_directory_is_served_with_its_own_geometry(tiny_model_dir):
+    from clients.client import ExplainerClient
+    from tests.conftest import clip_path
+
+    with BackgroundServer(ServerConfig(port=0, model=str(tiny_model_dir))) as running:
+        with ExplainerClient(running.target) as client:
+            info = client.model_info()
+            assert (info.num_frames, info.grid_height, info.grid_width, len(info.labels)) == (4, 4, 4, 5)
+            windows = list(client.explain_clip(clip_path("ucf101_apply_eye_makeup.avi")))
+    span = 3 * 4 + 1  # 4 frames at the default stride 4
+    assert len(windows) == (164 - span) // span + 1
+    assert windows[0].spatial.frames == 4 and len(windows[0].spatial.data) == 4 * 4 * 4
+
+
+def test_server_config_rejects_bad_values_by_name():
+    with pytest.raises(ValueError, match="ServerConfig.max_streams must be >= 1, got 0"):
+        ServerConfig(max_streams=0)
+    with pytest.raises(ValueError, match="max_clip_bytes=.* must be below max_message_bytes"):
+        ServerConfig(max_clip_bytes=100, max_message_bytes=100)
+
+
+def test_binds_loopback_by_default():
+    assert ServerConfig().host == "127.0.0.1"

@@ -1,0 +1,67 @@
+"""Sessions and option resolution as plain Python, without gRPC."""
+
+import numpy as np
+import pytest
+
+from models.errors import InvalidInput
+from models.staa import StaaParams
+from server.config import ServerConfig
+from server.errors import Overloaded
+from server.session import ExplainOptions, FrameInput, SessionRegistry, StreamSession, resolve_window
+
+
+@pytest.fixture(scope="module")
+def config():
+    return ServerConfig(max_streams=2)
+
+
+def make_session(default_model, config, session_id=1):
+    options = ExplainOptions(resolve_window(default_model, config, 0, 2, 3), StaaParams(), 5)
+    return StreamSession(session_id, options, default_model, config, fps=10.0, ack_every=4)
+
+
+def rgb(sequence, width=40, height=30):
+    return FrameInput("rgb24", bytes(width * height * 3), width, height, sequence, 0.0)
+
+
+def test_window_defaults_come_from_the_model(default_model, config):
+    spec = resolve_window(default_model, config, 0, 0, 0)
+    assert (spec.num_frames, spec.stride, spec.hop) == (8, default_model.default_stride, spec.span)
+
+
+def test_live_session_emits_windows_as_they_complete(default_model, config):
+    session = make_session(default_model, config)
+    emitted = [window.plan.index for sequence in range(30) for window in session.accept_frame(rgb(sequence * 3))]
+    # T=8, stride 2 -> span 15; hop 3 -> windows end at frames 14, 17, 20, 23, 26, 29
+    assert emitted == [0, 1, 2, 3, 4, 5]
+    assert session.received == 30 and session.ack_due() is False
+    assert session.finish() == []
+
+
+def test_short_live_stream_gets_one_padded_window_at_the_end(default_model, config):
+    session = make_session(default_model, config)
+    for sequence in range(5):
+        assert session.accept_frame(rgb(sequence)) == []
+    (window,) = session.finish()
+    assert window.plan.padded and window.pixels.shape == (8, 3, 64, 64)
+
+
+def test_registry_bounds_and_frees_sessions(default_model, config):
+    registry = SessionRegistry(config.max_streams)
+    sessions = [registry.open(lambda session_id: make_session(default_model, config, session_id)) for _ in range(2)]
+    with pytest.raises(Overloaded, match="max_streams=2"):
+        registry.open(lambda session_id: make_session(default_model, config, session_id))
+    for session in sessions:
+        registry.close(session)
+    assert registry.active == 0
+
+
+def test_windows_of_a_live_session_match_the_frames_sent(default_model, config):
+    session = make_session(default_model, config)
+    frames = np.random.default_rng(0).integers(0, 255, (15, 30, 40, 3), dtype=np.uint8)
+    windows = [window for index, pixels in enumerate(frames)
+               for window in session.accept_frame(FrameInput("rgb24", pixels.tobytes(), 40, 30, index, 0.0))]
+    assert len(windows) == 1 and windows[0].plan.frames == tuple(range(0, 15, 2))
+    assert windows[0].source_size == (40, 30) and windows[0].fps == 10.0
+    with pytest.raises(InvalidInput, match="not greater than the previous 14"):
+        session.accept_frame(FrameInput("rgb24", frames[0].tobytes(), 40, 30, 3, 0.0))
