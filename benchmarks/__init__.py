@@ -1,0 +1,1 @@
+"""Benchmarks: each writes a report (Markdown + CSV + PNG) under benchmarks/reports/."""

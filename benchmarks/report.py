@@ -1,0 +1,68 @@
+"""Shared report writing: conditions header, a Markdown table, the CSV beside it, interleaved timing."""
+
+from __future__ import annotations
+
+import csv
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+REPORTS = Path(__file__).resolve().parent / "reports"
+
+
+def conditions(extra: dict[str, str]) -> dict[str, str]:
+    """What every report states about how it was measured."""
+    return {
+        "command": " ".join([Path(sys.executable).name, "-m", *sys.argv]) if sys.argv else "",
+        "device": f"CPU ({platform.processor() or platform.machine()}), {os.cpu_count()} cores",
+        "torch threads": str(torch.get_num_threads()),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        **extra,
+    }
+
+
+def markdown_table(rows: list[dict], columns: list[str]) -> str:
+    def cell(value) -> str:
+        return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(row[column]) for column in columns) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def write_csv(path: Path, rows: list[dict], columns: list[str]) -> None:
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def write_markdown(path: Path, title: str, conditions_: dict[str, str], sections: list[str]) -> None:
+    header = [f"# {title}", "", "Conditions:", ""]
+    header += [f"- {key}: {value}" for key, value in conditions_.items()]
+    path.write_text("\n".join(header + [""] + sections) + "\n")
+
+
+def interleaved(first: Callable[[], None], second: Callable[[], None], pairs: int, warmup: int = 3):
+    """Time A, B, A, B ... after warm-up; returns (A seconds list, B seconds list, median of B/A ratios)."""
+    for _ in range(warmup):
+        first()
+        second()
+    times_a, times_b = [], []
+    for _ in range(pairs):
+        started = time.perf_counter()
+        first()
+        middle = time.perf_counter()
+        second()
+        times_a.append(middle - started)
+        times_b.append(time.perf_counter() - middle)
+    ratio = statistics.median(b / a for a, b in zip(times_a, times_b))
+    return times_a, times_b, ratio
