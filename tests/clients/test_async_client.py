@@ -1,0 +1,25 @@
+"""The asyncio client against the real server: same results as the blocking one."""
+
+import asyncio
+
+from clients.client import AsyncExplainerClient
+from models.video import decode_clip
+from tests.conftest import clip_path
+
+
+def test_async_client_clip_and_live_match(server):
+    path = clip_path("ucf101_apply_eye_makeup.avi")
+    decoded = decode_clip(path)
+
+    async def scenario():
+        async with AsyncExplainerClient(server.target, timeout=120) as client:
+            info = await client.model_info()
+            clip = [explanation async for explanation in client.explain_clip(path)]
+            live = [event.explanation async for event in client.explain_frames(list(decoded.frames), decoded.fps, speed=0)
+                    if event.HasField("explanation")]
+        return info, clip, live
+
+    info, clip, live = asyncio.run(scenario())
+    assert info.model_id == "staa-tiny-random"
+    assert len(clip) == len(live) == 5
+    assert [window.spatial.data for window in clip] == [window.spatial.data for window in live]
