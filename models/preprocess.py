@@ -94,8 +94,8 @@ def crop_box(height: int, width: int, settings: ProcessorSettings) -> CropBox:
     )
 
 
-def preprocess_frame(frame: np.ndarray, settings: ProcessorSettings) -> np.ndarray:
-    """One RGB uint8 frame ``[H, W, 3]`` -> normalised float32 ``[3, crop_h, crop_w]``."""
+def resize_and_crop(frame: np.ndarray, settings: ProcessorSettings) -> np.ndarray:
+    """RGB uint8 ``[H, W, 3]`` -> the uint8 ``[crop_h, crop_w, 3]`` pixels the model sees."""
     height, width = frame.shape[:2]
     resized_h, resized_w = resized_size(height, width, settings)
     if (resized_h, resized_w) != (height, width):
@@ -103,10 +103,19 @@ def preprocess_frame(frame: np.ndarray, settings: ProcessorSettings) -> np.ndarr
         frame = cv2.resize(frame, (resized_w, resized_h), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
     top = (resized_h - settings.crop_height) // 2
     left = (resized_w - settings.crop_width) // 2
-    crop = frame[top : top + settings.crop_height, left : left + settings.crop_width]  # [h, w, 3]
-    pixels = crop.astype(np.float32) * settings.rescale_factor
-    pixels = (pixels - np.asarray(settings.image_mean, np.float32)) / np.asarray(settings.image_std, np.float32)
-    return np.ascontiguousarray(pixels.transpose(2, 0, 1))  # [h, w, 3] -> [3, h, w]
+    return frame[top : top + settings.crop_height, left : left + settings.crop_width]
+
+
+def normalise(pixels: np.ndarray, settings: ProcessorSettings) -> np.ndarray:
+    """uint8 ``[..., h, w, 3]`` -> float32 ``[..., 3, h, w]`` rescaled and normalised."""
+    values = pixels.astype(np.float32) * settings.rescale_factor
+    values = (values - np.asarray(settings.image_mean, np.float32)) / np.asarray(settings.image_std, np.float32)
+    return np.ascontiguousarray(np.moveaxis(values, -1, -3))  # [..., h, w, 3] -> [..., 3, h, w]
+
+
+def preprocess_frame(frame: np.ndarray, settings: ProcessorSettings) -> np.ndarray:
+    """One RGB uint8 frame ``[H, W, 3]`` -> normalised float32 ``[3, crop_h, crop_w]``."""
+    return normalise(resize_and_crop(frame, settings), settings)
 
 
 def preprocess(frames: np.ndarray, settings: ProcessorSettings) -> torch.Tensor:
