@@ -1,0 +1,52 @@
+"""Pre-generated training windows: only the T frames a window samples are rendered, then resized
+and cropped exactly as the server does (``resize_and_crop``), and kept as uint8 in memory."""
+
+from __future__ import annotations
+
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from models.preprocess import ProcessorSettings, normalise, resize_and_crop
+from models.synthetic.generate import render_clip, sample_clip_spec
+
+
+@dataclass
+class WindowSet:
+    pixels: np.ndarray  # uint8 [K, T, h, w, 3]
+    labels: np.ndarray  # int64 [K]
+    in_action: np.ndarray  # bool [K, T]: sampled frame inside the action interval
+
+    def batch(self, indices, settings: ProcessorSettings, flip: np.ndarray | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        pixels = self.pixels[indices]  # [B, T, h, w, 3]
+        if flip is not None:  # mirror whole windows: left/right is a nuisance, never the class
+            pixels = np.where(flip[:, None, None, None, None], pixels[:, :, :, ::-1], pixels)
+        return torch.from_numpy(normalise(pixels, settings)), torch.from_numpy(self.labels[indices])
+
+
+def _render_window(job) -> tuple[np.ndarray, int, np.ndarray]:
+    seed, difficulty, num_frames, stride, settings = job
+    spec = sample_clip_spec(seed, difficulty=difficulty)
+    offset = np.random.default_rng(seed + 1).integers(0, spec.num_frames - (num_frames - 1) * stride)
+    indices = [int(offset) + step * stride for step in range(num_frames)]
+    clip = render_clip(spec, indices)
+    first, last = spec.action_frames
+    pixels = np.stack([resize_and_crop(frame, settings) for frame in clip.frames])  # [T, h, w, 3]
+    return pixels, spec.class_id, np.array([first <= index <= last for index in indices])
+
+
+def build_windows(seeds, difficulty: tuple[float, float], num_frames: int, stride: int,
+                  settings: ProcessorSettings, workers: int = 2, progress=None) -> WindowSet:
+    """Render one window per seed; difficulty drawn uniformly in ``difficulty`` per clip (from the seed)."""
+    jobs = [(seed, float(np.random.default_rng(seed + 2).uniform(*difficulty)), num_frames, stride, settings)
+            for seed in seeds]
+    with ProcessPoolExecutor(workers) as pool:
+        results = []
+        for result in pool.map(_render_window, jobs, chunksize=64):
+            results.append(result)
+            if progress is not None:
+                progress.update(1)
+    return WindowSet(np.stack([pixels for pixels, _, _ in results]), np.array([label for _, label, _ in results]),
+                     np.stack([inside for _, _, inside in results]))

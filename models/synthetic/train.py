@@ -1,0 +1,139 @@
+"""Train the SynthKinetics TimeSformer on CPU: pre-generated windows, a clean-to-cluttered curriculum,
+warm-up + cosine learning rate. Saves a checkpoint that loads through ``models.registry.load_model``.
+
+    python -m models.synthetic.train --out models/weights/staa-synthkinetics [--steps 3000]
+
+Seeds: training clips use seeds from SeedSequence([TRAIN_SEED, i]); evaluation uses other seeds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+from transformers import TimesformerForVideoClassification
+
+from models.preprocess import ProcessorSettings
+from models.registry import processor_config_for, tiny_timesformer_config
+from models.synthetic.actions import ACTIONS
+from models.synthetic.dataset import WindowSet, build_windows
+
+TRAIN_SEED, VALIDATION_SEED = 1000, 2000
+FRAMES, STRIDE, IMAGE_SIZE, PATCH = 8, 4, 64, 8
+
+
+def seeds(root: int, count: int, start: int = 0) -> list[int]:
+    return [int(np.random.SeedSequence([root, index]).generate_state(1)[0]) for index in range(start, start + count)]
+
+
+def model_config(hidden: int, layers: int, heads: int):
+    config = tiny_timesformer_config(image_size=IMAGE_SIZE, patch_size=PATCH, num_frames=FRAMES, hidden_size=hidden,
+                                     num_hidden_layers=layers, num_attention_heads=heads, intermediate_size=2 * hidden,
+                                     num_labels=len(ACTIONS))  # dropout and drop-path default to 0
+    config.id2label = {index: action.name for index, action in enumerate(ACTIONS)}
+    config.label2id = {name: index for index, name in config.id2label.items()}
+    config.staa_frame_stride = STRIDE
+    return config
+
+
+def learning_rate(step: int, total: int, peak: float, warmup: int) -> float:
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    return peak * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+
+
+@torch.no_grad()
+def accuracy(model, windows: WindowSet, settings: ProcessorSettings, batch: int = 64) -> float:
+    model.eval()
+    correct = 0
+    for start in range(0, len(windows.labels), batch):
+        pixels, labels = windows.batch(np.arange(start, min(start + batch, len(windows.labels))), settings)
+        correct += (model(pixel_values=pixels).logits.argmax(-1) == labels).sum().item()
+    model.train()
+    return correct / len(windows.labels)
+
+
+def train(model, stages: list[tuple[WindowSet, int]], validation: WindowSet, settings: ProcessorSettings,
+          peak_lr: float, warmup: int, batch: int, evaluate_every: int, seed: int = 0, log=print) -> list[dict]:
+    """Run the curriculum ``stages`` ([(windows, steps)]) with one LR schedule; returns the history."""
+    generator = np.random.default_rng(seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=peak_lr, weight_decay=0.05)
+    total = sum(steps for _, steps in stages)
+    history, step, started = [], 0, time.perf_counter()
+    model.train()
+    progress = tqdm(total=total, desc="train")
+    for stage, (windows, steps) in enumerate(stages):
+        for _ in range(steps):
+            indices = generator.integers(0, len(windows.labels), batch)
+            pixels, labels = windows.batch(indices, settings, flip=generator.random(batch) < 0.5)
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate(step, total, peak_lr, warmup)
+            loss = torch.nn.functional.cross_entropy(model(pixel_values=pixels).logits, labels)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            step += 1
+            progress.update(1)
+            progress.set_postfix(stage=stage, loss=f"{loss.item():.3f}")
+            if step % evaluate_every == 0 or step == total:
+                record = {"step": step, "stage": stage, "loss": round(loss.item(), 4),
+                          "val_accuracy": round(accuracy(model, validation, settings), 4),
+                          "minutes": round((time.perf_counter() - started) / 60, 2)}
+                history.append(record)
+                log(json.dumps(record))
+    progress.close()
+    return history
+
+
+def save(model, out: Path, history: list[dict], arguments: dict) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    model.config.staa_random_weights = False
+    model.save_pretrained(out, safe_serialization=True)
+    (out / "preprocessor_config.json").write_text(json.dumps(processor_config_for(IMAGE_SIZE), indent=2) + "\n")
+    (out / "training_log.json").write_text(json.dumps({"arguments": arguments, "history": history}, indent=1) + "\n")
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m models.synthetic.train")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--clean-clips", type=int, default=3000, help="stage 1: difficulty 0-0.3")
+    parser.add_argument("--full-clips", type=int, default=9000, help="stage 2: difficulty 0-1")
+    parser.add_argument("--clean-steps", type=int, default=800)
+    parser.add_argument("--full-steps", type=int, default=2200)
+    parser.add_argument("--validation-clips", type=int, default=512)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--warmup", type=int, default=200)
+    parser.add_argument("--hidden", type=int, default=128)
+    parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--heads", type=int, default=4)
+    parser.add_argument("--evaluate-every", type=int, default=200)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    settings = ProcessorSettings.from_dict(processor_config_for(IMAGE_SIZE))
+    total_clips = args.clean_clips + args.full_clips + args.validation_clips
+    with tqdm(total=total_clips, desc="render windows") as progress:
+        clean = build_windows(seeds(TRAIN_SEED, args.clean_clips), (0.0, 0.3), FRAMES, STRIDE, settings, progress=progress)
+        full = build_windows(seeds(TRAIN_SEED, args.full_clips, start=args.clean_clips), (0.0, 1.0), FRAMES, STRIDE,
+                             settings, progress=progress)
+        validation = build_windows(seeds(VALIDATION_SEED, args.validation_clips), (0.0, 1.0), FRAMES, STRIDE, settings,
+                                   progress=progress)
+    model = TimesformerForVideoClassification(model_config(args.hidden, args.layers, args.heads))
+    stages = [(clean, args.clean_steps), (full, args.full_steps)]
+    history = train(model, stages, validation, settings, args.lr, args.warmup, args.batch, args.evaluate_every,
+                    log=lambda line: tqdm.write(line))
+    save(model, args.out, history, vars(args) | {"out": str(args.out)})
+    print(f"saved {args.out}; final validation accuracy {history[-1]['val_accuracy']:.3f}")
+
+
+if __name__ == "__main__":
+    main()
