@@ -83,7 +83,7 @@ def sample_clip_spec(seed: int, difficulty: float | None = None, class_id: int |
     side = int(rng.choice([-1, 1]))
     length = int(rng.integers(action_length[0], min(action_length[1], num_frames) + 1))
     start = int(rng.integers(0, num_frames - length + 1))
-    figure_height = float(rng.uniform(0.45, 0.62) * size)
+    figure_height = float(rng.uniform(0.5, 0.75) * size)
     hip_x = float(rng.uniform(0.3, 0.7) * size)
     hip_y = float(rng.uniform(0.72 * figure_height, size - 0.5 * figure_height))
     room = min(hip_x - 0.2 * size, 0.8 * size - hip_x)
@@ -99,7 +99,7 @@ def sample_clip_spec(seed: int, difficulty: float | None = None, class_id: int |
         seed=seed, class_id=class_id, side=side, num_frames=num_frames, height=size, width=size, fps=fps,
         action_frames=(start, start + length - 1), period=float(rng.uniform(12, 18)),
         phase0=float(rng.uniform(0, 0.5)), figure_height=figure_height, hip=(hip_x, hip_y),
-        walk_speed=walk_speed, thickness=int(rng.integers(max(2, size // 40), max(3, size // 18) + 1)),
+        walk_speed=walk_speed, thickness=int(rng.integers(max(2, size // 32), max(3, size // 14) + 1)),
         colours=colours, difficulty=difficulty, background=background,
         distractors=tuple(make_distractors(rng, size, size, difficulty)),
         jitter=jitter_offsets(rng, num_frames, difficulty), gain=lighting(rng, num_frames, difficulty),

@@ -103,7 +103,8 @@ def save(model, out: Path, history: list[dict], arguments: dict) -> None:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m models.synthetic.train")
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--clean-clips", type=int, default=3000, help="stage 1: difficulty 0-0.3")
+    parser.add_argument("--clean-clips", type=int, default=3000,
+                        help="stage 1: plain scenes (difficulty 0-0.15), the action fills the clip")
     parser.add_argument("--full-clips", type=int, default=9000, help="stage 2: difficulty 0-1")
     parser.add_argument("--clean-steps", type=int, default=800)
     parser.add_argument("--full-steps", type=int, default=2200)
@@ -122,7 +123,8 @@ def main(argv=None) -> None:
     settings = ProcessorSettings.from_dict(processor_config_for(IMAGE_SIZE))
     total_clips = args.clean_clips + args.full_clips + args.validation_clips
     with tqdm(total=total_clips, desc="render windows") as progress:
-        clean = build_windows(seeds(TRAIN_SEED, args.clean_clips), (0.0, 0.3), FRAMES, STRIDE, settings, progress=progress)
+        clean = build_windows(seeds(TRAIN_SEED, args.clean_clips), (0.0, 0.15), FRAMES, STRIDE, settings,
+                              progress=progress, action_length=(32, 32))
         full = build_windows(seeds(TRAIN_SEED, args.full_clips, start=args.clean_clips), (0.0, 1.0), FRAMES, STRIDE,
                              settings, progress=progress)
         validation = build_windows(seeds(VALIDATION_SEED, args.validation_clips), (0.0, 1.0), FRAMES, STRIDE, settings,
