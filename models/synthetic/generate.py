@@ -75,17 +75,22 @@ def _distinct_colour(rng: np.random.Generator, background_mean: np.ndarray) -> t
 
 def sample_clip_spec(seed: int, difficulty: float | None = None, class_id: int | None = None,
                      num_frames: int = DEFAULT_FRAMES, size: int = DEFAULT_SIZE, fps: float = DEFAULT_FPS,
-                     action_length: tuple[int, int] = (12, 20)) -> ClipSpec:
-    """Draw every random choice of one clip from ``seed``. Appearance is drawn independently of the class."""
+                     action_length: tuple[int, int] = (12, 20), placement: float = 1.0) -> ClipSpec:
+    """Draw every random choice of one clip from ``seed``. Appearance is drawn independently of the class.
+
+    ``placement`` in [0, 1] scales how far the figure's size and position vary around the centre
+    (0: centred, fixed size; used only by the training curriculum's first stage).
+    """
     rng = np.random.default_rng(seed)
     class_id = int(rng.integers(len(ACTIONS))) if class_id is None else class_id
     difficulty = float(rng.random()) if difficulty is None else difficulty
     side = int(rng.choice([-1, 1]))
     length = int(rng.integers(action_length[0], min(action_length[1], num_frames) + 1))
     start = int(rng.integers(0, num_frames - length + 1))
-    figure_height = float(rng.uniform(0.5, 0.75) * size)
-    hip_x = float(rng.uniform(0.3, 0.7) * size)
-    hip_y = float(rng.uniform(0.72 * figure_height, size - 0.5 * figure_height))
+    figure_height = float((0.625 + placement * rng.uniform(-0.125, 0.125)) * size)
+    hip_x = float((0.5 + placement * rng.uniform(-0.2, 0.2)) * size)
+    low, high = 0.72 * figure_height, size - 0.5 * figure_height
+    hip_y = float((low + high) / 2 + placement * rng.uniform(-0.5, 0.5) * (high - low))
     room = min(hip_x - 0.2 * size, 0.8 * size - hip_x)
     walk_speed = side * min(float(rng.uniform(0.6, 1.4)), max(room, 0.0) / length)
     background = make_background(rng, size, size, difficulty)

@@ -12,6 +12,7 @@ import argparse
 import json
 import math
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -83,7 +84,9 @@ def train(model, stages: list[tuple[WindowSet, int]], validation: WindowSet, set
             progress.update(1)
             progress.set_postfix(stage=stage, loss=f"{loss.item():.3f}")
             if step % evaluate_every == 0 or step == total:
+                seen = WindowSet(windows.pixels[:256], windows.labels[:256], windows.in_action[:256])
                 record = {"step": step, "stage": stage, "loss": round(loss.item(), 4),
+                          "stage_accuracy": round(accuracy(model, seen, settings), 4),
                           "val_accuracy": round(accuracy(model, validation, settings), 4),
                           "minutes": round((time.perf_counter() - started) / 60, 2)}
                 history.append(record)
@@ -100,19 +103,36 @@ def save(model, out: Path, history: list[dict], arguments: dict) -> None:
     (out / "training_log.json").write_text(json.dumps({"arguments": arguments, "history": history}, indent=1) + "\n")
 
 
+@dataclass(frozen=True)
+class Stage:
+    """One curriculum stage: which windows to render and how many steps to train on them."""
+
+    name: str
+    clips: int
+    steps: int
+    difficulty: tuple[float, float]
+    placement: float
+    action_length: tuple[int, int] | None  # None: the generator's sub-interval
+
+
+def curriculum(scale: float = 1.0) -> list[Stage]:
+    """Centred figure, plain scene, action all clip long -> anywhere, cluttered, action in a sub-interval."""
+    return [
+        Stage("centred-plain-full-action", int(2000 * scale), int(800 * scale), (0.0, 0.1), 0.0, (32, 32)),
+        Stage("placed-medium", int(4000 * scale), int(1200 * scale), (0.0, 0.5), 0.5, None),
+        Stage("full", int(8000 * scale), int(2500 * scale), (0.0, 1.0), 1.0, None),
+    ]
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m models.synthetic.train")
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--clean-clips", type=int, default=3000,
-                        help="stage 1: plain scenes (difficulty 0-0.15), the action fills the clip")
-    parser.add_argument("--full-clips", type=int, default=9000, help="stage 2: difficulty 0-1")
-    parser.add_argument("--clean-steps", type=int, default=800)
-    parser.add_argument("--full-steps", type=int, default=2200)
+    parser.add_argument("--scale", type=float, default=1.0, help="multiply every stage's clips and steps")
     parser.add_argument("--validation-clips", type=int, default=512)
-    parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--warmup", type=int, default=200)
-    parser.add_argument("--hidden", type=int, default=128)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--lr", type=float, default=5e-4)
+    parser.add_argument("--warmup", type=int, default=300)
+    parser.add_argument("--hidden", type=int, default=96)
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--heads", type=int, default=4)
     parser.add_argument("--evaluate-every", type=int, default=200)
@@ -121,19 +141,19 @@ def main(argv=None) -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     settings = ProcessorSettings.from_dict(processor_config_for(IMAGE_SIZE))
-    total_clips = args.clean_clips + args.full_clips + args.validation_clips
-    with tqdm(total=total_clips, desc="render windows") as progress:
-        clean = build_windows(seeds(TRAIN_SEED, args.clean_clips), (0.0, 0.15), FRAMES, STRIDE, settings,
-                              progress=progress, action_length=(32, 32))
-        full = build_windows(seeds(TRAIN_SEED, args.full_clips, start=args.clean_clips), (0.0, 1.0), FRAMES, STRIDE,
-                             settings, progress=progress)
+    stages, start, built = curriculum(args.scale), 0, []
+    with tqdm(total=sum(stage.clips for stage in stages) + args.validation_clips, desc="render windows") as progress:
+        for stage in stages:
+            built.append((build_windows(seeds(TRAIN_SEED, stage.clips, start=start), stage.difficulty, FRAMES, STRIDE,
+                                        settings, progress=progress, action_length=stage.action_length,
+                                        placement=stage.placement), stage.steps))
+            start += stage.clips
         validation = build_windows(seeds(VALIDATION_SEED, args.validation_clips), (0.0, 1.0), FRAMES, STRIDE, settings,
                                    progress=progress)
     model = TimesformerForVideoClassification(model_config(args.hidden, args.layers, args.heads))
-    stages = [(clean, args.clean_steps), (full, args.full_steps)]
-    history = train(model, stages, validation, settings, args.lr, args.warmup, args.batch, args.evaluate_every,
+    history = train(model, built, validation, settings, args.lr, args.warmup, args.batch, args.evaluate_every,
                     log=lambda line: tqdm.write(line))
-    save(model, args.out, history, vars(args) | {"out": str(args.out)})
+    save(model, args.out, history, vars(args) | {"out": str(args.out), "stages": [asdict(stage) for stage in stages]})
     print(f"saved {args.out}; final validation accuracy {history[-1]['val_accuracy']:.3f}")
 
 
