@@ -7,7 +7,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # torch==2.13.0 is the CPU build on this machine's disk; an unpinned torch pulls a multi-GB CUDA build.
 TORCH_PIN ?= torch==2.13.0
-DEMO_CLIP ?= ../shared/clips/arm_wrestling.mp4
+# Empty: the demo generates a SynthKinetics clip with known ground truth. Any video file works too.
+DEMO_CLIP ?=
 DEMO_OUT ?= demo-out
 
 .PHONY: demo test install stubs clean
@@ -25,7 +26,7 @@ stubs: $(STAMP)
 	$(PY) -c "import staa.v1"
 
 demo: $(STAMP) stubs
-	$(PY) -m clients.demo --clip "$(DEMO_CLIP)" --out "$(DEMO_OUT)"
+	$(PY) -m clients.demo $(if $(DEMO_CLIP),--clip "$(DEMO_CLIP)") --out "$(DEMO_OUT)"
 
 test: $(STAMP) stubs
 	$(PY) -m pytest -q tests

@@ -61,8 +61,13 @@ def accuracy(model, windows: WindowSet, settings: ProcessorSettings, batch: int 
 
 
 def train(model, stages: list[tuple[WindowSet, int]], validation: WindowSet, settings: ProcessorSettings,
-          peak_lr: float, warmup: int, batch: int, evaluate_every: int, seed: int = 0, log=print) -> list[dict]:
-    """Run the curriculum ``stages`` ([(windows, steps)]) with one LR schedule; returns the history."""
+          peak_lr: float, warmup: int, batch: int, evaluate_every: int, seed: int = 0, log=print,
+          checkpoint=None) -> list[dict]:
+    """Run the curriculum ``stages`` ([(windows, steps)]) with one LR schedule; returns the history.
+
+    ``checkpoint(model, history)``, when given, runs after every evaluation, so a long run can be
+    saved (and committed) before it finishes.
+    """
     generator = np.random.default_rng(seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=peak_lr, weight_decay=0.05)
     total = sum(steps for _, steps in stages)
@@ -91,6 +96,8 @@ def train(model, stages: list[tuple[WindowSet, int]], validation: WindowSet, set
                           "minutes": round((time.perf_counter() - started) / 60, 2)}
                 history.append(record)
                 log(json.dumps(record))
+                if checkpoint is not None:
+                    checkpoint(model, history)
     progress.close()
     return history
 
@@ -127,7 +134,7 @@ def curriculum(scale: float = 1.0) -> list[Stage]:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m models.synthetic.train")
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--scale", type=float, default=1.0, help="multiply every stage's clips and steps")
+    parser.add_argument("--scale", type=float, default=2.5, help="multiply every stage's clips and steps")
     parser.add_argument("--validation-clips", type=int, default=512)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--lr", type=float, default=5e-4)
@@ -135,7 +142,7 @@ def main(argv=None) -> None:
     parser.add_argument("--hidden", type=int, default=96)
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--heads", type=int, default=4)
-    parser.add_argument("--evaluate-every", type=int, default=200)
+    parser.add_argument("--evaluate-every", type=int, default=500)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -151,9 +158,11 @@ def main(argv=None) -> None:
         validation = build_windows(seeds(VALIDATION_SEED, args.validation_clips), (0.0, 1.0), FRAMES, STRIDE, settings,
                                    progress=progress)
     model = TimesformerForVideoClassification(model_config(args.hidden, args.layers, args.heads))
+    arguments = vars(args) | {"out": str(args.out), "stages": [asdict(stage) for stage in stages]}
     history = train(model, built, validation, settings, args.lr, args.warmup, args.batch, args.evaluate_every,
-                    log=lambda line: tqdm.write(line))
-    save(model, args.out, history, vars(args) | {"out": str(args.out), "stages": [asdict(stage) for stage in stages]})
+                    log=lambda line: tqdm.write(line),
+                    checkpoint=lambda model, history: save(model, args.out, history, arguments))
+    save(model, args.out, history, arguments)
     print(f"saved {args.out}; final validation accuracy {history[-1]['val_accuracy']:.3f}")
 
 
