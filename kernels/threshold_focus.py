@@ -8,18 +8,26 @@ Per row m in R^N (one frame of one window), raw values m_raw >= 0:
                  kappa so large that only the peak is left) f = [m >= 1]. Optional 3x3 mean
                  smoothing on the h x w patch grid, zero outside it (no evidence there;
                  averaging only the cells that exist would make borders look hotter).
-  4. quantise:   q = round(255 * f / max(f)), scale = max(f) * max(m_raw) / 255, so q * scale
+  4. quantise:   q = floor(255 * f / max(f) + 1/2) (half-up, the same in kernel and reference),
+                 scale = max(f) * max(m_raw) / 255, so q * scale
                  approximates f in raw units; mass = sum(f) * max(m_raw).
 NaN entries count as 0 and +/-inf are clipped to the row's finite range, so a bad row
 never poisons the batch.
 
-The naive op-by-op sequence reads and writes the [B, T, N] map about ten times; the fused
-Triton kernel (issue 4) will read it once and write q once. Until it lands the dispatch
-function runs this reference on every device.
+Memory traffic: the op-by-op PyTorch sequence reads and writes the [B, T, N] float map about a
+dozen times (sanitise, max, divide, mean, std, subtract, clamp, pow, where, max, divide, round);
+the fused kernel reads it once (4 bytes/entry), writes q once (1 byte/entry) and 8 bytes per row,
+plus a scratch round trip of the row when smoothing. One program handles one row (a frame of a
+window) entirely in registers.
+
+``threshold_focus`` dispatches: CUDA tensors -> the Triton kernel, CPU tensors -> the reference;
+``STAA_KERNELS=reference|triton`` forces either (triton on CPU needs TRITON_INTERPRET=1 set
+before the first kernel call; the tests run it that way).
 """
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 
@@ -27,6 +35,7 @@ import torch
 import torch.nn.functional as F
 
 _EPS = 1e-12
+MODES = ("mean_std", "percentile")
 
 
 @dataclass
@@ -89,20 +98,121 @@ def threshold_focus_reference(
         planes = F.avg_pool2d(planes, 3, stride=1, padding=1, count_include_pad=True)
         focused = planes.reshape(batch, frames, patches)  # -> [B, T, N]
     focused_max = focused.amax(dim=-1, keepdim=True)
-    quantized = torch.round(255.0 * focused / focused_max.clamp_min(_EPS)).to(torch.uint8)
+    quantized = torch.floor(255.0 * focused / focused_max.clamp_min(_EPS) + 0.5).to(torch.uint8)
     scale = (focused_max * raw_max / 255.0).squeeze(-1)
     mass = focused.sum(dim=-1) * raw_max.squeeze(-1)
     return FocusedMaps(quantized, scale, mass)
 
 
-def threshold_focus(maps: torch.Tensor, grid: tuple[int, int], **options) -> FocusedMaps:
-    """The one entry point the server calls. ``STAA_KERNELS=reference`` forces the reference.
+@functools.cache
+def _kernel():
+    """Build the Triton kernel on first use (TRITON_INTERPRET is read when a kernel is defined)."""
+    import triton
+    import triton.language as tl
 
-    Every device takes the PyTorch reference until the fused Triton kernel lands (issue 4).
+    @triton.jit
+    def threshold_focus_kernel(
+        maps_ptr, quantized_ptr, scale_ptr, mass_ptr, scratch_ptr,
+        num_patches, grid_width, stride_row,
+        kappa, quantile_position, gamma,
+        PERCENTILE: tl.constexpr, SMOOTH: tl.constexpr, BLOCK: tl.constexpr,
+    ):
+        row = tl.program_id(0)
+        offsets = tl.arange(0, BLOCK)
+        valid = offsets < num_patches
+        count = num_patches.to(tl.float32)
+        values = tl.load(maps_ptr + row * stride_row + offsets, mask=valid, other=0.0).to(tl.float32)
+        # 0. sanitise: NaN and -inf -> 0, +inf -> the largest finite entry, negatives -> 0
+        finite = (values == values) & (tl.abs(values) != float("inf"))
+        clean = tl.where(finite & valid, values, 0.0)
+        finite_max = tl.max(clean, axis=0)
+        clean = tl.where(values == float("inf"), finite_max, clean)
+        clean = tl.maximum(tl.where(valid, clean, 0.0), 0.0)
+        # 1. normalise to the peak
+        raw_max = tl.max(clean, axis=0)
+        normalised = clean / tl.maximum(raw_max, 1e-12)
+        # 2. dynamic threshold, clamped to 1 so the peak survives
+        if PERCENTILE:
+            ordered = tl.sort(tl.where(valid, normalised, float("inf")), dim=0)
+            low_index = tl.floor(quantile_position).to(tl.int32)
+            weight = quantile_position - low_index.to(tl.float32)
+            low = tl.sum(tl.where(offsets == low_index, ordered, 0.0), axis=0)
+            high_index = tl.minimum(low_index + 1, num_patches - 1)
+            high = tl.sum(tl.where(offsets == high_index, ordered, 0.0), axis=0)
+            theta = low + weight * (high - low)
+        else:
+            mean = tl.sum(normalised, axis=0) / count
+            centred = tl.where(valid, normalised - mean, 0.0)
+            theta = mean + kappa * tl.sqrt(tl.sum(centred * centred, axis=0) / count)
+        theta = tl.minimum(theta, 1.0)
+        span = 1.0 - theta
+        # 3. focusing: ((m - theta)+ / (1 - theta))^gamma; a degenerate span keeps the peak only
+        lifted = tl.maximum(normalised - theta, 0.0) / tl.maximum(span, 1e-12)
+        sharp = tl.where(lifted > 0.0, tl.exp(gamma * tl.log(tl.maximum(lifted, 1e-30))), 0.0)
+        peak_only = tl.where(normalised >= 1.0 - 1e-12, 1.0, 0.0)
+        focused = tl.where(span > 1e-12, sharp, peak_only)
+        focused = tl.where(valid, tl.where(raw_max > 0.0, focused, 0.0), 0.0)
+        if SMOOTH:  # 3x3 mean on the grid, zero outside it: round-trip the row through scratch
+            tl.store(scratch_ptr + row * stride_row + offsets, focused, mask=valid)
+            tl.debug_barrier()
+            y = offsets // grid_width
+            x = offsets % grid_width
+            height = (num_patches + grid_width - 1) // grid_width
+            total = tl.zeros([BLOCK], dtype=tl.float32)
+            for dy in tl.static_range(-1, 2):
+                for dx in tl.static_range(-1, 2):
+                    ny, nx = y + dy, x + dx
+                    inside = valid & (ny >= 0) & (ny < height) & (nx >= 0) & (nx < grid_width)
+                    total += tl.load(scratch_ptr + row * stride_row + ny * grid_width + nx, mask=inside, other=0.0)
+            focused = tl.where(valid, total / 9.0, 0.0)
+        # 4. quantise (half-up) with a per-row scale; the focused mass in raw units
+        focused_max = tl.max(focused, axis=0)
+        quantized = tl.floor(255.0 * focused / tl.maximum(focused_max, 1e-12) + 0.5)
+        tl.store(quantized_ptr + row * num_patches + offsets, quantized.to(tl.uint8), mask=valid)
+        tl.store(scale_ptr + row, focused_max * raw_max / 255.0)
+        tl.store(mass_ptr + row, tl.sum(focused, axis=0) * raw_max)
+
+    return threshold_focus_kernel
+
+
+def threshold_focus_triton(
+    maps: torch.Tensor,
+    grid: tuple[int, int],
+    mode: str = "mean_std",
+    kappa: float = 0.5,
+    percentile: float = 80.0,
+    gamma: float = 2.0,
+    smooth: bool = False,
+) -> FocusedMaps:
+    """The fused kernel: same signature and result as ``threshold_focus_reference``; one launch for [B, T, N]."""
+    import triton
+
+    batch, frames, patches = maps.shape
+    rows = maps.reshape(batch * frames, patches).contiguous()  # [B, T, N] -> [B*T, N]
+    quantized = torch.empty((batch * frames, patches), dtype=torch.uint8, device=maps.device)
+    scale = torch.empty(batch * frames, dtype=torch.float32, device=maps.device)
+    mass = torch.empty_like(scale)
+    scratch = torch.empty_like(rows, dtype=torch.float32) if smooth else rows
+    if batch * frames:
+        _kernel()[(batch * frames,)](
+            rows, quantized, scale, mass, scratch,
+            patches, grid[1], rows.stride(0),
+            float(kappa), float(percentile) / 100.0 * (patches - 1), float(gamma),
+            PERCENTILE=mode == "percentile", SMOOTH=bool(smooth), BLOCK=triton.next_power_of_2(patches),
+        )
+    return FocusedMaps(quantized.reshape(batch, frames, patches), scale.reshape(batch, frames), mass.reshape(batch, frames))
+
+
+def threshold_focus(maps: torch.Tensor, grid: tuple[int, int], **options) -> FocusedMaps:
+    """The one entry point the server calls: CUDA -> Triton kernel, CPU -> reference.
+
+    ``STAA_KERNELS=reference`` or ``=triton`` forces either path.
     """
     backend = os.environ.get("STAA_KERNELS", "auto")
     if backend not in ("auto", "reference", "triton"):
         raise ValueError(f"STAA_KERNELS must be auto, reference or triton, got {backend!r}")
-    if backend == "triton":
-        raise NotImplementedError("STAA_KERNELS=triton: the fused Triton kernel is not built yet (issue 4)")
-    return threshold_focus_reference(maps, grid, **options)
+    mode = options.get("mode", "mean_std")
+    if mode not in MODES:
+        raise ValueError(f"threshold mode must be one of {MODES}, got {mode!r}")
+    use_triton = backend == "triton" or (backend == "auto" and maps.is_cuda)
+    return (threshold_focus_triton if use_triton else threshold_focus_reference)(maps, grid, **options)

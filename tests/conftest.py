@@ -5,6 +5,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+# Triton kernels run on CPU through the interpreter in tests; it must be set before any kernel
+# is defined (kernels are built lazily on first use, so setting it here is early enough).
+os.environ.setdefault("TRITON_INTERPRET", "1")
+
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
