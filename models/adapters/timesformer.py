@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from kernels.attention_reduce import cls_row_mean, received_mean
 from models.errors import UnsupportedModel
 
 
@@ -77,8 +78,8 @@ class TimesformerAdapter:
             started = time.perf_counter()
             rows, _, tokens, _ = probs.shape  # [B*T, H, 1+N, 1+N]
             assert tokens == 1 + patches, f"spatial attention over {tokens} tokens, expected {1 + patches}"
-            cls_row = probs[:, :, 0, 1:].mean(dim=1)  # [B*T, H, 1+N, 1+N] -> [B*T, N]
-            record.spatial_cls.append(cls_row.reshape(rows // frames, frames, patches).float())  # -> [B, T, N]
+            cls_row = cls_row_mean(probs)  # [B*T, H, 1+N, 1+N] -> [B*T, N]
+            record.spatial_cls.append(cls_row.reshape(rows // frames, frames, patches))  # -> [B, T, N]
             record.seconds += time.perf_counter() - started
 
         return hook
@@ -90,8 +91,8 @@ class TimesformerAdapter:
             started = time.perf_counter()
             rows, _, queries, _ = probs.shape  # [B*N, H, T, T]
             assert queries == frames, f"temporal attention over {queries} frames, expected {frames}"
-            received = probs.mean(dim=(1, 2))  # [B*N, H, T(query), T(key)] -> [B*N, T]
-            record.temporal_received.append(received.reshape(rows // patches, patches, frames).float())  # -> [B, N, T]
+            received = received_mean(probs)  # [B*N, H, T(query), T(key)] -> [B*N, T]
+            record.temporal_received.append(received.reshape(rows // patches, patches, frames))  # -> [B, N, T]
             record.seconds += time.perf_counter() - started
 
         return hook

@@ -1,0 +1,48 @@
+"""Attention reductions: Triton kernels against their PyTorch twins under TRITON_INTERPRET=1.
+
+Tolerance: float32 sums in a different order, rtol 1e-5.
+"""
+
+import pytest
+import torch
+
+from kernels.attention_reduce import (cls_row_mean, cls_row_mean_reference, cls_row_mean_triton, received_mean_reference,
+                                      received_mean_triton)
+
+
+def attention(rows, heads, tokens, seed=0):
+    logits = torch.randn(rows, heads, tokens, tokens, generator=torch.Generator().manual_seed(seed))
+    return logits.softmax(dim=-1)
+
+
+@pytest.mark.parametrize("rows,heads,patches", [(1, 1, 1), (8, 4, 64), (3, 12, 196), (2, 3, 49), (16, 2, 63)])
+def test_cls_row_kernel_matches_reference(rows, heads, patches):
+    probs = attention(rows, heads, 1 + patches, seed=patches)
+    torch.testing.assert_close(cls_row_mean_triton(probs), cls_row_mean_reference(probs), rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("rows,heads,frames", [(1, 1, 1), (64, 4, 8), (196, 12, 8), (49, 3, 16), (10, 2, 5)])
+def test_received_kernel_matches_reference(rows, heads, frames):
+    probs = attention(rows, heads, frames, seed=frames)
+    torch.testing.assert_close(received_mean_triton(probs), received_mean_reference(probs), rtol=1e-5, atol=1e-7)
+
+
+def test_non_contiguous_input_and_half_precision():
+    probs = attention(4, 6, 17).transpose(2, 3)  # strides the kernel must honour
+    torch.testing.assert_close(cls_row_mean_triton(probs), cls_row_mean_reference(probs), rtol=1e-5, atol=1e-7)
+    half = attention(4, 6, 17).half()
+    torch.testing.assert_close(cls_row_mean_triton(half), cls_row_mean_reference(half), rtol=1e-3, atol=1e-5)
+
+
+def test_cls_row_reads_row_zero_only():
+    probs = torch.zeros(2, 3, 5, 5)
+    probs[:, :, 0, 1:] = torch.tensor([0.1, 0.2, 0.3, 0.4])
+    probs[:, :, 1:, 1:] = 9.0  # other rows must not leak in
+    torch.testing.assert_close(cls_row_mean_triton(probs), torch.tensor([[0.1, 0.2, 0.3, 0.4]] * 2))
+
+
+def test_dispatch_on_cpu_uses_the_reference(monkeypatch):
+    probs = attention(2, 2, 10)
+    assert torch.equal(cls_row_mean(probs), cls_row_mean_reference(probs))
+    monkeypatch.setenv("STAA_KERNELS", "triton")
+    torch.testing.assert_close(cls_row_mean(probs), cls_row_mean_reference(probs), rtol=1e-5, atol=1e-7)
