@@ -144,21 +144,32 @@ def main(argv=None) -> None:
     parser.add_argument("--heads", type=int, default=4)
     parser.add_argument("--evaluate-every", type=int, default=500)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--init", type=Path, default=None,
+                        help="continue from this checkpoint's weights (e.g. the shipped model) instead of random ones")
+    parser.add_argument("--stages", default="all", help="comma-separated stage names to run (default: all)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     settings = ProcessorSettings.from_dict(processor_config_for(IMAGE_SIZE))
     stages, start, built = curriculum(args.scale), 0, []
-    with tqdm(total=sum(stage.clips for stage in stages) + args.validation_clips, desc="render windows") as progress:
+    chosen = [stage for stage in stages if args.stages == "all" or stage.name in args.stages.split(",")]
+    with tqdm(total=sum(stage.clips for stage in chosen) + args.validation_clips, desc="render windows") as progress:
         for stage in stages:
+            if stage not in chosen:  # keep seeds aligned: a skipped stage still uses its seed range
+                start += stage.clips
+                continue
             built.append((build_windows(seeds(TRAIN_SEED, stage.clips, start=start), stage.difficulty, FRAMES, STRIDE,
                                         settings, progress=progress, action_length=stage.action_length,
                                         placement=stage.placement), stage.steps))
             start += stage.clips
         validation = build_windows(seeds(VALIDATION_SEED, args.validation_clips), (0.0, 1.0), FRAMES, STRIDE, settings,
                                    progress=progress)
-    model = TimesformerForVideoClassification(model_config(args.hidden, args.layers, args.heads))
-    arguments = vars(args) | {"out": str(args.out), "stages": [asdict(stage) for stage in stages]}
+    if args.init is not None:
+        model = TimesformerForVideoClassification.from_pretrained(args.init, local_files_only=True, use_safetensors=True)
+    else:
+        model = TimesformerForVideoClassification(model_config(args.hidden, args.layers, args.heads))
+    arguments = vars(args) | {"out": str(args.out), "init": str(args.init) if args.init else None,
+                              "stages": [asdict(stage) for stage in chosen]}
     history = train(model, built, validation, settings, args.lr, args.warmup, args.batch, args.evaluate_every,
                     log=lambda line: tqdm.write(line),
                     checkpoint=lambda model, history: save(model, args.out, history, arguments))

@@ -1,0 +1,130 @@
+"""Kernel benchmark: fused threshold/focus vs the op-by-op PyTorch sequence, and the memory the
+attention reduction saves per window.
+
+    python -m benchmarks.kernels [--pairs 15]
+
+Writes benchmarks/reports/kernels.{md,csv,png}. On a CUDA device it times the Triton kernel against
+the PyTorch path (interleaved) and reports effective bandwidth as a fraction of the card's peak;
+on CPU the Triton kernel only runs in the interpreter, so only the PyTorch path is timed there.
+Bytes moved by the fused kernel, per call: 4*B*T*N (read maps) + B*T*N (write q) + 8*B*T (scale, mass).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from benchmarks.report import REPORTS, conditions, interleaved, markdown_table, write_csv, write_markdown
+from kernels.threshold_focus import threshold_focus_reference, threshold_focus_triton
+from models.registry import load_model, save_random_model, tiny_timesformer_config
+
+# Peak HBM bandwidth of the cards this project may be lent (GB/s, vendor figures).
+PEAK_BANDWIDTH = {"H100": 3350.0, "H200": 4800.0}
+BATCHES = (1, 8, 64, 256, 1024)
+FRAMES, GRID = 8, (14, 14)
+COLUMNS = ["device", "batch", "rows", "patches", "torch_ms", "triton_ms", "speedup", "triton_gbps", "peak_fraction"]
+
+
+def bytes_moved(batch: int, frames: int, patches: int) -> int:
+    return 4 * batch * frames * patches + batch * frames * patches + 8 * batch * frames
+
+
+def _synchronise(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_threshold_focus(device: str, pairs: int) -> list[dict]:
+    rows = []
+    peak = next((value for name, value in PEAK_BANDWIDTH.items()
+                 if device == "cuda" and name in torch.cuda.get_device_name()), None)
+    for batch in tqdm(BATCHES, desc=f"threshold_focus on {device}"):
+        maps = torch.rand(batch, FRAMES, GRID[0] * GRID[1], device=device) ** 3
+
+        def run_torch():
+            threshold_focus_reference(maps, GRID)
+            _synchronise(device)
+
+        def run_triton():
+            threshold_focus_triton(maps, GRID)
+            _synchronise(device)
+
+        row = {"device": device, "batch": batch, "rows": batch * FRAMES, "patches": GRID[0] * GRID[1]}
+        if device == "cuda":
+            torch_times, triton_times, ratio = interleaved(run_torch, run_triton, pairs)
+            triton_ms = statistics.median(triton_times) * 1e3
+            gbps = bytes_moved(batch, FRAMES, GRID[0] * GRID[1]) / (triton_ms / 1e3) / 1e9
+            row |= {"torch_ms": statistics.median(torch_times) * 1e3, "triton_ms": triton_ms, "speedup": 1 / ratio,
+                    "triton_gbps": gbps, "peak_fraction": gbps / peak if peak else float("nan")}
+        else:
+            for _ in range(3):
+                run_torch()
+            times = []
+            for _ in range(pairs):
+                started = time.perf_counter()
+                run_torch()
+                times.append(time.perf_counter() - started)
+            row |= {"torch_ms": statistics.median(times) * 1e3, "triton_ms": float("nan"), "speedup": float("nan"),
+                    "triton_gbps": float("nan"), "peak_fraction": float("nan")}
+        rows.append(row)
+    return rows
+
+
+def attention_memory(loaded) -> dict:
+    """Bytes one window's explanation keeps: every layer's attention vs the reduced record."""
+    config = loaded.model.config
+    layers, heads, frames = config.num_hidden_layers, config.num_attention_heads, config.num_frames
+    patches = (config.image_size // config.patch_size) ** 2
+    full = layers * 4 * (frames * heads * (1 + patches) ** 2 + patches * heads * frames ** 2)
+    reduced = layers * 4 * (frames * patches + patches * frames)
+    pixels = torch.zeros(1, frames, 3, config.image_size, config.image_size)
+    with torch.inference_mode():
+        returned = loaded.model(pixel_values=pixels, output_attentions=True).attentions  # spatial only (HF)
+    measured_spatial = sum(tensor.numel() * tensor.element_size() for tensor in returned)
+    return {"model": loaded.model_id, "layers": layers, "heads": heads, "frames": frames, "patches": patches,
+            "all_layers_attention_bytes": full, "hf_output_attentions_bytes_measured": measured_spatial,
+            "reduced_record_bytes": reduced, "saved_fraction": 1 - reduced / full}
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.kernels")
+    parser.add_argument("--pairs", type=int, default=15)
+    parser.add_argument("--out", type=Path, default=REPORTS)
+    args = parser.parse_args(argv)
+    rows = time_threshold_focus("cpu", args.pairs)
+    if torch.cuda.is_available():
+        rows += time_threshold_focus("cuda", args.pairs)
+    base_dir = Path(__import__("tempfile").mkdtemp()) / "timesformer-base-random"
+    base = load_model(str(save_random_model(base_dir, tiny_timesformer_config(
+        image_size=224, patch_size=16, num_frames=8, hidden_size=768, num_hidden_layers=12,
+        num_attention_heads=12, intermediate_size=3072, num_labels=400))))
+    memory = [attention_memory(load_model()), attention_memory(base)]
+    memory_columns = list(memory[0])
+    args.out.mkdir(parents=True, exist_ok=True)
+    write_csv(args.out / "kernels.csv", rows, COLUMNS)
+    write_csv(args.out / "kernels_memory.csv", memory, memory_columns)
+    gpu = ("A CUDA device was available: Triton rows are interleaved against the PyTorch path."
+           if torch.cuda.is_available() else
+           "**No GPU was available for this run**: only the PyTorch path is timed (the Triton kernels run on CPU "
+           "only in the interpreter, which is for correctness, not speed). The GPU rows (bandwidth fraction, "
+           "speed-up) are produced the first time this benchmark runs on a lent H100/H200.")
+    write_markdown(args.out / "kernels.md", "Kernels: fused thresholding and attention reduction", conditions({
+        "maps": f"[B, T={FRAMES}, N={GRID[0] * GRID[1]}] float32 (TimeSformer-base patch grid 14x14), kappa 0.5, gamma 2",
+        "bytes moved (fused)": "4*B*T*N + B*T*N + 8*B*T",
+        "timing": f"median of {args.pairs} runs after 3 warm-up runs; on CUDA interleaved torch/triton pairs",
+    }), [gpu, "", "## threshold_focus", "", markdown_table(rows, COLUMNS), "",
+         "## Memory per window: attention reduction", "",
+         "Every layer's attention (spatial [T, H, 1+N, 1+N] and temporal [N, H, T, T], batch 1) against what the "
+         "hooks keep after reducing each layer on the fly (L x (T*N + N*T) floats). HF's `output_attentions` "
+         "returns only the spatial part; its measured size is shown too.", "",
+         markdown_table(memory, memory_columns)])
+    print((args.out / "kernels.md").read_text())
+
+
+if __name__ == "__main__":
+    main()
