@@ -1,7 +1,8 @@
 """Model registry: every model loads through ``load_model``, from a local directory or a hub id.
 
 Sources, in order:
-- ``None`` or ``"default"``: the shipped default in ``models/weights/`` (DEFAULT_MODEL_NAME).
+- ``None`` or ``"default"``: the shipped default in ``models/weights/`` (DEFAULT_MODEL_NAME); the
+  tiny random-weight ``staa-tiny-random`` ships beside it for tests of the plumbing.
 - a local directory with ``config.json``, ``model.safetensors``, ``preprocessor_config.json``.
 - a Hugging Face hub id, resolved from the local cache only (no network at run time unless
   ``STAA_ALLOW_DOWNLOAD=1``).
@@ -26,7 +27,7 @@ from models.preprocess import ProcessorSettings
 logger = logging.getLogger(__name__)
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
-DEFAULT_MODEL_NAME = "staa-tiny-random"
+DEFAULT_MODEL_NAME = "staa-synthkinetics"  # trained on SynthKinetics (models/synthetic), see its README.md
 DEFAULT_FRAME_STRIDE = 4  # used when a checkpoint does not set `staa_frame_stride`
 _ARCHITECTURES = {"timesformer": TimesformerForVideoClassification}
 

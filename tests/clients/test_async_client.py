@@ -20,6 +20,6 @@ def test_async_client_clip_and_live_match(server):
         return info, clip, live
 
     info, clip, live = asyncio.run(scenario())
-    assert info.model_id == "staa-tiny-random"
+    assert info.model_id == "staa-synthkinetics"
     assert len(clip) == len(live) == 5
     assert [window.spatial.data for window in clip] == [window.spatial.data for window in live]

@@ -39,7 +39,7 @@ def test_explain_writes_json_and_overlay(served, tmp_path, live):
     assert result.returncode == 0, result.stderr
     assert "window   0" in result.stdout and "forward" in result.stdout
     document = json.loads((out / "explanations.json").read_text())
-    assert document["model"]["model_id"] == "staa-tiny-random"
+    assert document["model"]["model_id"] == "staa-synthkinetics"
     window = document["windows"][0]
     assert len(document["windows"]) == 10
     assert {"index", "frames", "topk", "temporal", "spatial", "crop", "timings_ms"} <= set(window)

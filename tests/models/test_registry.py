@@ -10,7 +10,8 @@ from models.registry import DEFAULT_MODEL_NAME, load_model, weights_sha256
 
 def test_default_model_is_the_shipped_safetensors_checkpoint():
     loaded = load_model()
-    assert loaded.model_id == DEFAULT_MODEL_NAME and loaded.random_weights
+    assert loaded.model_id == DEFAULT_MODEL_NAME and not loaded.random_weights
+    assert load_model("staa-tiny-random").random_weights  # the plumbing model ships beside it
     assert (loaded.source_dir / "model.safetensors").is_file()
     assert loaded.weights_sha256 == weights_sha256(loaded.source_dir)
     assert not loaded.model.training

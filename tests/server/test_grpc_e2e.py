@@ -95,7 +95,8 @@ def test_raw_frames_clip(client):
 
 def test_model_info_describes_the_default_model(client):
     info = client.model_info()
-    assert info.model_id == "staa-tiny-random" and info.random_weights
+    assert info.model_id == "staa-synthkinetics" and not info.random_weights
+    assert list(info.labels)[:2] == ["waving", "clapping"]
     assert (info.num_frames, info.grid_height, info.grid_width) == (8, 8, 8)
     assert list(info.processor.image_mean) == pytest.approx([0.45] * 3)
     assert "torch" in info.versions and "transformers" in info.versions
