@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import tempfile
 import time
 from pathlib import Path
 
@@ -104,7 +105,7 @@ def main(argv=None) -> None:
     rows = time_threshold_focus("cpu", args.pairs)
     if torch.cuda.is_available():
         rows += time_threshold_focus("cuda", args.pairs)
-    base_dir = Path(__import__("tempfile").mkdtemp()) / "timesformer-base-random"
+    base_dir = Path(tempfile.mkdtemp()) / "timesformer-base-random"
     base = load_model(str(save_random_model(base_dir, tiny_timesformer_config(
         image_size=224, patch_size=16, num_frames=8, hidden_size=768, num_hidden_layers=12,
         num_attention_heads=12, intermediate_size=3072, num_labels=400))))

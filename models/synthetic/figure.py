@@ -36,14 +36,6 @@ def idle_pose(sway: float = 0.0) -> Pose:
     }, (0.0, 0.0))
 
 
-def blend(first: Pose, second: Pose, weight: float) -> Pose:
-    """Linear blend of two poses (weight 0 -> first, 1 -> second)."""
-    angles = {limb: tuple(a + weight * (b - a) for a, b in zip(first.angles[limb], second.angles[limb]))
-              for limb in LIMBS}
-    offset = tuple(a + weight * (b - a) for a, b in zip(first.offset, second.offset))
-    return Pose(angles, offset)
-
-
 def _segment_end(start: np.ndarray, angle: float, length: float) -> np.ndarray:
     return start + length * np.array([math.sin(angle), math.cos(angle)])
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from models.synthetic.actions import ACTIONS
-from models.synthetic.figure import LIMBS, PARTS, blend, draw_parts, idle_pose, joint_segments
+from models.synthetic.figure import LIMBS, PARTS, draw_parts, idle_pose, joint_segments
 from models.synthetic.scene import (Distractor, draw_distractors, jitter_offsets, lighting, make_background,
                                     make_distractors, shift)
 
@@ -114,11 +114,10 @@ def sample_clip_spec(seed: int, difficulty: float | None = None, class_id: int |
 
 def _pose_at(spec: ClipSpec, frame: int):
     first, last = spec.action_frames
-    sway = 0.03 * math.sin(2 * math.pi * frame / 24.0)
     if frame < first or frame > last:
-        return blend(idle_pose(sway), idle_pose(sway), 0.0), frame > last
+        return idle_pose(0.03 * math.sin(2 * math.pi * frame / 24.0))  # idle, breathing slightly
     phase = spec.phase0 + 2 * math.pi * (frame - first) / spec.period
-    return ACTIONS[spec.class_id].pose(phase, spec.side), False
+    return ACTIONS[spec.class_id].pose(phase, spec.side)
 
 
 def _hip_at(spec: ClipSpec, frame: int) -> tuple[float, float]:
@@ -133,7 +132,7 @@ def render_frame(spec: ClipSpec, frame: int) -> tuple[np.ndarray, np.ndarray]:
     """Frame ``frame`` of the clip: RGB uint8 ``[H, W, 3]`` and its acting-parts mask bool ``[H, W]``."""
     canvas = spec.background.copy()
     draw_distractors(canvas, list(spec.distractors), frame)
-    pose, _ = _pose_at(spec, frame)
+    pose = _pose_at(spec, frame)
     segments = joint_segments(pose, _hip_at(spec, frame), spec.figure_height)
     draw_parts(canvas, segments, PARTS, spec.colours, spec.thickness, spec.figure_height)
     mask = np.zeros(canvas.shape[:2], np.uint8)
