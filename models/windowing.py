@@ -64,6 +64,9 @@ class WindowAssembler:
             raise InvalidInput(
                 f"frame {index} is {width}x{height} but the stream started at {self.source_size[0]}x{self.source_size[1]}"
             )
+        # Every frame of the first span is preprocessed, even off the window grid: a clip that ends
+        # before one span gets a padded window that may read any of them. Keeping those raw instead
+        # would cost far more memory (up to ~1 GB at the frame-size limit) than the one-time resizes.
         if frame_is_needed(index, self.spec):
             self.frames[index] = preprocess_frame(frame, self.settings)
         self.frames_seen = max(self.frames_seen, index + 1)

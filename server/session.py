@@ -51,10 +51,9 @@ def resolve_window(loaded: LoadedModel, config: ServerConfig, num_frames: int, s
         )
     if stride > config.max_stride:
         raise InvalidInput(f"WindowSpec.stride={stride} exceeds max_stride={config.max_stride}")
-    spec = WindowSpec(loaded.num_frames, stride or loaded.default_stride, 0)
     if hop > config.max_clip_frames:
         raise InvalidInput(f"WindowSpec.hop={hop} exceeds max_clip_frames={config.max_clip_frames}")
-    return WindowSpec(spec.num_frames, spec.stride, hop or spec.span)
+    return WindowSpec(loaded.num_frames, stride or loaded.default_stride, hop)  # hop 0 -> one span
 
 
 def resolve_top_k(config: ServerConfig, top_k: int) -> int:
