@@ -27,9 +27,9 @@ class WindowSet:
 
 
 def _render_window(job) -> tuple[np.ndarray, int, np.ndarray]:
-    seed, difficulty, num_frames, stride, settings, action_length, placement = job
+    seed, difficulty, num_frames, stride, settings, action_length, placement, palette = job
     options = {"action_length": action_length} if action_length else {}
-    spec = sample_clip_spec(seed, difficulty=difficulty, placement=placement, **options)
+    spec = sample_clip_spec(seed, difficulty=difficulty, placement=placement, palette=palette, **options)
     offset = np.random.default_rng(seed + 1).integers(0, spec.num_frames - (num_frames - 1) * stride)
     indices = [int(offset) + step * stride for step in range(num_frames)]
     clip = render_clip(spec, indices)
@@ -40,15 +40,17 @@ def _render_window(job) -> tuple[np.ndarray, int, np.ndarray]:
 
 def build_windows(seeds, difficulty: tuple[float, float], num_frames: int, stride: int,
                   settings: ProcessorSettings, workers: int = 2, progress=None,
-                  action_length: tuple[int, int] | None = None, placement: float = 1.0) -> WindowSet:
-    """Render one window per seed; difficulty drawn uniformly in ``difficulty`` per clip (from the seed).
+                  action_length: tuple[int, int] | None = None, placement: float = 1.0,
+                  palette: tuple[float, float] = (1.0, 1.0)) -> WindowSet:
+    """Render one window per seed; difficulty and palette drawn uniformly in their ranges per clip (from the seed).
 
     ``action_length`` (source frames, inclusive range) overrides the generator's and ``placement``
-    narrows where the figure stands: the curriculum's first stage centres the figure and lets the
-    action fill the whole clip so every sampled frame carries motion at a known place.
+    narrows where the figure stands and ``palette`` how far colours vary: the curriculum's first
+    stage centres a white figure on grey and lets the action fill the whole clip, so every sampled
+    frame carries motion at a known place.
     """
     jobs = [(seed, float(np.random.default_rng(seed + 2).uniform(*difficulty)), num_frames, stride, settings,
-             action_length, placement) for seed in seeds]
+             action_length, placement, float(np.random.default_rng(seed + 3).uniform(*palette))) for seed in seeds]
     with ProcessPoolExecutor(workers) as pool:
         results = []
         for result in pool.map(_render_window, jobs, chunksize=64):

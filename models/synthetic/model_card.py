@@ -52,12 +52,14 @@ def render(model_dir: Path) -> str:
         f"One command, `python -m models.synthetic.train --out {model_dir}` (scale {arguments.get('scale')}), "
         f"batch {arguments['batch']}, AdamW peak lr {arguments['lr']} with {arguments['warmup']} warm-up steps and "
         "cosine decay, left-right flips. Curriculum (the model sat at chance without it; see the training notes below):", "",
-        "| stage | clips | steps | clutter (difficulty) | placement | action |", "|---|---|---|---|---|---|",
+        "| stage | clips | steps | clutter (difficulty) | colour variation (palette) | placement | action |",
+        "|---|---|---|---|---|---|---|",
     ]
     for stage in arguments["stages"]:
         action = "fills the clip" if stage["action_length"] else "sub-interval of 12-20 frames"
+        palette = stage.get("palette", (1.0, 1.0))
         lines.append(f"| {stage['name']} | {stage['clips']} | {stage['steps']} | {stage['difficulty'][0]}-{stage['difficulty'][1]} "
-                     f"| {'centred' if stage['placement'] == 0 else stage['placement']} | {action} |")
+                     f"| {palette[0]}-{palette[1]} | {'centred' if stage['placement'] == 0 else stage['placement']} | {action} |")
     lines += ["", f"Wall time {history[-1]['minutes']:.1f} min on this project's 2-core CPU machine. "
               "Held-out validation accuracy (512 clips, full difficulty, raw frames) during training:", "",
               "| step | stage | val accuracy |", "|---|---|---|"]

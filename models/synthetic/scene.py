@@ -19,9 +19,17 @@ class Distractor:
     velocity: tuple[float, float]  # pixels per frame; bounces off the frame edges
 
 
-def make_background(rng: np.random.Generator, height: int, width: int, difficulty: float) -> np.ndarray:
-    """uint8 ``[H, W, 3]``: a base colour, low-frequency colour noise and optional stripes."""
-    base = rng.integers(40, 216, size=3).astype(np.float32)
+FIXED_BACKGROUND = (90.0, 90.0, 90.0)  # the base colour at palette 0 (training curriculum only)
+
+
+def make_background(rng: np.random.Generator, height: int, width: int, difficulty: float,
+                    palette: float = 1.0) -> np.ndarray:
+    """uint8 ``[H, W, 3]``: a base colour, low-frequency colour noise and optional stripes.
+
+    ``palette`` in [0, 1] blends the base colour from a fixed grey (0) to a random one (1).
+    """
+    drawn = rng.integers(40, 216, size=3).astype(np.float32)
+    base = (1 - palette) * np.asarray(FIXED_BACKGROUND, np.float32) + palette * drawn
     cells = rng.integers(3, 9)
     noise = rng.normal(0, 1, size=(cells, cells, 3)).astype(np.float32)
     texture = cv2.resize(noise, (width, height), interpolation=cv2.INTER_CUBIC)

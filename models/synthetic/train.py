@@ -120,21 +120,28 @@ class Stage:
     difficulty: tuple[float, float]
     placement: float
     action_length: tuple[int, int] | None  # None: the generator's sub-interval
+    palette: tuple[float, float] = (1.0, 1.0)  # colour variation drawn per clip in this range (1: random colours)
 
 
 def curriculum(scale: float = 1.0) -> list[Stage]:
-    """Centred figure, plain scene, action all clip long -> anywhere, cluttered, action in a sub-interval."""
+    """White figure centred on grey, action all clip long -> random colours, anywhere, cluttered, sub-interval.
+
+    Colour is the hard nuisance: from random colours the model sits at chance for 1000+ steps even
+    on centred, uncluttered clips, while with fixed colours it reaches 99 % in 400 steps; so colours
+    widen gradually and every stage keeps some easy clips.
+    """
     return [
-        Stage("centred-plain-full-action", int(2000 * scale), int(800 * scale), (0.0, 0.1), 0.0, (32, 32)),
-        Stage("placed-medium", int(4000 * scale), int(1200 * scale), (0.0, 0.5), 0.5, None),
-        Stage("full", int(8000 * scale), int(2500 * scale), (0.0, 1.0), 1.0, None),
+        Stage("white-on-grey-centred", int(1500 * scale), int(500 * scale), (0.0, 0.1), 0.0, (32, 32), (0.0, 0.0)),
+        Stage("some-colour-placed", int(2500 * scale), int(800 * scale), (0.0, 0.4), 0.5, None, (0.0, 0.5)),
+        Stage("more-colour-cluttered", int(4000 * scale), int(1500 * scale), (0.0, 0.8), 1.0, None, (0.0, 1.0)),
+        Stage("full", int(12000 * scale), int(6000 * scale), (0.0, 1.0), 1.0, None, (1.0, 1.0)),
     ]
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m models.synthetic.train")
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--scale", type=float, default=2.5, help="multiply every stage's clips and steps")
+    parser.add_argument("--scale", type=float, default=1.0, help="multiply every stage's clips and steps")
     parser.add_argument("--validation-clips", type=int, default=512)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--lr", type=float, default=5e-4)
@@ -160,7 +167,7 @@ def main(argv=None) -> None:
                 continue
             built.append((build_windows(seeds(TRAIN_SEED, stage.clips, start=start), stage.difficulty, FRAMES, STRIDE,
                                         settings, progress=progress, action_length=stage.action_length,
-                                        placement=stage.placement), stage.steps))
+                                        placement=stage.placement, palette=stage.palette), stage.steps))
             start += stage.clips
         validation = build_windows(seeds(VALIDATION_SEED, args.validation_clips), (0.0, 1.0), FRAMES, STRIDE, settings,
                                    progress=progress)

@@ -9,6 +9,8 @@ import pytest
 from models.synthetic import ACTIONS, render_clip, sample_clip_spec
 from models.synthetic.__main__ import main as generate_main
 from models.synthetic.figure import PARTS
+from models.synthetic.generate import FIXED_FIGURE
+from models.synthetic.scene import FIXED_BACKGROUND
 
 
 def test_same_seed_same_bytes_other_seed_other_clip():
@@ -81,3 +83,12 @@ def test_cli_writes_clip_json_and_masks(tmp_path):
         assert decoded.num_frames == metadata["num_frames"] and decoded.fps == metadata["fps"]
         first, last = metadata["action_frames"]
         assert masks[first : last + 1].any(axis=(1, 2)).all() and not masks[:first].any()
+
+
+def test_palette_zero_is_a_white_figure_on_grey_doing_the_same_action():
+    plain, coloured = sample_clip_spec(11, difficulty=0.0, palette=0.0), sample_clip_spec(11, difficulty=0.0)
+    assert set(plain.colours.values()) == {FIXED_FIGURE}
+    assert np.abs(plain.background.reshape(-1, 3).mean(0) - FIXED_BACKGROUND).max() < 15  # grey plus faint texture
+    assert set(coloured.colours.values()) != {FIXED_FIGURE}
+    same = ("class_id", "side", "action_frames", "hip", "figure_height")
+    assert all(getattr(plain, name) == getattr(coloured, name) for name in same)
