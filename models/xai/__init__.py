@@ -1,0 +1,47 @@
+"""Every attribution method behind one interface: ``method.attribute(clip, target) -> Attribution``.
+
+``build_methods(loaded)`` gives the benchmark's line-up by name; see ``base`` for the interface
+and the one pooling rule that brings pixel-level methods to tokens and frames.
+"""
+
+from __future__ import annotations
+
+from models.registry import LoadedModel
+from models.staa import StaaParams
+from models.xai.attention import AttentionRollout, GradientWeightedStaa, OriginalStaa, StaaVariant, staa_variants
+from models.xai.base import AttributionMethod, joint_map, pool_pixels
+from models.xai.gradients import FrameAblation, GradCamTokens, PixelGradientMethod
+
+METHOD_NAMES = ("staa", "staa_last_layer", "staa_last_2", "staa_gradient_weighted", "staa_original", "attention_rollout",
+                "saliency", "input_x_gradient", "integrated_gradients_8", "integrated_gradients_50", "grad_cam",
+                "frame_ablation")
+
+
+def build_method(loaded: LoadedModel, name: str, params: StaaParams = StaaParams()) -> AttributionMethod:
+    """One attribution method by name (``METHOD_NAMES``)."""
+    variants = {variant.name: variant for variant in staa_variants(loaded, params)}
+    if name in variants:
+        return variants[name]
+    builders = {
+        "staa_gradient_weighted": lambda: GradientWeightedStaa(loaded, params),
+        "staa_original": lambda: OriginalStaa(loaded),
+        "attention_rollout": lambda: AttentionRollout(loaded),
+        "saliency": lambda: PixelGradientMethod(loaded, "saliency"),
+        "input_x_gradient": lambda: PixelGradientMethod(loaded, "input_x_gradient"),
+        "integrated_gradients_8": lambda: PixelGradientMethod(loaded, "integrated_gradients_8", n_steps=8),
+        "integrated_gradients_50": lambda: PixelGradientMethod(loaded, "integrated_gradients_50", n_steps=50),
+        "grad_cam": lambda: GradCamTokens(loaded),
+        "frame_ablation": lambda: FrameAblation(loaded),
+    }
+    if name not in builders:
+        raise ValueError(f"unknown attribution method {name!r}; known: {', '.join(METHOD_NAMES)}")
+    return builders[name]()
+
+
+def build_methods(loaded: LoadedModel, names=METHOD_NAMES, params: StaaParams = StaaParams()) -> list[AttributionMethod]:
+    return [build_method(loaded, name, params) for name in names]
+
+
+__all__ = ["METHOD_NAMES", "AttributionMethod", "build_method", "build_methods", "joint_map", "pool_pixels",
+           "StaaVariant", "GradientWeightedStaa", "OriginalStaa", "AttentionRollout", "PixelGradientMethod",
+           "GradCamTokens", "FrameAblation"]
