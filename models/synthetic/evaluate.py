@@ -49,7 +49,20 @@ def encode_mp4(frames: np.ndarray, fps: float) -> bytes:
         return Path(handle.name).read_bytes()
 
 
-def evaluate_clip(loaded, staa: Staa, seed: int, variants: dict[str, StaaParams], difficulty=None) -> ClipResult:
+@dataclass
+class HeldOutWindow:
+    """One held-out clip's first window as the server sees it, with its ground truth on the token grid."""
+
+    seed: int
+    class_id: int
+    difficulty: float
+    pixels: torch.Tensor  # [T, 3, H, W] normalised
+    token_masks: np.ndarray  # bool [T, h, w]: acting-limb tokens
+    in_action: np.ndarray  # bool [T]: sampled frame inside the action interval
+
+
+def held_out_window(loaded, seed: int, difficulty=None) -> HeldOutWindow:
+    """Render clip ``seed``, encode it to H.264, decode and window it exactly as the server does."""
     spec = sample_clip_spec(seed, difficulty=difficulty)
     clip = render_clip(spec)
     window_spec = WindowSpec(loaded.num_frames, loaded.default_stride)
@@ -58,13 +71,19 @@ def evaluate_clip(loaded, staa: Staa, seed: int, variants: dict[str, StaaParams]
     first, last = spec.action_frames
     in_action = np.array([first <= index <= last for index in frames])
     masks = np.stack([token_mask(clip.masks[index], window.crop, loaded.grid) for index in frames])  # [T, h, w]
-    pixels = window.pixels.unsqueeze(0)  # [1, T, 3, H, W]
+    return HeldOutWindow(seed, spec.class_id, spec.difficulty, window.pixels, masks, in_action)
+
+
+def evaluate_clip(loaded, staa: Staa, seed: int, variants: dict[str, StaaParams], difficulty=None) -> ClipResult:
+    held_out = held_out_window(loaded, seed, difficulty)
+    pixels = held_out.pixels.unsqueeze(0)  # [1, T, 3, H, W]
     scores, predicted = {}, None
     for name, params in variants.items():
         attribution = staa._attribute(pixels, params)
         predicted = int(attribution.logits.argmax(-1))
-        scores[name] = asdict(score_window(attribution.spatial[0].numpy(), attribution.temporal[0].numpy(), masks, in_action))
-    return ClipResult(seed, spec.class_id, predicted, spec.difficulty, scores)
+        scores[name] = asdict(score_window(attribution.spatial[0].numpy(), attribution.temporal[0].numpy(),
+                                           held_out.token_masks, held_out.in_action))
+    return ClipResult(seed, held_out.class_id, predicted, held_out.difficulty, scores)
 
 
 def summarise(results: list[ClipResult], variant: str) -> dict:

@@ -37,7 +37,7 @@ def test_deletion_and_insertion_reward_the_map_that_ranks_the_evidence_first():
     assert good.deletion_curve[1] < good.deletion_curve[0]  # the evidence goes in the first step
     floors = [tubelet_faithfulness(predict, pixels, random_scores((FRAMES, ROWS, COLS), seed), 0, blurred).deletion_auc
               for seed in range(20)]
-    assert good.deletion_auc <= min(floors) and good.deletion_auc < np.mean(floors) - 0.2  # a random order is the floor
+    assert good.deletion_auc <= min(floors) and good.deletion_auc < np.mean(floors) - 0.1  # a random order is the floor
 
 
 def test_frame_deletion_ranks_the_evidence_frame_first():

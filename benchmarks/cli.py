@@ -1,0 +1,24 @@
+"""``staa-bench``: the benchmarks behind one command.
+
+    staa-bench compare [--quick] ...   STAA vs gradient-based XAI (benchmarks/compare.py)
+"""
+
+from __future__ import annotations
+
+import sys
+
+COMMANDS = {"compare": "benchmarks.compare"}
+
+
+def main(argv=None) -> None:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or argv[0] not in COMMANDS:
+        print(f"usage: staa-bench {{{','.join(COMMANDS)}}} [options]  (staa-bench COMMAND --help for each)", file=sys.stderr)
+        raise SystemExit(2)
+    from importlib import import_module
+
+    import_module(COMMANDS[argv[0]]).main(argv[1:])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,306 @@
+"""STAA against gradient-based XAI on the same model and the same held-out clips: cost and quality.
+
+    staa-bench compare [--model ID_OR_DIR] [--clips 24] [--quick] [--out-dir benchmarks/reports]
+
+For every method in ``models.xai.METHOD_NAMES`` and every held-out SynthKinetics clip (rendered,
+H.264-encoded, decoded and windowed as the server does): deletion / insertion AUC of p(y-hat) over
+tubelets (blurred replacement) beside a random order, frame-deletion AUC, spatial and temporal
+pointing game and relevance mass against the ground truth, rank agreement with STAA, and the
+model-randomisation check; then cost per explanation (passes, median wall ms, ratio to one plain
+forward measured interleaved, peak RSS growth). Also a sweep of STAA's thresholding + focusing
+(kappa, gamma) on the same clips, since those are served defaults.
+
+Writes compare.md, compare.csv, compare_focus.csv, compare_cost.png and compare_curves.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import statistics
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from benchmarks.report import REPORTS, conditions, interleaved, markdown_table, write_csv, write_markdown
+from kernels import threshold_focus
+from models.localisation import score_window
+from models.registry import load_model
+from models.staa import StaaParams
+from models.synthetic.__main__ import clip_seed
+from models.synthetic.evaluate import EVALUATION_SEED, HeldOutWindow, held_out_window
+from models.xai import METHOD_NAMES, build_methods, joint_map
+from models.xai.metrics import (blurred_copy, frame_deletion, random_scores, rank_agreement, tubelet_faithfulness,
+                                with_random_weights)
+
+COLUMNS = ["method", "passes", "ms_median", "ratio_to_forward", "peak_mb", "deletion_auc", "insertion_auc",
+           "frame_deletion_auc", "pointing_spatial", "pointing_temporal", "mass_spatial", "mass_temporal",
+           "agreement_with_staa", "randomisation_agreement"]
+QUALITY = ["deletion_auc", "insertion_auc", "frame_deletion_auc", "pointing_spatial", "pointing_temporal",
+           "mass_spatial", "mass_temporal", "agreement_with_staa", "randomisation_agreement"]
+FOCUS_GRID = [(kappa, gamma) for kappa in (0.0, 0.5, 1.0, 2.0) for gamma in (1.0, 2.0, 3.0)]
+
+
+def _plain_forward(loaded):
+    @torch.inference_mode()
+    def predict(pixel_values: torch.Tensor) -> torch.Tensor:
+        return loaded.model(pixel_values=pixel_values).logits
+    return predict
+
+
+def quality_of(method, case: HeldOutWindow, predict, blurred: torch.Tensor, staa_joint: np.ndarray | None) -> dict:
+    """One method on one clip: faithfulness, localisation, agreement with STAA."""
+    attribution = method.attribute(case.pixels)
+    target = int(attribution.logits.argmax(-1))
+    joint = joint_map(attribution)[0].numpy()  # [T, h, w]
+    faith = tubelet_faithfulness(predict, case.pixels, joint, target, blurred)
+    frame_auc, frame_curve = frame_deletion(predict, case.pixels, attribution.temporal[0].numpy(), target, blurred,
+                                            joint.shape[1:])
+    local = score_window(attribution.spatial[0].numpy(), attribution.temporal[0].numpy(), case.token_masks, case.in_action)
+    spatial_ok = getattr(method, "spatial", True)
+    return {
+        "deletion_auc": faith.deletion_auc if spatial_ok else None,
+        "insertion_auc": faith.insertion_auc if spatial_ok else None,
+        "frame_deletion_auc": frame_auc,
+        "pointing_spatial": local.pointing_spatial if spatial_ok else None,
+        "mass_spatial": local.mass_spatial if spatial_ok else None,
+        "pointing_temporal": local.pointing_temporal,
+        "mass_temporal": local.mass_temporal,
+        "agreement_with_staa": rank_agreement(joint, staa_joint) if staa_joint is not None else None,
+        "deletion_curve": faith.deletion_curve, "insertion_curve": faith.insertion_curve, "joint": joint,
+        "correct": target == case.class_id,
+    }
+
+
+def floors_of(case: HeldOutWindow, predict, blurred: torch.Tensor, grid, seed: int) -> dict:
+    """The same scores for a random ordering / uniformly random map."""
+    scores = random_scores(case.token_masks.shape, seed)
+    target = int(predict(case.pixels[None]).argmax(-1))
+    faith = tubelet_faithfulness(predict, case.pixels, scores, target, blurred)
+    frame_auc, _ = frame_deletion(predict, case.pixels, random_scores(case.in_action.shape, seed + 1), target, blurred, grid)
+    local = score_window(scores / scores.sum(axis=(1, 2), keepdims=True), np.full(len(case.in_action), 1 / len(case.in_action)),
+                         case.token_masks, case.in_action)
+    return {"deletion_auc": faith.deletion_auc, "insertion_auc": faith.insertion_auc, "frame_deletion_auc": frame_auc,
+            "pointing_spatial": local.floor_pointing_spatial, "mass_spatial": local.floor_mass_spatial,
+            "pointing_temporal": local.floor_temporal, "mass_temporal": local.floor_temporal,
+            "deletion_curve": faith.deletion_curve, "insertion_curve": faith.insertion_curve}
+
+
+def _release_freed_memory() -> None:
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)  # so the RSS baseline is not inflated by earlier frees
+    except OSError:
+        pass
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as handle:
+        return int(handle.read().split()[1]) * 4096
+
+
+def peak_rss_growth_mb(run) -> float:
+    """Peak resident-set growth while ``run()`` executes, sampled every millisecond (CPU has no
+    allocator counter like CUDA's max_memory_allocated)."""
+    _release_freed_memory()
+    baseline, peak, done = _rss_bytes(), [0], threading.Event()
+
+    def sample():
+        while not done.is_set():
+            peak[0] = max(peak[0], _rss_bytes())
+            time.sleep(0.001)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        run()
+    finally:
+        done.set()
+        sampler.join()
+    return max(0, max(peak[0], _rss_bytes()) - baseline) / 2**20
+
+
+def cost_of(method, pixels: torch.Tensor, predict, pairs: int) -> dict:
+    """Median wall ms of one explanation and its ratio to one plain forward, interleaved."""
+    forward_times, method_times, ratio = interleaved(lambda: predict(pixels[None]), lambda: method.attribute(pixels),
+                                                     pairs=pairs, warmup=1)
+    return {"ms_median": statistics.median(method_times) * 1e3, "forward_ms": statistics.median(forward_times) * 1e3,
+            "ratio_to_forward": ratio, "peak_mb": peak_rss_growth_mb(lambda: method.attribute(pixels))}
+
+
+def focus_sweep(loaded, cases: list[HeldOutWindow], predict, blurreds: list[torch.Tensor], params: StaaParams) -> list[dict]:
+    """Served STAA maps after thresholding + focusing at each (kappa, gamma): localisation and deletion."""
+    from models.pipeline import Staa
+
+    staa = Staa(loaded, params)
+    raw = [staa.attribute(case.pixels) for case in cases]
+    rows = []
+    for kappa, gamma in [(None, None), *FOCUS_GRID]:
+        scores = []
+        for case, attribution, blurred in zip(cases, raw, blurreds):
+            spatial = attribution.spatial[0]  # [T, h, w]
+            frames, height, width = spatial.shape
+            if kappa is not None:
+                focused = threshold_focus(spatial.reshape(1, frames, -1), (height, width), kappa=kappa, gamma=gamma)
+                grid = focused.quantized[0].double() + 1e-6 * spatial.reshape(frames, -1)  # ties broken by the raw map
+                spatial = (grid / grid.sum(dim=-1, keepdim=True)).reshape(frames, height, width).float()
+            temporal = attribution.temporal[0]
+            local = score_window(spatial.numpy(), temporal.numpy(), case.token_masks, case.in_action)
+            target = int(attribution.logits.argmax(-1))
+            joint = (temporal[:, None, None] * spatial).numpy()
+            scores.append({"pointing_spatial": local.pointing_spatial, "mass_spatial": local.mass_spatial,
+                           "deletion_auc": tubelet_faithfulness(predict, case.pixels, joint, target, blurred).deletion_auc})
+        row = {"kappa": "raw" if kappa is None else kappa, "gamma": "raw" if gamma is None else gamma}
+        row.update({key: _mean([score[key] for score in scores]) for key in ("pointing_spatial", "mass_spatial", "deletion_auc")})
+        rows.append(row)
+    return rows
+
+
+def _mean(values) -> float | None:
+    values = [value for value in values if value is not None and value == value]
+    return float(np.mean(values)) if values else None
+
+
+def run(model: str | None, clips: int, quick: bool, out_dir: Path, methods: tuple[str, ...], seed: int = EVALUATION_SEED) -> dict:
+    torch.manual_seed(0)
+    loaded = load_model(model)
+    predict = _plain_forward(loaded)
+    chosen = build_methods(loaded, methods)
+    randomised = {method.name: method for method in build_methods(with_random_weights(loaded), methods)}
+    cases = [held_out_window(loaded, clip_seed(seed, index)) for index in tqdm(range(clips), desc="held-out clips")]
+    blurreds = [blurred_copy(case.pixels, sigma=float(loaded.patch_size)) for case in cases]
+    sanity_clips = min(len(cases), 2 if quick else 6)
+    per_method: dict[str, list[dict]] = {method.name: [] for method in chosen}
+    sanity: dict[str, list[float]] = {method.name: [] for method in chosen}
+    floors = []
+    total = len(cases) * len(chosen)
+    with tqdm(total=total, desc="quality") as progress:
+        for index, (case, blurred) in enumerate(zip(cases, blurreds)):
+            staa_joint = None
+            for method in chosen:
+                result = quality_of(method, case, predict, blurred, staa_joint)
+                if method.name == "staa":
+                    staa_joint = result["joint"]
+                    result["agreement_with_staa"] = 1.0
+                per_method[method.name].append(result)
+                if index < sanity_clips:
+                    random_joint = joint_map(randomised[method.name].attribute(case.pixels))[0].numpy()
+                    sanity[method.name].append(rank_agreement(result["joint"], random_joint))
+                progress.update(1)
+            floors.append(floors_of(case, predict, blurred, loaded.grid, seed=index))
+    pairs = 2 if quick else 5
+    rows = []
+    for method in tqdm(chosen, desc="cost"):
+        results = per_method[method.name]
+        method_pairs = 1 if method.passes > 20 and quick else (3 if method.passes > 20 else pairs)
+        row = {"method": method.name, "passes": method.passes, **cost_of(method, cases[0].pixels, predict, method_pairs)}
+        row.update({key: _mean([result[key] for result in results]) for key in QUALITY if key != "randomisation_agreement"})
+        row["randomisation_agreement"] = _mean(sanity[method.name])
+        row["accuracy"] = _mean([float(result["correct"]) for result in results])
+        rows.append(row)
+    floor_row = {"method": "random (floor)", "passes": 0}
+    floor_row.update({key: _mean([floor[key] for floor in floors]) for key in QUALITY if key in floors[0]})
+    focus = focus_sweep(loaded, cases, predict, blurreds, StaaParams())
+    curves = {name: (np.mean([r["deletion_curve"] for r in results], axis=0), np.mean([r["insertion_curve"] for r in results], axis=0))
+              for name, results in per_method.items() if getattr(next(m for m in chosen if m.name == name), "spatial", True)}
+    curves["random (floor)"] = (np.mean([f["deletion_curve"] for f in floors], axis=0), np.mean([f["insertion_curve"] for f in floors], axis=0))
+    write_reports(out_dir, loaded, rows, floor_row, focus, curves, clips, quick)
+    return {"rows": rows, "floor": floor_row, "focus": focus}
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+def write_reports(out_dir: Path, loaded, rows: list[dict], floor: dict, focus: list[dict], curves: dict, clips: int,
+                  quick: bool) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    table_rows = [{column: _fmt(row.get(column)) for column in COLUMNS} for row in rows + [floor]]
+    write_csv(out_dir / "compare.csv", rows + [floor], COLUMNS)
+    focus_columns = ["kappa", "gamma", "pointing_spatial", "mass_spatial", "deletion_auc"]
+    write_csv(out_dir / "compare_focus.csv", focus, focus_columns)
+    by_name = {row["method"]: row for row in rows}
+    summary = []
+    if "staa" in by_name:
+        staa = by_name["staa"]
+        for other in ("integrated_gradients_50", "saliency"):
+            if other in by_name:
+                summary.append(f"- STAA's time is {100 * staa['ms_median'] / by_name[other]['ms_median']:.2f} % of "
+                               f"{other}'s ({staa['ms_median']:.2f} ms vs {by_name[other]['ms_median']:.1f} ms per explanation).")
+        summary.append(f"- STAA's overhead over the plain forward: {100 * (staa['ratio_to_forward'] - 1):+.1f} % "
+                       f"(interleaved median ratio {staa['ratio_to_forward']:.3f}).")
+    sections = [
+        "## Summary", "", *summary, "",
+        f"## Methods ({clips} held-out clips{', --quick' if quick else ''})", "",
+        "Deletion AUC: lower is better; all other quality columns: higher is better, except "
+        "randomisation_agreement (rank correlation of the map with the map of the same model with random weights: "
+        "lower means the method depends on what the model learned). n/a: the method has no spatial map.", "",
+        markdown_table(table_rows, COLUMNS), "",
+        "## Thresholding + focusing (served STAA maps)", "",
+        "The raw STAA map against the served map after dynamic thresholding (mean + kappa * std) and focusing "
+        "(power gamma), on the same clips:", "",
+        markdown_table([{column: _fmt(row[column]) for column in focus_columns} for row in focus], focus_columns), "",
+        "![cost](compare_cost.png)", "", "![curves](compare_curves.png)",
+    ]
+    write_markdown(out_dir / "compare.md", "STAA vs gradient-based XAI: cost and quality",
+                   conditions({"model": f"{loaded.model_id} ({loaded.weights_sha256[:12]})", "clips": str(clips)}), sections)
+    _plots(out_dir, rows, curves)
+
+
+def _plots(out_dir: Path, rows: list[dict], curves: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(8, 4.5))
+    ordered = sorted(rows, key=lambda row: row["ms_median"])
+    axis.barh([row["method"] for row in ordered], [row["ms_median"] for row in ordered], color="#4477aa")
+    axis.set_xscale("log")
+    axis.set_xlabel("ms per explanation (median, log scale)")
+    figure.tight_layout()
+    figure.savefig(out_dir / "compare_cost.png", dpi=110)
+    plt.close(figure)
+    figure, (deletion, insertion) = plt.subplots(1, 2, figsize=(11, 4.5), sharey=True)
+    for name, (deleted, inserted) in curves.items():
+        style = {"linestyle": "--", "color": "black"} if name.startswith("random") else {}
+        xs = np.linspace(0, 1, len(deleted))
+        deletion.plot(xs, deleted, label=name, **style)
+        insertion.plot(xs, inserted, label=name, **style)
+    deletion.set_title("deletion (lower is better)")
+    insertion.set_title("insertion (higher is better)")
+    for axis in (deletion, insertion):
+        axis.set_xlabel("fraction of tubelets")
+    deletion.set_ylabel("p(predicted class)")
+    insertion.legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(out_dir / "compare_curves.png", dpi=110)
+    plt.close(figure)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(prog="staa-bench compare", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default=None, help="model id or directory (default: the shipped model)")
+    parser.add_argument("--clips", type=int, default=None, help="held-out clips (default 24, --quick 3)")
+    parser.add_argument("--quick", action="store_true", help="a few clips and fewer timing pairs, for CI")
+    parser.add_argument("--out-dir", type=Path, default=REPORTS)
+    parser.add_argument("--methods", default=",".join(METHOD_NAMES), help="comma-separated subset of the methods")
+    args = parser.parse_args(argv)
+    clips = args.clips or (3 if args.quick else 24)
+    methods = tuple(name for name in args.methods.split(",") if name)
+    if "staa" not in methods:
+        methods = ("staa", *methods)  # agreement is measured against STAA
+    result = run(args.model, clips, args.quick, args.out_dir, methods)
+    print(markdown_table([{column: _fmt(row.get(column)) for column in COLUMNS} for row in result["rows"] + [result["floor"]]],
+                         COLUMNS))
+    print(f"wrote {args.out_dir / 'compare.md'}")
+
+
+if __name__ == "__main__":
+    main()
