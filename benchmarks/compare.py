@@ -29,12 +29,13 @@ from tqdm import tqdm
 
 from benchmarks.report import REPORTS, conditions, interleaved, markdown_table, write_csv, write_markdown
 from kernels import threshold_focus
+from models.adapters import adapter_for
 from models.localisation import score_window
 from models.registry import load_model
 from models.staa import StaaParams
 from models.synthetic.__main__ import clip_seed
 from models.synthetic.evaluate import EVALUATION_SEED, HeldOutWindow, held_out_window
-from models.xai import METHOD_NAMES, build_methods, joint_map
+from models.xai import METHOD_NAMES, build_methods, joint_map, supported_methods
 from models.xai.metrics import (blurred_copy, frame_deletion, random_scores, rank_agreement, tubelet_faithfulness,
                                 with_random_weights)
 
@@ -44,13 +45,6 @@ COLUMNS = ["method", "passes", "ms_median", "ratio_to_forward", "peak_mb", "dele
 QUALITY = ["deletion_auc", "insertion_auc", "frame_deletion_auc", "pointing_spatial", "pointing_temporal",
            "mass_spatial", "mass_temporal", "agreement_with_staa", "randomisation_agreement"]
 FOCUS_GRID = [(kappa, gamma) for kappa in (0.0, 0.5, 1.0, 2.0) for gamma in (1.0, 2.0, 3.0)]
-
-
-def _plain_forward(loaded):
-    @torch.inference_mode()
-    def predict(pixel_values: torch.Tensor) -> torch.Tensor:
-        return loaded.model(pixel_values=pixel_values).logits
-    return predict
 
 
 def quality_of(method, case: HeldOutWindow, predict, blurred: torch.Tensor, staa_joint: np.ndarray | None) -> dict:
@@ -168,7 +162,8 @@ def _mean(values) -> float | None:
 def run(model: str | None, clips: int, quick: bool, out_dir: Path, methods: tuple[str, ...], seed: int = EVALUATION_SEED) -> dict:
     torch.manual_seed(0)
     loaded = load_model(model)
-    predict = _plain_forward(loaded)
+    predict = adapter_for(loaded.model).plain_forward
+    methods = supported_methods(loaded, methods)
     chosen = build_methods(loaded, methods)
     randomised = {method.name: method for method in build_methods(with_random_weights(loaded), methods)}
     cases = [held_out_window(loaded, clip_seed(seed, index)) for index in tqdm(range(clips), desc="held-out clips")]

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from transformers import AutoConfig, TimesformerConfig, TimesformerForVideoClassification
+from transformers import (AutoConfig, PretrainedConfig, TimesformerConfig, TimesformerForVideoClassification,
+                          VideoMAEConfig, VideoMAEForVideoClassification)
 
 from models.errors import UnsupportedModel
 from models.preprocess import ProcessorSettings
@@ -29,7 +30,9 @@ logger = logging.getLogger(__name__)
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 DEFAULT_MODEL_NAME = "staa-synthkinetics"  # trained on SynthKinetics (models/synthetic), see its README.md
 DEFAULT_FRAME_STRIDE = 4  # used when a checkpoint does not set `staa_frame_stride`
-_ARCHITECTURES = {"timesformer": TimesformerForVideoClassification}
+_ARCHITECTURES = {"timesformer": TimesformerForVideoClassification, "videomae": VideoMAEForVideoClassification}
+# STAA reads attention probabilities, which VideoMAE's SDPA path never materialises.
+_ATTENTION = {"videomae": "eager"}
 
 
 @dataclass
@@ -106,7 +109,9 @@ def load_model(id_or_dir: str | None = None, device: str = "cpu") -> LoadedModel
     if getattr(config, "attention_type", "divided_space_time") != "divided_space_time":
         raise UnsupportedModel(f"model {model_id!r}: STAA needs divided space-time attention, got {config.attention_type!r}")
     digest = weights_sha256(model_dir)
-    model = model_class.from_pretrained(model_dir, local_files_only=True, use_safetensors=True, trust_remote_code=False)
+    options = {"attn_implementation": _ATTENTION[config.model_type]} if config.model_type in _ATTENTION else {}
+    model = model_class.from_pretrained(model_dir, local_files_only=True, use_safetensors=True, trust_remote_code=False,
+                                        **options)
     model.to(device).eval()
     labels = [config.id2label[index] for index in range(config.num_labels)]
     return LoadedModel(
@@ -150,13 +155,26 @@ def processor_config_for(image_size: int) -> dict:
     }
 
 
-def save_random_model(out_dir: str | Path, config: TimesformerConfig | None = None, seed: int = 0) -> Path:
-    """Save a random-weight TimeSformer in the same layout real checkpoints use."""
+def tiny_videomae_config(**overrides) -> VideoMAEConfig:
+    """A small VideoMAE classifier (64x64 input, 8x8 patch grid, 8 frames in tubelets of 2)."""
+    settings = dict(
+        image_size=64, patch_size=8, num_channels=3, num_frames=8, tubelet_size=2, hidden_size=96,
+        num_hidden_layers=4, num_attention_heads=4, intermediate_size=384, use_mean_pooling=True, num_labels=8,
+    )
+    settings.update(overrides)
+    config = VideoMAEConfig(**settings)
+    config.id2label = {index: f"random_class_{index:02d}" for index in range(config.num_labels)}
+    config.label2id = {label: index for index, label in config.id2label.items()}
+    return config
+
+
+def save_random_model(out_dir: str | Path, config: PretrainedConfig | None = None, seed: int = 0) -> Path:
+    """Save a random-weight video classifier (TimeSformer by default) in the layout real checkpoints use."""
     config = config or tiny_timesformer_config()
     config.staa_random_weights = True
     config.staa_frame_stride = getattr(config, "staa_frame_stride", DEFAULT_FRAME_STRIDE)
     torch.manual_seed(seed)
-    model = TimesformerForVideoClassification(config).eval()
+    model = _ARCHITECTURES[config.model_type](config).eval()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out, safe_serialization=True)

@@ -100,3 +100,8 @@ class TimesformerAdapter:
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """``pixel_values`` ``[B, T, 3, H, W]`` -> logits ``[B, num_labels]``."""
         return self.model(pixel_values=pixel_values).logits
+
+    @torch.inference_mode()
+    def plain_forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """The fastest inference path (TimeSformer always runs eager attention), no hooks."""
+        return self.model(pixel_values=pixel_values).logits

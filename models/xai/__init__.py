@@ -6,6 +6,7 @@ and the one pooling rule that brings pixel-level methods to tokens and frames.
 
 from __future__ import annotations
 
+from models.errors import UnsupportedModel
 from models.registry import LoadedModel
 from models.staa import StaaParams
 from models.xai.attention import AttentionRollout, GradientWeightedStaa, OriginalStaa, StaaVariant, staa_variants
@@ -17,8 +18,18 @@ METHOD_NAMES = ("staa", "staa_last_layer", "staa_last_2", "staa_gradient_weighte
                 "frame_ablation")
 
 
+# These read TimeSformer's divided attention or its block layout; VideoMAE gets the others.
+TIMESFORMER_ONLY = ("staa_gradient_weighted", "staa_original", "attention_rollout", "grad_cam")
+
+
+def supported_methods(loaded: LoadedModel, names=METHOD_NAMES) -> tuple[str, ...]:
+    return tuple(name for name in names if loaded.architecture == "timesformer" or name not in TIMESFORMER_ONLY)
+
+
 def build_method(loaded: LoadedModel, name: str, params: StaaParams = StaaParams()) -> AttributionMethod:
     """One attribution method by name (``METHOD_NAMES``)."""
+    if name in TIMESFORMER_ONLY and loaded.architecture != "timesformer":
+        raise UnsupportedModel(f"{name} needs a divided space-time TimeSformer; {loaded.model_id} is {loaded.architecture}")
     variants = {variant.name: variant for variant in staa_variants(loaded, params)}
     if name in variants:
         return variants[name]
@@ -42,6 +53,6 @@ def build_methods(loaded: LoadedModel, names=METHOD_NAMES, params: StaaParams = 
     return [build_method(loaded, name, params) for name in names]
 
 
-__all__ = ["METHOD_NAMES", "AttributionMethod", "build_method", "build_methods", "joint_map", "pool_pixels",
+__all__ = ["METHOD_NAMES", "TIMESFORMER_ONLY", "supported_methods", "AttributionMethod", "build_method", "build_methods", "joint_map", "pool_pixels",
            "StaaVariant", "GradientWeightedStaa", "OriginalStaa", "AttentionRollout", "PixelGradientMethod",
            "GradCamTokens", "FrameAblation"]

@@ -29,3 +29,17 @@ def test_quick_compare_writes_the_report(tiny_model_dir, tmp_path):
 def test_unknown_subcommand_exits_with_usage():
     done = subprocess.run([sys.executable, "-m", "benchmarks.cli", "nope"], capture_output=True, text=True)
     assert done.returncode == 2 and "usage: staa-bench" in done.stderr
+
+
+def test_quick_compare_runs_videomae_and_skips_timesformer_only_methods(tmp_path):
+    from models.registry import save_random_model, tiny_videomae_config
+
+    model_dir = save_random_model(tmp_path / "videomae", tiny_videomae_config(image_size=32, num_labels=5), seed=2)
+    done = subprocess.run([sys.executable, "-m", "benchmarks.cli", "compare", "--quick", "--clips", "1", "--model",
+                           str(model_dir), "--methods", "staa,attention_rollout,saliency", "--out-dir", str(tmp_path / "out")],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    with (tmp_path / "out" / "compare.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert [row["method"] for row in rows] == ["staa", "saliency", "random (floor)"]
+    assert float(rows[0]["ratio_to_forward"]) > 0
