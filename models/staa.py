@@ -21,6 +21,7 @@ import torch
 
 LAYER_AGGREGATIONS = ("last", "mean", "mean_last_k")
 THRESHOLD_MODES = ("mean_std", "percentile")
+TEMPORAL_WEIGHTINGS = ("cls", "uniform")  # w[p] from the CLS rows, or every patch alike
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,7 @@ class StaaParams:
     spatial_aggregation: str = "mean"
     temporal_aggregation: str = "mean"  # the prototype's best: all layers (sum and mean rank alike)
     last_k: int = 2
+    temporal_weighting: str = "cls"
     threshold_mode: str = "mean_std"
     kappa: float = 0.5
     percentile: float = 80.0
@@ -42,6 +44,8 @@ class StaaParams:
             value = getattr(self, name)
             if value not in LAYER_AGGREGATIONS:
                 raise ValueError(f"StaaParams.{name} must be one of {LAYER_AGGREGATIONS}, got {value!r}")
+        if self.temporal_weighting not in TEMPORAL_WEIGHTINGS:
+            raise ValueError(f"StaaParams.temporal_weighting must be one of {TEMPORAL_WEIGHTINGS}, got {self.temporal_weighting!r}")
         if self.threshold_mode not in THRESHOLD_MODES:
             raise ValueError(f"StaaParams.threshold_mode must be one of {THRESHOLD_MODES}, got {self.threshold_mode!r}")
         _check_range("last_k", self.last_k, 1, 1024)
@@ -82,6 +86,8 @@ def staa_spatial(spatial_cls: list[torch.Tensor], params: StaaParams) -> torch.T
 def staa_temporal(temporal_received: list[torch.Tensor], spatial: torch.Tensor, params: StaaParams) -> torch.Tensor:
     """Per-layer received attention ``L x [B, N, T]`` weighted by ``spatial`` ``[B, T, N]`` -> ``[B, T]`` summing to 1."""
     patch_weights = _normalise(spatial.mean(dim=1), dim=-1)  # [B, T, N] -> [B, N]
+    if params.temporal_weighting == "uniform":
+        patch_weights = torch.full_like(patch_weights, 1.0 / patch_weights.shape[-1])
     per_layer = [torch.einsum("bn,bnt->bt", patch_weights, received) for received in temporal_received]  # L x [B, T]
     return _normalise(aggregate_layers(per_layer, params.temporal_aggregation, params.last_k), dim=-1)
 

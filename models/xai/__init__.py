@@ -13,7 +13,7 @@ from models.xai.attention import AttentionRollout, GradientWeightedStaa, Origina
 from models.xai.base import AttributionMethod, joint_map, pool_pixels
 from models.xai.gradients import FrameAblation, GradCamTokens, PixelGradientMethod
 
-METHOD_NAMES = ("staa", "staa_last_layer", "staa_last_2", "staa_gradient_weighted", "staa_original", "attention_rollout",
+METHOD_NAMES = ("staa", "staa_last_layer", "staa_last_2", "staa_uniform_temporal", "staa_gradient_weighted", "staa_original", "attention_rollout",
                 "saliency", "input_x_gradient", "integrated_gradients_8", "integrated_gradients_50", "grad_cam",
                 "frame_ablation")
 

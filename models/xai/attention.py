@@ -181,4 +181,5 @@ def staa_variants(loaded: LoadedModel, params: StaaParams = StaaParams()) -> lis
         StaaVariant(loaded, "staa", params),
         StaaVariant(loaded, "staa_last_layer", replace(params, spatial_aggregation="last", temporal_aggregation="last")),
         StaaVariant(loaded, "staa_last_2", replace(params, spatial_aggregation="mean_last_k", temporal_aggregation="mean_last_k", last_k=2)),
+        StaaVariant(loaded, "staa_uniform_temporal", replace(params, temporal_weighting="uniform")),
     ]

@@ -36,6 +36,8 @@ def test_temporal_weights_received_attention_by_cls_patch_weights():
     spatial = torch.tensor([[[1.0, 0.0]] * 3])  # [B=1, T=3, N=2]
     temporal = staa_temporal([received, received], spatial, StaaParams())
     assert temporal[0].tolist() == pytest.approx([0.0, 0.0, 1.0])
+    uniform = staa_temporal([received, received], spatial, StaaParams(temporal_weighting="uniform"))
+    assert uniform[0].tolist() == pytest.approx([0.5, 0.0, 0.5])  # both patches count alike
 
 
 def test_layer_aggregation_options():
