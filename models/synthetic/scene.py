@@ -43,13 +43,13 @@ def make_background(rng: np.random.Generator, height: int, width: int, difficult
 
 
 def make_distractors(rng: np.random.Generator, height: int, width: int, difficulty: float) -> list[Distractor]:
-    count = int(rng.integers(0, 1 + round(3 * difficulty)))
+    count = int(rng.integers(0, 1 + round(2 * difficulty)))
     return [Distractor(
         shape=str(rng.choice(["circle", "rectangle", "triangle"])),
         colour=tuple(int(value) for value in rng.integers(0, 256, size=3)),
         size=float(rng.uniform(5, 12)),
         start=(float(rng.uniform(0, width)), float(rng.uniform(0, height))),
-        velocity=(float(rng.uniform(-3, 3)), float(rng.uniform(-3, 3))),
+        velocity=(float(rng.uniform(-1.5, 1.5)), float(rng.uniform(-1.5, 1.5))),
     ) for _ in range(count)]
 
 

@@ -26,7 +26,7 @@ from models.synthetic.actions import ACTIONS
 from models.synthetic.dataset import WindowSet, build_windows
 
 TRAIN_SEED, VALIDATION_SEED = 1000, 2000
-FRAMES, STRIDE, IMAGE_SIZE, PATCH = 8, 4, 64, 8
+FRAMES, STRIDE, IMAGE_SIZE, PATCH = 8, 4, 96, 12
 
 
 def seeds(root: int, count: int, start: int = 0) -> list[int]:
