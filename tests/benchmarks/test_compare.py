@@ -43,3 +43,14 @@ def test_quick_compare_runs_videomae_and_skips_timesformer_only_methods(tmp_path
         rows = list(csv.DictReader(handle))
     assert [row["method"] for row in rows] == ["staa", "saliency", "random (floor)"]
     assert float(rows[0]["ratio_to_forward"]) > 0
+
+
+def test_focus_choice_keeps_pointing_and_deletion_and_maximises_mass():
+    from benchmarks.compare import choose_focus
+
+    raw = {"kappa": "raw", "gamma": "raw", "pointing_spatial": 0.6, "mass_spatial": 0.3, "deletion_auc": 0.20}
+    worse_pointing = {"kappa": 2.0, "gamma": 3.0, "pointing_spatial": 0.5, "mass_spatial": 0.9, "deletion_auc": 0.18}
+    worse_deletion = {"kappa": 1.0, "gamma": 3.0, "pointing_spatial": 0.6, "mass_spatial": 0.8, "deletion_auc": 0.25}
+    good = {"kappa": 0.5, "gamma": 2.0, "pointing_spatial": 0.6, "mass_spatial": 0.5, "deletion_auc": 0.205}
+    assert choose_focus([raw, worse_pointing, worse_deletion, good]) is good
+    assert choose_focus([raw, worse_pointing]) is raw
