@@ -55,7 +55,7 @@ def model():
 @pytest.fixture(scope="module")
 def clip(model):
     generator = np.random.default_rng(0)
-    return torch.from_numpy(generator.normal(size=(2, model.num_frames, 3, 64, 64)).astype(np.float32))
+    return torch.from_numpy(generator.normal(size=(2, model.num_frames, 3, model.image_size, model.image_size)).astype(np.float32))
 
 
 def test_hooks_match_the_attentions_hf_returns(model, clip):
@@ -114,7 +114,8 @@ def test_same_input_same_bytes(model):
 def test_different_weights_change_the_map(model, clip, tiny_model_dir):
     from models.registry import save_random_model, tiny_timesformer_config
 
-    other = load_model(str(save_random_model(tiny_model_dir.parent / "other-seed", tiny_timesformer_config(), seed=123)))
+    config = tiny_timesformer_config(image_size=model.image_size, patch_size=model.patch_size)  # same geometry, other weights
+    other = load_model(str(save_random_model(tiny_model_dir.parent / "other-seed", config, seed=123)))
     assert not torch.allclose(Staa(model).attribute(clip).spatial, Staa(other).attribute(clip).spatial)
 
 

@@ -43,7 +43,8 @@ def test_short_live_stream_gets_one_padded_window_at_the_end(default_model, conf
     for sequence in range(5):
         assert session.accept_frame(rgb(sequence)) == []
     (window,) = session.finish()
-    assert window.plan.padded and window.pixels.shape == (8, 3, 64, 64)
+    size = default_model.image_size
+    assert window.plan.padded and window.pixels.shape == (8, 3, size, size)
 
 
 def test_registry_bounds_and_frees_sessions(default_model, config):
