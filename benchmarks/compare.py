@@ -56,7 +56,7 @@ def quality_of(method, case: HeldOutWindow, predict, blurred: torch.Tensor, staa
     frame_auc, frame_curve = frame_deletion(predict, case.pixels, attribution.temporal[0].numpy(), target, blurred,
                                             joint.shape[1:])
     local = score_window(attribution.spatial[0].numpy(), attribution.temporal[0].numpy(), case.token_masks, case.in_action)
-    spatial_ok = getattr(method, "spatial", True)
+    spatial_ok = method.spatial
     return {
         "deletion_auc": faith.deletion_auc if spatial_ok else None,
         "insertion_auc": faith.insertion_auc if spatial_ok else None,
@@ -200,8 +200,9 @@ def run(model: str | None, clips: int, quick: bool, out_dir: Path, methods: tupl
     floor_row = {"method": "random (floor)", "passes": 0}
     floor_row.update({key: _mean([floor[key] for floor in floors]) for key in QUALITY if key in floors[0]})
     focus = focus_sweep(loaded, cases, predict, blurreds, StaaParams())
-    curves = {name: (np.mean([r["deletion_curve"] for r in results], axis=0), np.mean([r["insertion_curve"] for r in results], axis=0))
-              for name, results in per_method.items() if getattr(next(m for m in chosen if m.name == name), "spatial", True)}
+    curves = {method.name: (np.mean([r["deletion_curve"] for r in per_method[method.name]], axis=0),
+                            np.mean([r["insertion_curve"] for r in per_method[method.name]], axis=0))
+              for method in chosen if method.spatial}
     curves["random (floor)"] = (np.mean([f["deletion_curve"] for f in floors], axis=0), np.mean([f["insertion_curve"] for f in floors], axis=0))
     write_reports(out_dir, loaded, rows, floor_row, focus, curves, clips, quick)
     return {"rows": rows, "floor": floor_row, "focus": focus}

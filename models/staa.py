@@ -72,7 +72,8 @@ def aggregate_layers(per_layer: list[torch.Tensor], how: str, last_k: int) -> to
     return torch.stack(chosen).mean(dim=0)
 
 
-def _normalise(values: torch.Tensor, dim: int) -> torch.Tensor:
+def normalise(values: torch.Tensor, dim: int) -> torch.Tensor:
+    """Sum to 1 along ``dim``; a slice summing to 0 becomes uniform."""
     total = values.sum(dim=dim, keepdim=True)
     uniform = torch.full_like(values, 1.0 / values.shape[dim])
     return torch.where(total > 0, values / total.clamp_min(1e-30), uniform)
@@ -80,16 +81,16 @@ def _normalise(values: torch.Tensor, dim: int) -> torch.Tensor:
 
 def staa_spatial(spatial_cls: list[torch.Tensor], params: StaaParams) -> torch.Tensor:
     """Per-layer CLS rows ``L x [B, T, N]`` -> spatial map ``[B, T, N]``, each frame summing to 1."""
-    return _normalise(aggregate_layers(spatial_cls, params.spatial_aggregation, params.last_k), dim=-1)
+    return normalise(aggregate_layers(spatial_cls, params.spatial_aggregation, params.last_k), dim=-1)
 
 
 def staa_temporal(temporal_received: list[torch.Tensor], spatial: torch.Tensor, params: StaaParams) -> torch.Tensor:
     """Per-layer received attention ``L x [B, N, T]`` weighted by ``spatial`` ``[B, T, N]`` -> ``[B, T]`` summing to 1."""
-    patch_weights = _normalise(spatial.mean(dim=1), dim=-1)  # [B, T, N] -> [B, N]
+    patch_weights = normalise(spatial.mean(dim=1), dim=-1)  # [B, T, N] -> [B, N]
     if params.temporal_weighting == "uniform":
         patch_weights = torch.full_like(patch_weights, 1.0 / patch_weights.shape[-1])
     per_layer = [torch.einsum("bn,bnt->bt", patch_weights, received) for received in temporal_received]  # L x [B, T]
-    return _normalise(aggregate_layers(per_layer, params.temporal_aggregation, params.last_k), dim=-1)
+    return normalise(aggregate_layers(per_layer, params.temporal_aggregation, params.last_k), dim=-1)
 
 
 def staa_joint(spatial: torch.Tensor, temporal: torch.Tensor) -> torch.Tensor:

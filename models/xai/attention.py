@@ -67,6 +67,14 @@ def full_attention(loaded: LoadedModel, keep_grad: bool = False):
             handle.remove()
 
 
+@torch.no_grad()
+def forward_with_attention(loaded: LoadedModel, clip: torch.Tensor) -> tuple[torch.Tensor, LayerAttention]:
+    """One plain forward of ``clip`` keeping every layer's attention: logits ``[B, C]`` and the record."""
+    with full_attention(loaded) as record:
+        logits = loaded.model(pixel_values=as_batch(clip, loaded)).logits
+    return logits, record
+
+
 class GradientWeightedStaa:
     """STAA with each attention map weighted by relu(d y_c / d A) before the head mean (one backward)."""
 
@@ -126,14 +134,11 @@ class AttentionRollout:
     def __init__(self, loaded: LoadedModel):
         self.loaded = loaded
 
-    @torch.no_grad()
     def attribute(self, clip: torch.Tensor, target=None) -> Attribution:
-        pixels = as_batch(clip, self.loaded)
-        batch, frames = pixels.shape[:2]
+        logits, record = forward_with_attention(self.loaded, clip)
+        batch, frames = len(logits), self.loaded.num_frames
         rows, cols = self.loaded.grid
         patches = rows * cols
-        with full_attention(self.loaded) as record:
-            logits = self.loaded.model(pixel_values=pixels).logits
         spatial = [_with_residual(probs.double()).reshape(batch, frames, 1 + patches, 1 + patches) for probs in record.spatial]
         temporal = [_with_residual(probs.double()).reshape(batch, patches, frames, frames) for probs in record.temporal]
         scores = []
@@ -159,14 +164,11 @@ class OriginalStaa:
     def __init__(self, loaded: LoadedModel):
         self.loaded = loaded
 
-    @torch.no_grad()
     def attribute(self, clip: torch.Tensor, target=None) -> Attribution:
-        pixels = as_batch(clip, self.loaded)
-        batch, frames = pixels.shape[:2]
+        logits, record = forward_with_attention(self.loaded, clip)
+        batch, frames = len(logits), self.loaded.num_frames
         rows, cols = self.loaded.grid
         patches = rows * cols
-        with full_attention(self.loaded) as record:
-            logits = self.loaded.model(pixel_values=pixels).logits
         last = record.spatial[-1].mean(dim=1).reshape(batch, frames, 1 + patches, 1 + patches)  # [B, T, 1+N, 1+N]
         query_rows = torch.arange(frames) + 1  # patch token t+1 of frame 0, one per frame t
         spatial_maps = last[:, 0, query_rows, 1:]  # [B, T, N]

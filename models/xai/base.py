@@ -20,6 +20,7 @@ import torch
 
 from models.pipeline import Attribution
 from models.registry import LoadedModel
+from models.staa import normalise
 
 
 class AttributionMethod(Protocol):
@@ -57,18 +58,12 @@ def pool_pixels(attributions: torch.Tensor, grid: tuple[int, int]) -> torch.Tens
     return cells.sum(dim=(3, 5))  # [B, T, h, w]
 
 
-def _normalise_last(values: torch.Tensor) -> torch.Tensor:
-    """Rows summing to 1 over the last axis; an all-zero row becomes uniform."""
-    total = values.sum(dim=-1, keepdim=True)
-    return torch.where(total > 0, values / total.clamp_min(1e-30), torch.full_like(values, 1.0 / values.shape[-1]))
-
-
 def from_tubelets(scores: torch.Tensor, logits: torch.Tensor) -> Attribution:
     """Non-negative tubelet scores ``[B, T, h, w]`` -> Attribution (per-frame spatial, frame shares)."""
     batch, frames, rows, cols = scores.shape
     flat = scores.reshape(batch, frames, rows * cols).clamp_min(0).double()  # [B, T, N]
-    spatial = _normalise_last(flat)  # each frame sums to 1
-    temporal = _normalise_last(flat.sum(dim=-1))  # [B, T], sums to 1
+    spatial = normalise(flat, dim=-1)  # each frame sums to 1
+    temporal = normalise(flat.sum(dim=-1), dim=-1)  # [B, T], sums to 1
     return Attribution(spatial=spatial.reshape(batch, frames, rows, cols).float(), temporal=temporal.float(),
                        logits=logits.detach().float())
 
