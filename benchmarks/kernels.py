@@ -12,6 +12,7 @@ Bytes moved by the fused kernel, per call: 4*B*T*N (read maps) + B*T*N (write q)
 from __future__ import annotations
 
 import argparse
+import csv
 import statistics
 import tempfile
 import time
@@ -56,7 +57,8 @@ def time_threshold_focus(device: str, pairs: int) -> list[dict]:
             threshold_focus_triton(maps, GRID)
             _synchronise(device)
 
-        row = {"device": device, "batch": batch, "rows": batch * FRAMES, "patches": GRID[0] * GRID[1]}
+        label = torch.cuda.get_device_name() if device == "cuda" else "cpu"
+        row = {"device": label, "batch": batch, "rows": batch * FRAMES, "patches": GRID[0] * GRID[1]}
         if device == "cuda":
             torch_times, triton_times, ratio = interleaved(run_torch, run_triton, pairs)
             triton_ms = statistics.median(triton_times) * 1e3
@@ -80,6 +82,13 @@ def time_threshold_focus(device: str, pairs: int) -> list[dict]:
     return rows
 
 
+def read_rows(path: Path) -> list[dict]:
+    """Rows of a kernels.csv written by another run of this benchmark (numbers back to floats)."""
+    with path.open() as handle:
+        rows = list(csv.DictReader(handle))
+    return [{key: value if key == "device" else float(value) for key, value in row.items()} for row in rows]
+
+
 def attention_memory(loaded) -> dict:
     """Bytes one window's explanation keeps: every layer's attention vs the reduced record."""
     config = loaded.model.config
@@ -101,10 +110,14 @@ def main(argv=None) -> None:
     parser.add_argument("--pairs", type=int, default=15)
     parser.add_argument("--out", type=Path, default=REPORTS)
     parser.add_argument("--note", default="", help="anything about the conditions worth stating in the report")
+    parser.add_argument("--devices", default="cpu,cuda", help="devices to time, of cpu,cuda (cuda only where present)")
+    parser.add_argument("--include", type=Path, action="append", default=[],
+                        help="a kernels.csv measured elsewhere (e.g. on a lent GPU) whose rows join this report")
     args = parser.parse_args(argv)
-    rows = time_threshold_focus("cpu", args.pairs)
-    if torch.cuda.is_available():
-        rows += time_threshold_focus("cuda", args.pairs)
+    devices = [device for device in args.devices.split(",") if device != "cuda" or torch.cuda.is_available()]
+    rows = [row for device in devices for row in time_threshold_focus(device, args.pairs)]
+    for path in args.include:
+        rows += read_rows(path)
     base_dir = Path(tempfile.mkdtemp()) / "timesformer-base-random"
     base = load_model(str(save_random_model(base_dir, tiny_timesformer_config(
         image_size=224, patch_size=16, num_frames=8, hidden_size=768, num_hidden_layers=12,
@@ -114,8 +127,8 @@ def main(argv=None) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     write_csv(args.out / "kernels.csv", rows, COLUMNS)
     write_csv(args.out / "kernels_memory.csv", memory, memory_columns)
-    gpu = ("A CUDA device was available: Triton rows are interleaved against the PyTorch path."
-           if torch.cuda.is_available() else
+    gpu = ("GPU rows: Triton interleaved against the PyTorch path on the same card."
+           if any(row["device"] != "cpu" for row in rows) else
            "**No GPU was available for this run**: only the PyTorch path is timed (the Triton kernels run on CPU "
            "only in the interpreter, which is for correctness, not speed). The GPU rows (bandwidth fraction, "
            "speed-up) are produced the first time this benchmark runs on a lent H100/H200.")

@@ -52,10 +52,10 @@ def learning_rate(step: int, total: int, peak: float, warmup: int) -> float:
 @torch.no_grad()
 def accuracy(model, windows: WindowSet, settings: ProcessorSettings, batch: int = 64) -> float:
     model.eval()
-    correct = 0
+    correct, device = 0, next(model.parameters()).device
     for start in range(0, len(windows.labels), batch):
         pixels, labels = windows.batch(np.arange(start, min(start + batch, len(windows.labels))), settings)
-        correct += (model(pixel_values=pixels).logits.argmax(-1) == labels).sum().item()
+        correct += (model(pixel_values=pixels.to(device)).logits.argmax(-1).cpu() == labels).sum().item()
     model.train()
     return correct / len(windows.labels)
 
@@ -69,6 +69,7 @@ def train(model, stages: list[tuple[WindowSet, int]], validation: WindowSet, set
     saved (and committed) before it finishes.
     """
     generator = np.random.default_rng(seed)
+    device = next(model.parameters()).device
     optimizer = torch.optim.AdamW(model.parameters(), lr=peak_lr, weight_decay=0.05)
     total = sum(steps for _, steps in stages)
     history, step, started = [], 0, time.perf_counter()
@@ -80,7 +81,7 @@ def train(model, stages: list[tuple[WindowSet, int]], validation: WindowSet, set
             pixels, labels = windows.batch(indices, settings, flip=generator.random(batch) < 0.5)
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(step, total, peak_lr, warmup)
-            loss = torch.nn.functional.cross_entropy(model(pixel_values=pixels).logits, labels)
+            loss = torch.nn.functional.cross_entropy(model(pixel_values=pixels.to(device)).logits, labels.to(device))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -151,6 +152,8 @@ def main(argv=None) -> None:
     parser.add_argument("--heads", type=int, default=4)
     parser.add_argument("--evaluate-every", type=int, default=500)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=2, help="processes rendering the training windows")
+    parser.add_argument("--device", default="cpu", help="torch device to train on (the shipped run used cpu)")
     parser.add_argument("--init", type=Path, default=None,
                         help="continue from this checkpoint's weights (e.g. the shipped model) instead of random ones")
     parser.add_argument("--stages", default="all", help="comma-separated stage names to run (default: all)")
@@ -166,15 +169,16 @@ def main(argv=None) -> None:
                 start += stage.clips
                 continue
             built.append((build_windows(seeds(TRAIN_SEED, stage.clips, start=start), stage.difficulty, FRAMES, STRIDE,
-                                        settings, progress=progress, action_length=stage.action_length,
+                                        settings, workers=args.workers, progress=progress, action_length=stage.action_length,
                                         placement=stage.placement, palette=stage.palette), stage.steps))
             start += stage.clips
         validation = build_windows(seeds(VALIDATION_SEED, args.validation_clips), (0.0, 1.0), FRAMES, STRIDE, settings,
-                                   progress=progress)
+                                   workers=args.workers, progress=progress)
     if args.init is not None:
         model = TimesformerForVideoClassification.from_pretrained(args.init, local_files_only=True, use_safetensors=True)
     else:
         model = TimesformerForVideoClassification(model_config(args.hidden, args.layers, args.heads))
+    model.to(args.device)
     arguments = vars(args) | {"out": str(args.out), "init": str(args.init) if args.init else None,
                               "stages": [asdict(stage) for stage in chosen]}
     history = train(model, built, validation, settings, args.lr, args.warmup, args.batch, args.evaluate_every,
