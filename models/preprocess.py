@@ -113,6 +113,14 @@ def normalise(pixels: np.ndarray, settings: ProcessorSettings) -> np.ndarray:
     return np.ascontiguousarray(np.moveaxis(values, -1, -3))  # [..., h, w, 3] -> [..., 3, h, w]
 
 
+def normalise_tensor(pixels: torch.Tensor, settings: ProcessorSettings) -> torch.Tensor:
+    """``normalise`` for a uint8 torch tensor ``[..., h, w, 3]`` on any device (the training batches)."""
+    mean = torch.tensor(settings.image_mean, dtype=torch.float32, device=pixels.device)
+    std = torch.tensor(settings.image_std, dtype=torch.float32, device=pixels.device)
+    values = (pixels.to(torch.float32) * settings.rescale_factor - mean) / std  # [..., h, w, 3]
+    return values.movedim(-1, -3).contiguous()  # [..., 3, h, w]
+
+
 def preprocess_frame(frame: np.ndarray, settings: ProcessorSettings) -> np.ndarray:
     """One RGB uint8 frame ``[H, W, 3]`` -> normalised float32 ``[3, crop_h, crop_w]``."""
     return normalise(resize_and_crop(frame, settings), settings)

@@ -9,21 +9,45 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from models.preprocess import ProcessorSettings, normalise, resize_and_crop
+from models.preprocess import ProcessorSettings, normalise_tensor, resize_and_crop
 from models.synthetic.generate import render_clip, sample_clip_spec
 
 
 @dataclass
 class WindowSet:
-    pixels: np.ndarray  # uint8 [K, T, h, w, 3]
-    labels: np.ndarray  # int64 [K]
+    pixels: torch.Tensor  # uint8 [K, T, h, w, 3], on the device that trains on it
+    labels: torch.Tensor  # int64 [K]
     in_action: np.ndarray  # bool [K, T]: sampled frame inside the action interval
 
+    def __post_init__(self):
+        self.pixels, self.labels = torch.as_tensor(self.pixels), torch.as_tensor(self.labels)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def to(self, device) -> WindowSet:
+        """Keep the uint8 windows on ``device``, so a GPU step never waits for host-side normalising."""
+        return WindowSet(self.pixels.to(device), self.labels.to(device), self.in_action)
+
+    def head(self, count: int) -> WindowSet:
+        return WindowSet(self.pixels[:count], self.labels[:count], self.in_action[:count])
+
     def batch(self, indices, settings: ProcessorSettings, flip: np.ndarray | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Normalised ``[B, T, 3, h, w]`` float32 and labels ``[B]``, on the windows' device."""
+        indices = torch.as_tensor(indices, device=self.pixels.device)
         pixels = self.pixels[indices]  # [B, T, h, w, 3]
         if flip is not None:  # mirror whole windows: left/right is a nuisance, never the class
-            pixels = np.where(flip[:, None, None, None, None], pixels[:, :, :, ::-1], pixels)
-        return torch.from_numpy(normalise(pixels, settings)), torch.from_numpy(self.labels[indices])
+            mirror = torch.as_tensor(flip, device=pixels.device)[:, None, None, None, None]
+            pixels = torch.where(mirror, pixels.flip(3), pixels)
+        return normalise_tensor(pixels, settings), self.labels[indices]
+
+    def save(self, path) -> None:
+        np.savez(path, pixels=self.pixels.cpu().numpy(), labels=self.labels.cpu().numpy(), in_action=self.in_action)
+
+    @classmethod
+    def load(cls, path) -> WindowSet:
+        with np.load(path) as stored:
+            return cls(stored["pixels"], stored["labels"], stored["in_action"])
 
 
 def _render_window(job) -> tuple[np.ndarray, int, np.ndarray]:

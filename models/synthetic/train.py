@@ -53,11 +53,11 @@ def learning_rate(step: int, total: int, peak: float, warmup: int) -> float:
 def accuracy(model, windows: WindowSet, settings: ProcessorSettings, batch: int = 64) -> float:
     model.eval()
     correct, device = 0, next(model.parameters()).device
-    for start in range(0, len(windows.labels), batch):
-        pixels, labels = windows.batch(np.arange(start, min(start + batch, len(windows.labels))), settings)
-        correct += (model(pixel_values=pixels.to(device)).logits.argmax(-1).cpu() == labels).sum().item()
+    for start in range(0, len(windows), batch):
+        pixels, labels = windows.batch(np.arange(start, min(start + batch, len(windows))), settings)
+        correct += (model(pixel_values=pixels.to(device)).logits.argmax(-1) == labels.to(device)).sum().item()
     model.train()
-    return correct / len(windows.labels)
+    return correct / len(windows)
 
 
 def train(model, stages: list[tuple[WindowSet, int]], validation: WindowSet, settings: ProcessorSettings,
@@ -77,7 +77,7 @@ def train(model, stages: list[tuple[WindowSet, int]], validation: WindowSet, set
     progress = tqdm(total=total, desc="train")
     for stage, (windows, steps) in enumerate(stages):
         for _ in range(steps):
-            indices = generator.integers(0, len(windows.labels), batch)
+            indices = generator.integers(0, len(windows), batch)
             pixels, labels = windows.batch(indices, settings, flip=generator.random(batch) < 0.5)
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(step, total, peak_lr, warmup)
@@ -90,7 +90,7 @@ def train(model, stages: list[tuple[WindowSet, int]], validation: WindowSet, set
             progress.update(1)
             progress.set_postfix(stage=stage, loss=f"{loss.item():.3f}")
             if step % evaluate_every == 0 or step == total:
-                seen = WindowSet(windows.pixels[:256], windows.labels[:256], windows.in_action[:256])
+                seen = windows.head(256)
                 record = {"step": step, "stage": stage, "loss": round(loss.item(), 4),
                           "stage_accuracy": round(accuracy(model, seen, settings), 4),
                           "val_accuracy": round(accuracy(model, validation, settings), 4),
@@ -156,6 +156,9 @@ def main(argv=None) -> None:
     parser.add_argument("--device", default="cpu", help="torch device to train on (the shipped run used cpu)")
     parser.add_argument("--init", type=Path, default=None,
                         help="continue from this checkpoint's weights (e.g. the shipped model) instead of random ones")
+    parser.add_argument("--cache", type=Path, default=None,
+                        help="keep rendered windows here and reuse them (runs that differ only in training settings)")
+    parser.add_argument("--render-only", action="store_true", help="render (into --cache) and stop")
     parser.add_argument("--stages", default="all", help="comma-separated stage names to run (default: all)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -163,23 +166,38 @@ def main(argv=None) -> None:
     settings = ProcessorSettings.from_dict(processor_config_for(IMAGE_SIZE))
     stages, start, built = curriculum(args.scale), 0, []
     chosen = [stage for stage in stages if args.stages == "all" or stage.name in args.stages.split(",")]
+
+    def rendered(name: str, seed_list: list[int], **options) -> WindowSet:
+        """Render these windows, or read them from --cache, where a run with the same seeds left them."""
+        path = args.cache / f"{name}-{seed_list[0]}-{len(seed_list)}.npz" if args.cache else None
+        if path is not None and path.exists():
+            progress.update(len(seed_list))
+            return WindowSet.load(path)
+        windows = build_windows(seed_list, num_frames=FRAMES, stride=STRIDE, settings=settings, workers=args.workers,
+                                progress=progress, **options)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            windows.save(path)
+        return windows
+
     with tqdm(total=sum(stage.clips for stage in chosen) + args.validation_clips, desc="render windows") as progress:
         for stage in stages:
-            if stage not in chosen:  # keep seeds aligned: a skipped stage still uses its seed range
-                start += stage.clips
-                continue
-            built.append((build_windows(seeds(TRAIN_SEED, stage.clips, start=start), stage.difficulty, FRAMES, STRIDE,
-                                        settings, workers=args.workers, progress=progress, action_length=stage.action_length,
-                                        placement=stage.placement, palette=stage.palette), stage.steps))
+            if stage in chosen:  # a skipped stage still uses its seed range, so seeds stay aligned
+                windows = rendered(stage.name, seeds(TRAIN_SEED, stage.clips, start=start), difficulty=stage.difficulty,
+                                   action_length=stage.action_length, placement=stage.placement, palette=stage.palette)
+                built.append((windows.to(args.device), stage.steps))
             start += stage.clips
-        validation = build_windows(seeds(VALIDATION_SEED, args.validation_clips), (0.0, 1.0), FRAMES, STRIDE, settings,
-                                   workers=args.workers, progress=progress)
+        validation = rendered("validation", seeds(VALIDATION_SEED, args.validation_clips),
+                              difficulty=(0.0, 1.0)).to(args.device)
+    if args.render_only:
+        return
     if args.init is not None:
         model = TimesformerForVideoClassification.from_pretrained(args.init, local_files_only=True, use_safetensors=True)
     else:
         model = TimesformerForVideoClassification(model_config(args.hidden, args.layers, args.heads))
     model.to(args.device)
     arguments = vars(args) | {"out": str(args.out), "init": str(args.init) if args.init else None,
+                              "cache": str(args.cache) if args.cache else None,
                               "stages": [asdict(stage) for stage in chosen]}
     history = train(model, built, validation, settings, args.lr, args.warmup, args.batch, args.evaluate_every,
                     log=lambda line: tqdm.write(line),

@@ -3,7 +3,9 @@
 import numpy as np
 import pytest
 
-from models.preprocess import ProcessorSettings, crop_box, preprocess, resized_size
+import torch
+
+from models.preprocess import ProcessorSettings, crop_box, normalise, normalise_tensor, preprocess, resized_size
 from models.registry import processor_config_for
 
 
@@ -41,3 +43,12 @@ def test_crop_box_maps_the_model_input_back_to_source_pixels():
 def test_frames_smaller_than_the_crop_are_enlarged():
     out = preprocess(np.zeros((50, 50, 3), np.uint8)[None], settings())
     assert out.shape == (1, 3, 64, 64)
+
+
+def test_tensor_normalising_matches_the_servers_numpy_path():
+    frames = np.random.default_rng(0).integers(0, 256, (2, 3, 5, 7, 3), dtype=np.uint8)  # [B, T, h, w, 3]
+    custom = settings(image_mean=[0.1, 0.5, 0.9], image_std=[0.3, 2.0, 0.5])
+    expected = normalise(frames, custom)  # [B, T, 3, h, w]
+    got = normalise_tensor(torch.from_numpy(frames), custom)
+    assert got.shape == expected.shape == (2, 3, 3, 5, 7)
+    np.testing.assert_allclose(got.numpy(), expected, rtol=0, atol=1e-6)

@@ -6,7 +6,7 @@ from transformers import TimesformerForVideoClassification
 
 from models.preprocess import ProcessorSettings
 from models.registry import load_model, processor_config_for
-from models.synthetic.dataset import build_windows
+from models.synthetic.dataset import WindowSet, build_windows
 from models.synthetic.train import FRAMES, IMAGE_SIZE, STRIDE, model_config, save, seeds, train
 
 
@@ -34,3 +34,16 @@ def test_a_few_steps_lower_the_loss_and_the_checkpoint_loads(tmp_path):
     save(model, tmp_path / "ckpt", history, {"test": True})
     loaded = load_model(str(tmp_path / "ckpt"))
     assert not loaded.random_weights and loaded.labels[0] == "waving" and loaded.default_stride == STRIDE
+
+
+def test_cached_windows_come_back_identical_and_flip_mirrors_width(tmp_path):
+    settings = ProcessorSettings.from_dict(processor_config_for(IMAGE_SIZE))
+    windows = build_windows(seeds(777, 3), (0.0, 1.0), FRAMES, STRIDE, settings, workers=1)
+    windows.save(tmp_path / "windows.npz")
+    again = WindowSet.load(tmp_path / "windows.npz")
+    assert torch.equal(again.pixels, windows.pixels) and torch.equal(again.labels, windows.labels)
+    assert np.array_equal(again.in_action, windows.in_action)
+    plain, labels = windows.batch([2, 0], settings)
+    mirrored, _ = windows.batch([2, 0], settings, flip=np.array([True, False]))
+    assert plain.shape == (2, FRAMES, 3, IMAGE_SIZE, IMAGE_SIZE) and labels.tolist() == windows.labels[[2, 0]].tolist()
+    assert torch.equal(mirrored[0], plain[0].flip(-1)) and torch.equal(mirrored[1], plain[1])
