@@ -3,16 +3,20 @@
 Tolerance: float32 sums in a different order, rtol 1e-5.
 """
 
+import os
+
 import pytest
 import torch
 
 from kernels.attention_reduce import (cls_row_mean, cls_row_mean_reference, cls_row_mean_triton, received_mean_reference,
                                       received_mean_triton)
 
+DEVICE = os.environ.get("STAA_TEST_DEVICE", "cpu")  # see conftest.py: cuda on a lent GPU
+
 
 def attention(rows, heads, tokens, seed=0):
     logits = torch.randn(rows, heads, tokens, tokens, generator=torch.Generator().manual_seed(seed))
-    return logits.softmax(dim=-1)
+    return logits.softmax(dim=-1).to(DEVICE)
 
 
 @pytest.mark.parametrize("rows,heads,patches", [(1, 1, 1), (8, 4, 64), (3, 12, 196), (2, 3, 49), (16, 2, 63)])
@@ -35,14 +39,14 @@ def test_non_contiguous_input_and_half_precision():
 
 
 def test_cls_row_reads_row_zero_only():
-    probs = torch.zeros(2, 3, 5, 5)
+    probs = torch.zeros(2, 3, 5, 5, device=DEVICE)
     probs[:, :, 0, 1:] = torch.tensor([0.1, 0.2, 0.3, 0.4])
     probs[:, :, 1:, 1:] = 9.0  # other rows must not leak in
-    torch.testing.assert_close(cls_row_mean_triton(probs), torch.tensor([[0.1, 0.2, 0.3, 0.4]] * 2))
+    torch.testing.assert_close(cls_row_mean_triton(probs), torch.tensor([[0.1, 0.2, 0.3, 0.4]] * 2, device=DEVICE))
 
 
 def test_dispatch_on_cpu_uses_the_reference(monkeypatch):
-    probs = attention(2, 2, 10)
+    probs = attention(2, 2, 10).cpu()
     assert torch.equal(cls_row_mean(probs), cls_row_mean_reference(probs))
     monkeypatch.setenv("STAA_KERNELS", "triton")
     torch.testing.assert_close(cls_row_mean(probs), cls_row_mean_reference(probs), rtol=1e-5, atol=1e-7)

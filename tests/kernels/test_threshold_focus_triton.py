@@ -5,13 +5,18 @@ Tolerances: quantised grids agree exactly except where 255*f/max(f) lies within 
 most one step on at most 1 % of entries; scale and mass to rtol 1e-4 for the same reason.
 """
 
+import os
+
 import pytest
 import torch
 
 from kernels.threshold_focus import threshold_focus, threshold_focus_reference, threshold_focus_triton
 
+DEVICE = os.environ.get("STAA_TEST_DEVICE", "cpu")  # see conftest.py: cuda on a lent GPU
+
 
 def assert_match(maps, grid, **options):
+    maps = maps.to(DEVICE)
     expected = threshold_focus_reference(maps, grid, **options)
     actual = threshold_focus_triton(maps, grid, **options)
     difference = (actual.quantized.int() - expected.quantized.int()).abs()
@@ -67,7 +72,7 @@ def test_kernel_matches_reference_on_degenerate_rows(patches, smooth):
     grid = (1, patches)
     assert_match(maps, grid, smooth=smooth)
     assert_match(maps, grid, smooth=smooth, mode="percentile")
-    out = threshold_focus_triton(maps, grid, smooth=smooth)
+    out = threshold_focus_triton(maps.to(DEVICE), grid, smooth=smooth)
     assert out.quantized[0, 0].sum() == 0 and out.scale[0, 0] == 0  # all zeros stay zero
     assert out.quantized[0, 6].sum() == 0  # all negative counts as nothing
     assert torch.isfinite(out.scale).all() and torch.isfinite(out.mass).all()
@@ -83,5 +88,5 @@ def test_dispatch_can_force_the_kernel_on_cpu(monkeypatch):
 
 
 def test_empty_batch():
-    out = threshold_focus_triton(torch.zeros(0, 8, 64), (8, 8))
+    out = threshold_focus_triton(torch.zeros(0, 8, 64, device=DEVICE), (8, 8))
     assert out.quantized.shape == (0, 8, 64)
