@@ -90,7 +90,7 @@ def threshold_focus_reference(
     theta = theta.clamp(max=1.0)
     span = 1.0 - theta
     sharp = ((normalised - theta).clamp_min(0.0) / span.clamp_min(_EPS)) ** gamma
-    focused = torch.where(span > _EPS, sharp, (normalised >= 1.0 - _EPS).float())
+    focused = torch.where(span > _EPS, sharp, (raw >= raw_max).float())
     focused = torch.where(raw_max > 0, focused, torch.zeros_like(focused))
     if smooth:
         height, width = grid
@@ -113,14 +113,13 @@ def _kernel():
     @triton.jit
     def threshold_focus_kernel(
         maps_ptr, quantized_ptr, scale_ptr, mass_ptr, scratch_ptr,
-        num_patches, grid_width, stride_row,
+        num_patches, count, grid_width, stride_row,
         kappa, quantile_position, gamma,
         PERCENTILE: tl.constexpr, SMOOTH: tl.constexpr, BLOCK: tl.constexpr,
     ):
         row = tl.program_id(0)
         offsets = tl.arange(0, BLOCK)
         valid = offsets < num_patches
-        count = num_patches.to(tl.float32)
         values = tl.load(maps_ptr + row * stride_row + offsets, mask=valid, other=0.0).to(tl.float32)
         # 0. sanitise: NaN and -inf -> 0, +inf -> the largest finite entry, negatives -> 0
         finite = (values == values) & (tl.abs(values) != float("inf"))
@@ -130,7 +129,9 @@ def _kernel():
         clean = tl.maximum(tl.where(valid, clean, 0.0), 0.0)
         # 1. normalise to the peak
         raw_max = tl.max(clean, axis=0)
-        normalised = clean / tl.maximum(raw_max, 1e-12)
+        # IEEE-rounded division (plain `/` compiles to an approximate divide on NVIDIA GPUs, which
+        # can leave the peak at 0.99999994 and lose it in the degenerate branch below)
+        normalised = tl.math.div_rn(clean, tl.maximum(raw_max, 1e-12))
         # 2. dynamic threshold, clamped to 1 so the peak survives
         if PERCENTILE:
             ordered = tl.sort(tl.where(valid, normalised, float("inf")), dim=0)
@@ -141,15 +142,15 @@ def _kernel():
             high = tl.sum(tl.where(offsets == high_index, ordered, 0.0), axis=0)
             theta = low + weight * (high - low)
         else:
-            mean = tl.sum(normalised, axis=0) / count
+            mean = tl.math.div_rn(tl.sum(normalised, axis=0), count)
             centred = tl.where(valid, normalised - mean, 0.0)
-            theta = mean + kappa * tl.sqrt(tl.sum(centred * centred, axis=0) / count)
+            theta = mean + kappa * tl.math.sqrt_rn(tl.math.div_rn(tl.sum(centred * centred, axis=0), count))
         theta = tl.minimum(theta, 1.0)
         span = 1.0 - theta
         # 3. focusing: ((m - theta)+ / (1 - theta))^gamma; a degenerate span keeps the peak only
         lifted = tl.maximum(normalised - theta, 0.0) / tl.maximum(span, 1e-12)
         sharp = tl.where(lifted > 0.0, tl.exp(gamma * tl.log(tl.maximum(lifted, 1e-30))), 0.0)
-        peak_only = tl.where(normalised >= 1.0 - 1e-12, 1.0, 0.0)
+        peak_only = tl.where(clean >= raw_max, 1.0, 0.0)  # the peak itself, found without arithmetic
         focused = tl.where(span > 1e-12, sharp, peak_only)
         focused = tl.where(valid, tl.where(raw_max > 0.0, focused, 0.0), 0.0)
         if SMOOTH:  # 3x3 mean on the grid, zero outside it: round-trip the row through scratch
@@ -196,7 +197,9 @@ def threshold_focus_triton(
     if batch * frames:
         _kernel()[(batch * frames,)](
             rows, quantized, scale, mass, scratch,
-            patches, grid[1], rows.stride(0),
+            # count = N as a float argument: Triton compiles an int argument equal to 1 as a
+            # constant, which has no .to(), so a 1-patch map would not compile on a GPU
+            patches, float(patches), grid[1], rows.stride(0),
             float(kappa), float(percentile) / 100.0 * (patches - 1), float(gamma),
             PERCENTILE=mode == "percentile", SMOOTH=bool(smooth), BLOCK=triton.next_power_of_2(patches),
         )
