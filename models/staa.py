@@ -89,8 +89,10 @@ def staa_temporal(temporal_received: list[torch.Tensor], spatial: torch.Tensor, 
     patch_weights = normalise(spatial.mean(dim=1), dim=-1)  # [B, T, N] -> [B, N]
     if params.temporal_weighting == "uniform":
         patch_weights = torch.full_like(patch_weights, 1.0 / patch_weights.shape[-1])
-    per_layer = [torch.einsum("bn,bnt->bt", patch_weights, received) for received in temporal_received]  # L x [B, T]
-    return normalise(aggregate_layers(per_layer, params.temporal_aggregation, params.last_k), dim=-1)
+    # Weighting is linear, so aggregate the layers first and weight once: one product, not L.
+    received = aggregate_layers(temporal_received, params.temporal_aggregation, params.last_k)  # [B, N, T]
+    weighted = torch.bmm(patch_weights.unsqueeze(1), received).squeeze(1)  # [B, 1, N] @ [B, N, T] -> [B, T]
+    return normalise(weighted, dim=-1)
 
 
 def staa_joint(spatial: torch.Tensor, temporal: torch.Tensor) -> torch.Tensor:

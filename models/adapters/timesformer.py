@@ -8,10 +8,10 @@ Facts of ``transformers`` 5.x ``modeling_timesformer`` this relies on:
   copy of the CLS token. Both go through ``TimesformerSelfAttention.attn_drop``, a Dropout that
   receives the softmax probabilities; in eval mode it returns them unchanged.
 - HF returns only spatial attentions and always runs eager attention; temporal attention is
-  reachable only through a hook.
+  reachable only from outside the attention module's return value.
 
-Hooks attach from outside (the HF model is never edited) and reduce each probability tensor
-as soon as it exists, so no layer's full ``[B*T, H, 1+N, 1+N]`` tensor outlives its layer.
+Taps attach from outside for the length of one capture (the HF model's code is never edited; its
+``attn_drop`` modules are swapped and restored) and reduce each probability tensor as soon as it exists, so no layer's full ``[B*T, H, 1+N, 1+N]`` tensor outlives its layer.
 
 Letters: B batch, T frames, N = h*w patches per frame, H heads, L layers.
 """
@@ -36,12 +36,30 @@ class AttentionRecord:
         spatial_cls: per layer, ``[B, T, N]``: head-mean CLS->patch row of each frame's block.
         temporal_received: per layer, ``[B, N, T]``: head-mean, query-mean attention that each
             patch position's frame t *receives* in temporal attention.
-        seconds: wall time spent inside the hooks (part of attribution, not of the forward).
+        seconds: wall time spent inside the taps (part of attribution, not of the forward).
     """
 
     spatial_cls: list[torch.Tensor] = field(default_factory=list)
     temporal_received: list[torch.Tensor] = field(default_factory=list)
     seconds: float = 0.0
+
+
+class _Tap(torch.nn.Module):
+    """Stands in for an ``attn_drop`` Dropout while STAA captures: hands the softmax probabilities
+    to ``reduce`` and passes them on through the original module (the identity in eval mode).
+
+    A swapped-in module rather than a forward hook: a module with a hook leaves PyTorch's fast call
+    path on every call, which measurably added to the overhead that STAA promises to keep near zero.
+    """
+
+    def __init__(self, original: torch.nn.Module, reduce):
+        super().__init__()
+        self.original = original
+        self.reduce = reduce
+
+    def forward(self, probs: torch.Tensor) -> torch.Tensor:
+        self.reduce(probs)
+        return self.original(probs)
 
 
 class TimesformerAdapter:
@@ -59,22 +77,26 @@ class TimesformerAdapter:
 
     @contextmanager
     def capture(self):
-        """Hooks on every layer's temporal and spatial ``attn_drop``; yields the AttentionRecord."""
+        """Taps in place of every layer's temporal and spatial ``attn_drop``; yields the AttentionRecord."""
         record = AttentionRecord()
-        handles = []
+        swapped = []
         for layer in self.layers:
-            handles.append(layer.temporal_attention.attention.attn_drop.register_forward_hook(self._temporal_hook(record)))
-            handles.append(layer.attention.attention.attn_drop.register_forward_hook(self._spatial_hook(record)))
+            swapped.append((layer.temporal_attention.attention, _Tap(layer.temporal_attention.attention.attn_drop,
+                                                                      self._temporal_reducer(record))))
+            swapped.append((layer.attention.attention, _Tap(layer.attention.attention.attn_drop,
+                                                             self._spatial_reducer(record))))
+        for attention, tap in swapped:
+            attention.attn_drop = tap
         try:
             yield record
         finally:
-            for handle in handles:
-                handle.remove()
+            for attention, tap in swapped:
+                attention.attn_drop = tap.original
 
-    def _spatial_hook(self, record: AttentionRecord):
+    def _spatial_reducer(self, record: AttentionRecord):
         frames, patches = self.num_frames, self.num_patches
 
-        def hook(module, inputs, probs):
+        def reduce(probs):
             started = time.perf_counter()
             rows, _, tokens, _ = probs.shape  # [B*T, H, 1+N, 1+N]
             assert tokens == 1 + patches, f"spatial attention over {tokens} tokens, expected {1 + patches}"
@@ -82,12 +104,12 @@ class TimesformerAdapter:
             record.spatial_cls.append(cls_row.reshape(rows // frames, frames, patches))  # -> [B, T, N]
             record.seconds += time.perf_counter() - started
 
-        return hook
+        return reduce
 
-    def _temporal_hook(self, record: AttentionRecord):
+    def _temporal_reducer(self, record: AttentionRecord):
         frames, patches = self.num_frames, self.num_patches
 
-        def hook(module, inputs, probs):
+        def reduce(probs):
             started = time.perf_counter()
             rows, _, queries, _ = probs.shape  # [B*N, H, T, T]
             assert queries == frames, f"temporal attention over {queries} frames, expected {frames}"
@@ -95,7 +117,7 @@ class TimesformerAdapter:
             record.temporal_received.append(received.reshape(rows // patches, patches, frames))  # -> [B, N, T]
             record.seconds += time.perf_counter() - started
 
-        return hook
+        return reduce
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """``pixel_values`` ``[B, T, 3, H, W]`` -> logits ``[B, num_labels]``."""
@@ -103,5 +125,5 @@ class TimesformerAdapter:
 
     @torch.inference_mode()
     def plain_forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """The fastest inference path (TimeSformer always runs eager attention), no hooks."""
+        """The fastest inference path (TimeSformer always runs eager attention), no taps."""
         return self.model(pixel_values=pixel_values).logits

@@ -1,4 +1,4 @@
-"""STAA maths on analytic attention, and the hooks on a real (tiny, random) TimeSformer."""
+"""STAA maths on analytic attention, and the attention taps on a real TimeSformer."""
 
 import numpy as np
 import pytest
@@ -8,7 +8,7 @@ from models.adapters import TimesformerAdapter
 from models.pipeline import ExplanationPipeline, Staa
 from models.registry import load_model
 from models.sampling import WindowSpec
-from models.staa import StaaParams, aggregate_layers, staa_joint, staa_spatial, staa_temporal
+from models.staa import StaaParams, aggregate_layers, normalise, staa_joint, staa_spatial, staa_temporal
 from models.windowing import iter_array_windows
 
 
@@ -21,9 +21,9 @@ def test_spatial_reads_cls_row_of_each_frame():
         probs[frame, :, 1:, 1 + (frame + 1) % patches] = 1.0
     model = load_model()
     adapter = TimesformerAdapter(model.model)
-    adapter.num_frames, adapter.num_patches = frames, patches  # drive the hook directly
+    adapter.num_frames, adapter.num_patches = frames, patches  # drive the reducer directly
     record = type("R", (), {"spatial_cls": [], "seconds": 0.0})()
-    adapter._spatial_hook(record)(None, None, probs)
+    adapter._spatial_reducer(record)(probs)
     spatial = staa_spatial(record.spatial_cls, StaaParams())  # [1, T, N]
     assert spatial.shape == (1, frames, patches)
     for frame in range(frames):
@@ -38,6 +38,18 @@ def test_temporal_weights_received_attention_by_cls_patch_weights():
     assert temporal[0].tolist() == pytest.approx([0.0, 0.0, 1.0])
     uniform = staa_temporal([received, received], spatial, StaaParams(temporal_weighting="uniform"))
     assert uniform[0].tolist() == pytest.approx([0.5, 0.0, 0.5])  # both patches count alike
+
+
+@pytest.mark.parametrize("how", ["last", "mean", "mean_last_k"])
+def test_temporal_aggregates_layers_before_weighting_exactly_as_after(how):
+    generator = torch.Generator().manual_seed(3)
+    received = [torch.rand(2, 5, 4, generator=generator) for _ in range(3)]  # L x [B, N, T]
+    spatial = torch.rand(2, 4, 5, generator=generator)  # [B, T, N]
+    params = StaaParams(temporal_aggregation=how)
+    weights = normalise(spatial.mean(dim=1), dim=-1)  # [B, N]
+    per_layer = [torch.einsum("bn,bnt->bt", weights, layer) for layer in received]  # the definition, layer by layer
+    expected = normalise(aggregate_layers(per_layer, how, params.last_k), dim=-1)
+    torch.testing.assert_close(staa_temporal(received, spatial, params), expected)
 
 
 def test_layer_aggregation_options():
@@ -58,7 +70,7 @@ def clip(model):
     return torch.from_numpy(generator.normal(size=(2, model.num_frames, 3, model.image_size, model.image_size)).astype(np.float32))
 
 
-def test_hooks_match_the_attentions_hf_returns(model, clip):
+def test_taps_match_the_attentions_hf_returns(model, clip):
     with torch.inference_mode():
         reference = model.model(pixel_values=clip, output_attentions=True).attentions  # L x [B*T, H, 1+N, 1+N]
     attribution = Staa(model).attribute(clip)
@@ -72,7 +84,18 @@ def test_hooks_match_the_attentions_hf_returns(model, clip):
     assert attribution.spatial.shape == (2, model.num_frames, *model.grid)
 
 
-def test_temporal_hook_reduces_full_temporal_probabilities(model, clip):
+def test_capture_restores_the_models_own_modules_even_when_the_forward_fails(model, clip):
+    adapter = TimesformerAdapter(model.model)
+    before = [module for layer in adapter.layers for module in (layer.attention.attention.attn_drop,
+                                                                 layer.temporal_attention.attention.attn_drop)]
+    with pytest.raises(RuntimeError), torch.inference_mode(), adapter.capture():
+        adapter.forward(clip[:, :, :2])  # two channels: the patch embedding refuses it
+    after = [module for layer in adapter.layers for module in (layer.attention.attention.attn_drop,
+                                                                layer.temporal_attention.attention.attn_drop)]
+    assert all(a is b for a, b in zip(before, after)) and all(isinstance(m, torch.nn.Dropout) for m in after)
+
+
+def test_temporal_taps_reduce_full_temporal_probabilities(model, clip):
     full = []
     layer = model.model.timesformer.encoder.layer[1]
     handle = layer.temporal_attention.attention.attn_drop.register_forward_hook(lambda m, i, out: full.append(out.clone()))
