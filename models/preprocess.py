@@ -121,6 +121,22 @@ def normalise_tensor(pixels: torch.Tensor, settings: ProcessorSettings) -> torch
     return values.movedim(-1, -3).contiguous()  # [..., 3, h, w]
 
 
+def to_unit_range(pixel_values: torch.Tensor, settings: ProcessorSettings) -> torch.Tensor:
+    """Undo mean/std normalisation: ``[..., 3, h, w]`` model input -> pixels in [0, 1] (rescaled, clamped).
+
+    Attacks perturb here, never in normalised space (ARCHITECTURE §6)."""
+    mean = torch.tensor(settings.image_mean, dtype=pixel_values.dtype, device=pixel_values.device)[:, None, None]
+    std = torch.tensor(settings.image_std, dtype=pixel_values.dtype, device=pixel_values.device)[:, None, None]
+    return (pixel_values * std + mean).clamp(0.0, 1.0)
+
+
+def from_unit_range(pixels: torch.Tensor, settings: ProcessorSettings) -> torch.Tensor:
+    """Pixels in [0, 1] ``[..., 3, h, w]`` -> the model's normalised input (differentiable)."""
+    mean = torch.tensor(settings.image_mean, dtype=pixels.dtype, device=pixels.device)[:, None, None]
+    std = torch.tensor(settings.image_std, dtype=pixels.dtype, device=pixels.device)[:, None, None]
+    return (pixels - mean) / std
+
+
 def preprocess_frame(frame: np.ndarray, settings: ProcessorSettings) -> np.ndarray:
     """One RGB uint8 frame ``[H, W, 3]`` -> normalised float32 ``[3, crop_h, crop_w]``."""
     return normalise(resize_and_crop(frame, settings), settings)

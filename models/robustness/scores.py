@@ -1,0 +1,85 @@
+"""Robustness scores of windows: attack, explain the attacked window by the same STAA path, compare.
+
+Plain module (no gRPC): the server's robustness lane, the CLI and the benchmark all call
+``RobustnessScorer.score``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+
+from models.pipeline import Staa
+from models.preprocess import from_unit_range, to_unit_range
+from models.registry import LoadedModel
+from models.robustness.attacks import AttackSpec, perturb
+from models.robustness.deviation import explanation_deviation
+from models.staa import StaaParams
+
+
+@dataclass
+class RobustnessResult:
+    """One window's scores (ARCHITECTURE §6); probabilities are of the clean top-1 class."""
+
+    window_index: int
+    attack: str
+    epsilon: float  # /255
+    steps: int
+    flipped: bool
+    clean_class: int
+    adversarial_class: int
+    p_clean: float
+    p_adv: float
+    prediction_robustness: float
+    spatial_top10_iou: float
+    spearman: float
+    kendall_tau: float
+    com_shift: float
+    explanation_resilience: float
+    passes: int
+    ms: float
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+class RobustnessScorer:
+    """Scores a batch of prepared windows under one attack."""
+
+    def __init__(self, loaded: LoadedModel, params: StaaParams = StaaParams()):
+        self.loaded = loaded
+        self.staa = Staa(loaded, params)
+
+    def _logits(self, pixels: torch.Tensor) -> torch.Tensor:
+        """[0, 1] pixels ``[B, T, 3, H, W]`` -> logits ``[B, C]``, differentiable (normalised inside)."""
+        return self.staa.adapter.forward(from_unit_range(pixels, self.loaded.processor))
+
+    def score(self, pixel_values: torch.Tensor, spec: AttackSpec, window_indices: list[int] | None = None) -> list[RobustnessResult]:
+        """``pixel_values``: normalised model input ``[B, T, 3, H, W]`` (as ``PreparedWindow.pixels`` stacked)."""
+        started = time.perf_counter()
+        batch = pixel_values.shape[0]
+        clean = self.staa._attribute(pixel_values, self.staa.params)  # [B, T, h, w], [B, T], [B, C]
+        target = clean.logits.argmax(dim=-1)  # [B]
+        adversarial = perturb(self._logits, to_unit_range(pixel_values, self.loaded.processor), target, spec)
+        attacked = self.staa._attribute(from_unit_range(adversarial, self.loaded.processor), self.staa.params)
+        elapsed_ms = (time.perf_counter() - started) * 1e3
+        p_clean = clean.logits.softmax(dim=-1).gather(1, target[:, None]).squeeze(1)  # [B]
+        p_adv = attacked.logits.softmax(dim=-1).gather(1, target[:, None]).squeeze(1)  # [B]
+        adversarial_class = attacked.logits.argmax(dim=-1)
+        passes = 2 + spec.gradient_passes  # clean STAA forward, attack, STAA forward of x'
+        results = []
+        for row in range(batch):
+            deviation = explanation_deviation(
+                clean.spatial[row].flatten(1).numpy(), clean.temporal[row].numpy(),  # [T, h, w] -> [T, N]
+                attacked.spatial[row].flatten(1).numpy(), attacked.temporal[row].numpy(), self.loaded.grid)
+            results.append(RobustnessResult(
+                window_index=window_indices[row] if window_indices is not None else row,
+                attack=spec.kind, epsilon=spec.epsilon, steps=spec.steps if spec.kind == "pgd" else 0,
+                flipped=bool(adversarial_class[row] != target[row]),
+                clean_class=int(target[row]), adversarial_class=int(adversarial_class[row]),
+                p_clean=float(p_clean[row]), p_adv=float(p_adv[row]),
+                prediction_robustness=float(min(1.0, p_adv[row] / p_clean[row])) if p_clean[row] > 0 else 0.0,
+                passes=passes, ms=elapsed_ms / batch, **deviation))
+        return results
