@@ -1,6 +1,7 @@
 """``staa-client``: explain a clip through a running server and write explanations.json + overlay.mp4.
 
     staa-client --server 127.0.0.1:50051 explain CLIP --out DIR [--live]
+                [--robustness {off,noise,fgsm,pgd} --epsilon E --every N --steps K]
     staa-client --server 127.0.0.1:50051 info
 
 A failing call exits with status 2 and prints the gRPC status code and message.
@@ -16,9 +17,9 @@ from pathlib import Path
 
 import grpc
 
-from clients.client import ExplainerClient
+from clients.client import ExplainerClient, robustness_options
 from clients.overlay import write_overlay_video
-from clients.results import explanation_to_dict, model_to_dict
+from clients.results import explanation_to_dict, model_to_dict, robustness_to_dict
 from models.video import decode_clip
 from staa.v1 import explainer_pb2 as pb
 
@@ -28,7 +29,8 @@ def _options(args) -> dict:
     staa = pb.StaaOptions(top_k=args.top_k)
     if args.smooth:
         staa.smooth = True
-    return {"window": window, "staa": staa}
+    robustness = robustness_options(args.robustness, args.epsilon, args.every, args.steps)
+    return {"window": window, "staa": staa, "robustness": robustness}
 
 
 def _print_window(window: dict, elapsed_s: float) -> None:
@@ -42,20 +44,39 @@ def _print_window(window: dict, elapsed_s: float) -> None:
           flush=True)
 
 
+def _print_robustness(scores: dict) -> None:
+    if scores["skipped"]:
+        print(f"window {scores['window_index']:3d} robustness skipped: {scores['reason']}", flush=True)
+        return
+    print(f"window {scores['window_index']:3d} robustness {scores['attack']} eps {scores['epsilon']:g}/255 | "
+          f"flipped {scores['flipped']} | p {scores['p_clean']:.3f} -> {scores['p_adv']:.3f} | "
+          f"resilience {scores['explanation_resilience']:.3f} (IoU {scores['spatial_top10_iou']:.2f}, "
+          f"rho {scores['spearman']:.2f}, tau {scores['kendall_tau']:.2f}) | {scores['passes']} passes, "
+          f"{scores['ms']:.0f} ms", flush=True)
+
+
 def run_explain(client: ExplainerClient, clip: Path, out: Path, live: bool = False, speed: float = 1.0,
                 frame_format: str = "rgb24", overlay: bool = True, **options) -> dict:
     """Explain ``clip``, print each window, write ``out/explanations.json`` (and overlay.mp4); return the JSON."""
     started = time.perf_counter()
-    windows = []
+    windows, robustness = [], {}
     if live:  # live streaming needs the pixels first; ExplainClip sends the bytes as they are
         decoded = decode_clip(clip)
         events = client.explain_frames(list(decoded.frames), decoded.fps, kind=frame_format, speed=speed, **options)
-        explanations = (event.explanation for event in events if event.WhichOneof("event") == "explanation")
     else:
-        explanations = client.explain_clip(clip, **options)
-    for explanation in explanations:
-        windows.append(explanation_to_dict(explanation))
-        _print_window(windows[-1], time.perf_counter() - started)
+        events = client.explain_clip_events(clip, **options)
+    for event in events:
+        kind = event.WhichOneof("event")
+        if kind == "explanation":
+            windows.append(explanation_to_dict(event.explanation))
+            _print_window(windows[-1], time.perf_counter() - started)
+        elif kind == "robustness":
+            scores = robustness_to_dict(event.robustness)
+            robustness[scores["window_index"]] = scores
+            _print_robustness(scores)
+    for window in windows:  # late scores join the window they belong to
+        if window["index"] in robustness:
+            window["robustness"] = robustness[window["index"]]
     result = {"model": model_to_dict(client.model_info()), "clip": str(clip),
               "rpc": "StreamExplain" if live else "ExplainClip", "windows": windows}
     out.mkdir(parents=True, exist_ok=True)
@@ -83,6 +104,11 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--top-k", type=int, default=0)
     explain.add_argument("--smooth", action="store_true", help="3x3 smoothing of the heatmaps")
     explain.add_argument("--no-overlay", action="store_true")
+    explain.add_argument("--robustness", choices=["off", "noise", "fgsm", "pgd"], default="off",
+                         help="attack-robustness scores on every n-th window (a lower-priority server lane)")
+    explain.add_argument("--epsilon", type=float, default=None, help="L-inf budget in /255 units (server default 4)")
+    explain.add_argument("--every", type=int, default=0, help="score every n-th window (0 = server default, 4)")
+    explain.add_argument("--steps", type=int, default=0, help="PGD steps (0 = 5)")
     commands.add_parser("info", help="print the served model's description")
     return parser
 

@@ -27,17 +27,32 @@ def channel_options(max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> list[
             ("grpc.max_receive_message_length", max_message_bytes)]
 
 
+ATTACKS = {"off": pb.ATTACK_OFF, "noise": pb.ATTACK_NOISE, "fgsm": pb.ATTACK_FGSM, "pgd": pb.ATTACK_PGD}
+
+
+def robustness_options(attack: str = "off", epsilon: float | None = None, every: int = 0, steps: int = 0,
+                       seed: int = 0) -> pb.RobustnessOptions:
+    """``attack`` one of off / noise / fgsm / pgd; ``epsilon`` in /255 (None = server default 4)."""
+    if attack not in ATTACKS:
+        raise ValueError(f"attack must be one of {sorted(ATTACKS)}, got {attack!r}")
+    options = pb.RobustnessOptions(attack=ATTACKS[attack], every=every, steps=steps, seed=seed)
+    if epsilon is not None:
+        options.epsilon = epsilon
+    return options
+
+
 def clip_request(clip: bytes | str | Path, window: pb.WindowSpec | None = None,
-                 staa: pb.StaaOptions | None = None, decoder: str = "") -> pb.ClipRequest:
+                 staa: pb.StaaOptions | None = None, decoder: str = "",
+                 robustness: pb.RobustnessOptions | None = None) -> pb.ClipRequest:
     data = clip if isinstance(clip, (bytes, bytearray)) else Path(clip).read_bytes()
-    return pb.ClipRequest(clip=bytes(data), window=window, staa=staa, decoder=decoder)
+    return pb.ClipRequest(clip=bytes(data), window=window, staa=staa, decoder=decoder, robustness=robustness)
 
 
 def stream_requests(frames: Iterable[np.ndarray], fps: float, kind: str = "rgb24",
                     window: pb.WindowSpec | None = None, staa: pb.StaaOptions | None = None,
-                    speed: float = 1.0) -> Iterator[pb.StreamRequest]:
+                    speed: float = 1.0, robustness: pb.RobustnessOptions | None = None) -> Iterator[pb.StreamRequest]:
     """StreamConfig, then one Frame per RGB uint8 ``[H, W, 3]`` array, paced at ``fps * speed`` (0 = unpaced)."""
-    yield pb.StreamRequest(config=pb.StreamConfig(window=window, staa=staa, fps=fps))
+    yield pb.StreamRequest(config=pb.StreamConfig(window=window, staa=staa, fps=fps, robustness=robustness))
     started = time.perf_counter()
     for sequence, frame in enumerate(frames):
         if speed > 0:
@@ -77,11 +92,17 @@ class ExplainerClient:
         return self.stub.GetModelInfo(pb.ModelInfoRequest(), timeout=self.timeout)
 
     def explain_clip(self, clip: bytes | str | Path, **options) -> Iterator[pb.Explanation]:
-        for response in self.stub.ExplainClip(clip_request(clip, **options), timeout=self.timeout):
-            yield response.explanation
+        """The explanations only (robustness events, if asked for, are skipped: see ``explain_clip_events``)."""
+        for response in self.explain_clip_events(clip, **options):
+            if response.WhichOneof("event") == "explanation":
+                yield response.explanation
+
+    def explain_clip_events(self, clip: bytes | str | Path, **options) -> Iterator[pb.ClipResponse]:
+        """Every ClipResponse: explanations in window order, Robustness events when they are ready."""
+        yield from self.stub.ExplainClip(clip_request(clip, **options), timeout=self.timeout)
 
     def explain_frames(self, frames: Iterable[np.ndarray], fps: float, **options) -> Iterator[pb.StreamResponse]:
-        """Live: stream frames through StreamExplain; yields Explanation and Ack events as they come."""
+        """Live: stream frames through StreamExplain; yields Explanation, Robustness and Ack events as they come."""
         yield from self.stub.StreamExplain(stream_requests(frames, fps, **options), timeout=self.timeout)
 
     def close(self) -> None:
@@ -106,8 +127,13 @@ class AsyncExplainerClient:
         return await self.stub.GetModelInfo(pb.ModelInfoRequest(), timeout=self.timeout)
 
     async def explain_clip(self, clip: bytes | str | Path, **options) -> AsyncIterator[pb.Explanation]:
+        async for response in self.explain_clip_events(clip, **options):
+            if response.WhichOneof("event") == "explanation":
+                yield response.explanation
+
+    async def explain_clip_events(self, clip: bytes | str | Path, **options) -> AsyncIterator[pb.ClipResponse]:
         async for response in self.stub.ExplainClip(clip_request(clip, **options), timeout=self.timeout):
-            yield response.explanation
+            yield response
 
     async def explain_frames(self, frames: Iterable[np.ndarray], fps: float, speed: float = 1.0,
                              **options) -> AsyncIterator[pb.StreamResponse]:

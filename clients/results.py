@@ -37,5 +37,12 @@ def explanation_to_dict(explanation: pb.Explanation) -> dict:
     }
 
 
+def robustness_to_dict(robustness: pb.Robustness) -> dict:
+    """One Robustness event as the ``"robustness"`` entry of its window in explanations.json."""
+    fields = MessageToDict(robustness, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
+    fields["attack"] = pb.Attack.Name(robustness.attack).removeprefix("ATTACK_").lower()
+    return {name: round(value, 6) if isinstance(value, float) else value for name, value in fields.items()}
+
+
 def model_to_dict(info: pb.ModelInfo) -> dict:
     return MessageToDict(info, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)

@@ -25,6 +25,12 @@ class ServerConfig:
     default_top_k: int = 5
     default_ack_every: int = 16
     decode_workers: int = 2
+    # Robustness lane (ARCHITECTURE §6): windows queued or running server-wide before further
+    # requests for scores are answered "skipped"; the default every-n-th window; request caps.
+    max_robustness_jobs: int = 4
+    default_robustness_every: int = 4
+    max_robustness_epsilon: int = 64  # /255
+    max_robustness_steps: int = 20
     grace_seconds: float = 10.0
 
     def __post_init__(self):

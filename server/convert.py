@@ -12,8 +12,10 @@ import transformers
 from models.errors import InvalidInput
 from models.pipeline import WindowExplanation, code_version
 from models.registry import LoadedModel
+from models.robustness import DEFAULT_EPSILON, DEFAULT_PGD_STEPS, AttackSpec, RobustnessResult
 from models.staa import StaaParams
 from server.config import ServerConfig
+from server.robustness_lane import RobustnessPlan, SkippedRobustness
 from server.session import ExplainOptions, FrameInput, check_model_name, resolve_top_k, resolve_window
 from staa.v1 import explainer_pb2 as pb
 
@@ -22,6 +24,8 @@ _AGGREGATION_TO_NAME = {pb.LAYER_AGGREGATION_LAST: "last", pb.LAYER_AGGREGATION_
 _AGGREGATION_FROM_NAME = {name: value for value, name in _AGGREGATION_TO_NAME.items()}
 _MODE_TO_NAME = {pb.THRESHOLD_MODE_MEAN_STD: "mean_std", pb.THRESHOLD_MODE_PERCENTILE: "percentile"}
 _MODE_FROM_NAME = {name: value for value, name in _MODE_TO_NAME.items()}
+_ATTACK_TO_NAME = {pb.ATTACK_NOISE: "noise", pb.ATTACK_FGSM: "fgsm", pb.ATTACK_PGD: "pgd"}
+_ATTACK_FROM_NAME = {name: value for value, name in _ATTACK_TO_NAME.items()}
 
 
 def _enum_name(table: dict, value: int, field: str, default: str) -> str:
@@ -51,12 +55,33 @@ def staa_params(options: pb.StaaOptions) -> StaaParams:
         raise InvalidInput(str(error).replace("StaaParams.", "StaaOptions.")) from error
 
 
-def explain_options(window: pb.WindowSpec, staa: pb.StaaOptions, loaded: LoadedModel,
-                    config: ServerConfig) -> ExplainOptions:
+def robustness_plan(options: pb.RobustnessOptions, config: ServerConfig) -> RobustnessPlan | None:
+    """None when the request asks for no robustness scores (attack unset or OFF)."""
+    if options.attack in (pb.ATTACK_UNSPECIFIED, pb.ATTACK_OFF):
+        return None
+    kind = _enum_name(_ATTACK_TO_NAME, options.attack, "RobustnessOptions.attack", "")
+    epsilon = options.epsilon if options.HasField("epsilon") else DEFAULT_EPSILON
+    if not 0 < epsilon <= config.max_robustness_epsilon:
+        raise InvalidInput(f"RobustnessOptions.epsilon must be in (0, {config.max_robustness_epsilon}] "
+                           f"(/255 units), got {epsilon}")
+    steps = options.steps or DEFAULT_PGD_STEPS
+    if steps > config.max_robustness_steps:
+        raise InvalidInput(f"RobustnessOptions.steps={steps} exceeds max_robustness_steps={config.max_robustness_steps}")
+    try:
+        spec = AttackSpec(kind, float(epsilon), steps, options.step_size if options.HasField("step_size") else None,
+                          seed=options.seed)
+    except ValueError as error:
+        raise InvalidInput(f"RobustnessOptions: {error}") from error
+    return RobustnessPlan(spec, options.every or config.default_robustness_every)
+
+
+def explain_options(window: pb.WindowSpec, staa: pb.StaaOptions, robustness: pb.RobustnessOptions,
+                    loaded: LoadedModel, config: ServerConfig) -> ExplainOptions:
     return ExplainOptions(
         window=resolve_window(loaded, config, window.num_frames, window.stride, window.hop),
         params=staa_params(staa),
         top_k=resolve_top_k(config, staa.top_k),
+        robustness=robustness_plan(robustness, config),
     )
 
 
@@ -64,12 +89,12 @@ def stream_options(request: pb.StreamConfig, loaded: LoadedModel, config: Server
     check_model_name(loaded, request.model)
     if request.fps < 0 or request.fps > 1000:
         raise InvalidInput(f"StreamConfig.fps must be in [0, 1000], got {request.fps}")
-    return explain_options(request.window, request.staa, loaded, config)
+    return explain_options(request.window, request.staa, request.robustness, loaded, config)
 
 
 def clip_options(request: pb.ClipRequest, loaded: LoadedModel, config: ServerConfig) -> ExplainOptions:
     check_model_name(loaded, request.model)
-    return explain_options(request.window, request.staa, loaded, config)
+    return explain_options(request.window, request.staa, request.robustness, loaded, config)
 
 
 def frame_input(frame: pb.Frame) -> FrameInput:
@@ -104,6 +129,15 @@ def explanation(result: WindowExplanation) -> pb.Explanation:
                               ("decode_ms", "queue_ms", "forward_ms", "attribution_ms", "postprocess_ms", "total_ms")}),
         provenance=pb.Provenance(**result.provenance),
     )
+
+
+def robustness(result: RobustnessResult | SkippedRobustness) -> pb.Robustness:
+    if isinstance(result, SkippedRobustness):
+        return pb.Robustness(window_index=result.window_index, attack=_ATTACK_FROM_NAME[result.spec.kind],
+                             epsilon=result.spec.epsilon, skipped=True, reason=result.reason)
+    fields = result.as_dict()
+    fields["attack"] = _ATTACK_FROM_NAME[fields["attack"]]
+    return pb.Robustness(**fields)
 
 
 def model_info(loaded: LoadedModel) -> pb.ModelInfo:

@@ -1,10 +1,12 @@
-"""Runs explanations off the event loop: one model thread (the hooks are per-forward state),
-a small pool for decoding (decord must never run on the event-loop thread)."""
+"""Runs explanations off the event loop: one model thread (the taps are per-forward state),
+a small pool for decoding (decord must never run on the event-loop thread), and the
+lower-priority robustness lane (server/robustness_lane.py), started on first use."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import AsyncIterator
@@ -19,9 +21,37 @@ from models.video import DecodeLimits
 from models.windowing import PreparedWindow, iter_array_windows, iter_clip_windows
 from server.bridge import iterate_in_thread
 from server.config import ServerConfig
+from server.robustness_lane import RobustnessLane
 from server.session import ExplainOptions
 
 logger = logging.getLogger(__name__)
+
+
+class PendingRobustness:
+    """One request's robustness futures: drained after each explanation, awaited at its end."""
+
+    def __init__(self):
+        self.futures: list[asyncio.Future] = []
+
+    def add(self, future: asyncio.Future | None) -> None:
+        if future is not None:
+            self.futures.append(future)
+
+    def ready(self) -> list:
+        done = [future for future in self.futures if future.done()]
+        self.futures = [future for future in self.futures if not future.done()]
+        return [future.result() for future in done]
+
+    async def rest(self) -> list:
+        results = await asyncio.gather(*self.futures)
+        self.futures = []
+        return results
+
+    def cancel(self) -> None:
+        """The client left: windows not yet started are dropped from the lane."""
+        for future in self.futures:
+            future.cancel()
+        self.futures = []
 
 
 class ExplainEngine:
@@ -32,6 +62,10 @@ class ExplainEngine:
         self.model_executor = ThreadPoolExecutor(1, thread_name_prefix="staa-model")
         self.decode_executor = ThreadPoolExecutor(config.decode_workers, thread_name_prefix="staa-decode")
         self.limits = DecodeLimits(config.max_clip_frames, config.max_frame_width, config.max_frame_height)
+        self.explanation_idle = threading.Event()  # set while no explanation is queued or running
+        self.explanation_idle.set()
+        self._explaining = 0
+        self._lane: RobustnessLane | None = None
 
     def warm_up(self) -> None:
         """One forward on a blank window so the first request does not pay for lazy init."""
@@ -50,18 +84,34 @@ class ExplainEngine:
             explanation.timings_ms["queue_ms"] = (started - queued) * 1e3
             return explanation
 
-        explanation = await asyncio.get_running_loop().run_in_executor(self.model_executor, run)
+        self._explaining += 1  # event-loop thread only
+        self.explanation_idle.clear()
+        try:
+            explanation = await asyncio.get_running_loop().run_in_executor(self.model_executor, run)
+        finally:
+            self._explaining -= 1
+            if not self._explaining:
+                self.explanation_idle.set()
         timings = explanation.timings_ms
         timings["total_ms"] = timings["decode_ms"] + (time.perf_counter() - queued) * 1e3
         return explanation
+
+    def score_robustness(self, window: PreparedWindow, options: ExplainOptions) -> asyncio.Future | None:
+        """Queue ``window`` on the robustness lane if its request asked for it; None when not wanted."""
+        plan = options.robustness
+        if plan is None or not plan.wants(window.plan.index):
+            return None
+        if self._lane is None:
+            self._lane = RobustnessLane(self.loaded, self.config.max_robustness_jobs, self.explanation_idle)
+        return self._lane.submit(window, plan, options.params)
 
     async def explain_clip(self, clip: bytes, decoder: str, options: ExplainOptions) -> AsyncIterator[WindowExplanation]:
         windows = iterate_in_thread(
             lambda: iter_clip_windows(clip, options.window, self.loaded.processor, decoder, self.limits),
             self.decode_executor,
         )
-        async for window in windows:
-            yield await self.explain(window, options)
+        async for event in self._explain_all(windows, options):
+            yield event
 
     async def explain_frames(self, frames, fps: float, options: ExplainOptions) -> AsyncIterator[WindowExplanation]:
         """``frames``: an iterable of RGB uint8 ``[H, W, 3]`` decoded lazily on the decode pool."""
@@ -69,9 +119,25 @@ class ExplainEngine:
             lambda: iter_array_windows(frames, options.window, self.loaded.processor, fps),
             self.decode_executor,
         )
-        async for window in windows:
-            yield await self.explain(window, options)
+        async for event in self._explain_all(windows, options):
+            yield event
+
+    async def _explain_all(self, windows, options: ExplainOptions):
+        """Explanations in window order; robustness results as soon as they are ready, the rest at the end."""
+        pending = PendingRobustness()
+        try:
+            async for window in windows:
+                yield await self.explain(window, options)
+                pending.add(self.score_robustness(window, options))
+                for result in pending.ready():
+                    yield result
+            for result in await pending.rest():
+                yield result
+        finally:
+            pending.cancel()
 
     def shutdown(self) -> None:
+        if self._lane is not None:
+            self._lane.shutdown()
         self.decode_executor.shutdown(wait=False, cancel_futures=True)
         self.model_executor.shutdown(wait=False, cancel_futures=True)

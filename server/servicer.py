@@ -11,7 +11,8 @@ from models.errors import InvalidInput
 from models.registry import LoadedModel
 from server import convert
 from server.config import ServerConfig
-from server.engine import ExplainEngine
+from models.pipeline import WindowExplanation
+from server.engine import ExplainEngine, PendingRobustness
 from server.errors import NotReady, status_for
 from server.session import SessionRegistry, StreamSession, raw_clip_frames
 from staa.v1 import explainer_pb2 as pb
@@ -60,12 +61,16 @@ class VideoExplainerServicer(pb_grpc.VideoExplainerServicer):
             else:
                 raise InvalidInput("ClipRequest.source is not set (clip bytes or frames are required)")
             async for result in results:
-                yield pb.ClipResponse(explanation=convert.explanation(result))
+                if isinstance(result, WindowExplanation):
+                    yield pb.ClipResponse(explanation=convert.explanation(result))
+                else:
+                    yield pb.ClipResponse(robustness=convert.robustness(result))
         except Exception as error:
             await _abort(context, error)
 
     async def StreamExplain(self, request_iterator, context):
         session: StreamSession | None = None
+        pending = PendingRobustness()
         try:
             engine, loaded = self._ready()
             async for request in request_iterator:
@@ -85,16 +90,23 @@ class VideoExplainerServicer(pb_grpc.VideoExplainerServicer):
                     engine.decode_executor, session.accept_frame, convert.frame_input(request.frame))
                 for window in windows:
                     yield pb.StreamResponse(explanation=convert.explanation(await engine.explain(window, session.options)))
+                    pending.add(engine.score_robustness(window, session.options))
+                for result in pending.ready():
+                    yield pb.StreamResponse(robustness=convert.robustness(result))
                 if session.ack_due():
                     yield self._ack(session)
             if session is None:
                 raise InvalidInput("the stream ended before its StreamConfig")
             for window in session.finish():
                 yield pb.StreamResponse(explanation=convert.explanation(await engine.explain(window, session.options)))
+                pending.add(engine.score_robustness(window, session.options))
+            for result in pending.ready() + await pending.rest():
+                yield pb.StreamResponse(robustness=convert.robustness(result))
             yield self._ack(session)
         except Exception as error:
             await _abort(context, error)
         finally:
+            pending.cancel()
             if session is not None:
                 self.sessions.close(session)
 

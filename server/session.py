@@ -19,17 +19,19 @@ from models.staa import StaaParams
 from models.windowing import PreparedWindow, WindowAssembler
 from server.config import ServerConfig
 from server.errors import Overloaded
+from server.robustness_lane import RobustnessPlan
 
 DEFAULT_LIVE_FPS = 30.0
 
 
 @dataclass(frozen=True)
 class ExplainOptions:
-    """Resolved options of one request: window geometry, STAA parameters, top-k."""
+    """Resolved options of one request: window geometry, STAA parameters, top-k, robustness (or None)."""
 
     window: WindowSpec
     params: StaaParams
     top_k: int
+    robustness: RobustnessPlan | None = None
 
 
 @dataclass(frozen=True)

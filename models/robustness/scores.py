@@ -56,14 +56,17 @@ class RobustnessScorer:
         """[0, 1] pixels ``[B, T, 3, H, W]`` -> logits ``[B, C]``, differentiable (normalised inside)."""
         return self.staa.adapter.forward(from_unit_range(pixels, self.loaded.processor))
 
-    def score(self, pixel_values: torch.Tensor, spec: AttackSpec, window_indices: list[int] | None = None) -> list[RobustnessResult]:
-        """``pixel_values``: normalised model input ``[B, T, 3, H, W]`` (as ``PreparedWindow.pixels`` stacked)."""
+    def score(self, pixel_values: torch.Tensor, spec: AttackSpec, window_indices: list[int] | None = None,
+              params: StaaParams | None = None) -> list[RobustnessResult]:
+        """``pixel_values``: normalised model input ``[B, T, 3, H, W]`` (as ``PreparedWindow.pixels`` stacked);
+        ``params``: the STAA parameters of the explanations being scored (default: the scorer's)."""
         started = time.perf_counter()
+        params = params or self.staa.params
         batch = pixel_values.shape[0]
-        clean = self.staa._attribute(pixel_values, self.staa.params)  # [B, T, h, w], [B, T], [B, C]
+        clean = self.staa._attribute(pixel_values, params)  # [B, T, h, w], [B, T], [B, C]
         target = clean.logits.argmax(dim=-1)  # [B]
         adversarial = perturb(self._logits, to_unit_range(pixel_values, self.loaded.processor), target, spec)
-        attacked = self.staa._attribute(from_unit_range(adversarial, self.loaded.processor), self.staa.params)
+        attacked = self.staa._attribute(from_unit_range(adversarial, self.loaded.processor), params)
         elapsed_ms = (time.perf_counter() - started) * 1e3
         p_clean = clean.logits.softmax(dim=-1).gather(1, target[:, None]).squeeze(1)  # [B]
         p_adv = attacked.logits.softmax(dim=-1).gather(1, target[:, None]).squeeze(1)  # [B]
