@@ -50,6 +50,29 @@ def test_explain_writes_json_and_overlay(served, tmp_path, live):
         assert sum(1 for _ in container.decode(video=0)) == 10 * 8
 
 
+@pytest.mark.parametrize("live", [False, True])
+def test_explain_with_robustness_puts_scores_on_every_nth_window(served, tmp_path, live):
+    out = tmp_path / "out"
+    args = ["--server", served, "explain", str(clip_path("flipping_pancake.mkv")), "--out", str(out), "--no-overlay",
+            "--robustness", "fgsm", "--epsilon", "8", "--every", "4"]
+    result = client(*args, *(["--live", "--speed", "0"] if live else []))
+    assert result.returncode == 0, result.stderr
+    assert "window   4 robustness fgsm eps 8/255" in result.stdout
+    windows = json.loads((out / "explanations.json").read_text())["windows"]
+    assert [window["index"] for window in windows if "robustness" in window] == [0, 4, 8]
+    scores = windows[4]["robustness"]
+    assert scores["window_index"] == 4 and scores["attack"] == "fgsm" and scores["epsilon"] == 8
+    assert {"flipped", "p_clean", "p_adv", "prediction_robustness", "spatial_top10_iou", "spearman", "kendall_tau",
+            "com_shift", "explanation_resilience", "passes", "ms"} <= set(scores)
+    assert 0 <= scores["explanation_resilience"] <= 1 and scores["passes"] == 4
+
+
+def test_bad_robustness_option_exits_2_with_the_status(served, tmp_path):
+    result = client("--server", served, "explain", str(clip_path("flipping_pancake.mkv")), "--out", str(tmp_path),
+                    "--robustness", "pgd", "--epsilon", "500")
+    assert result.returncode == 2 and "INVALID_ARGUMENT" in result.stderr and "epsilon" in result.stderr
+
+
 def test_failing_call_exits_non_zero_with_status(served, tmp_path):
     bad = tmp_path / "bad.mp4"
     bad.write_bytes(b"definitely not a video" * 100)
