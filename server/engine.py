@@ -21,7 +21,7 @@ from models.video import DecodeLimits
 from models.windowing import PreparedWindow, iter_array_windows, iter_clip_windows
 from server.bridge import iterate_in_thread
 from server.config import ServerConfig
-from server.robustness_lane import RobustnessLane
+from server.robustness_lane import RobustnessLane, WindowCadence
 from server.session import ExplainOptions
 
 logger = logging.getLogger(__name__)
@@ -66,6 +66,7 @@ class ExplainEngine:
         self.explanation_idle.set()
         self._explaining = 0
         self._lane: RobustnessLane | None = None
+        self.cadence = WindowCadence()  # live streams' window timing, so robustness work fits between windows
 
     def warm_up(self) -> None:
         """One forward on a blank window so the first request does not pay for lazy init."""
@@ -102,7 +103,8 @@ class ExplainEngine:
         if plan is None or not plan.wants(window.plan.index):
             return None
         if self._lane is None:
-            self._lane = RobustnessLane(self.loaded, self.config.max_robustness_jobs, self.explanation_idle)
+            self._lane = RobustnessLane(self.loaded, self.config.max_robustness_jobs, self.explanation_idle,
+                                        self.cadence)
         return self._lane.submit(window, plan, options.params)
 
     async def explain_clip(self, clip: bytes, decoder: str, options: ExplainOptions) -> AsyncIterator[WindowExplanation]:

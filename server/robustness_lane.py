@@ -2,8 +2,10 @@
 
 - Its own copy of the model: STAA's taps are per-forward state swapped into the model's modules,
   so two lanes must never share one model object.
-- One worker thread, and a job starts only when the explanation lane is idle: on a machine
-  whose cores the explanation lane already uses, running both at once would slow every heatmap.
+- One worker thread that runs a job pass by pass (one forward, or one forward + backward) and
+  starts a pass only when no explanation is queued or running *and* the next window of every
+  paced live stream is further away than a pass takes (``WindowCadence``): on a machine whose
+  cores the explanation lane uses, running both at once would slow the heatmaps.
 - A server-wide budget (``max_robustness_jobs`` queued or running): beyond it a window is not
   scored and its Robustness event says "skipped" and why, so nothing disappears silently.
 - Each result names the window it belongs to; it may arrive after later windows' explanations.
@@ -15,7 +17,9 @@ import asyncio
 import copy
 import dataclasses
 import logging
+import math
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -47,15 +51,69 @@ class SkippedRobustness:
     reason: str
 
 
+class WindowCadence:
+    """When each paced live stream's next window is due, from the spacing of its windows (thread-safe)."""
+
+    def __init__(self):
+        self._streams: dict[object, tuple[float, float | None]] = {}  # key -> (last window time, interval)
+        self._lock = threading.Lock()
+
+    def note(self, key, now: float | None = None) -> None:
+        """A window of stream ``key`` is ready now."""
+        now = time.perf_counter() if now is None else now
+        with self._lock:
+            last, interval = self._streams.get(key, (None, None))
+            if last is not None:
+                gap = now - last
+                interval = gap if interval is None else 0.7 * interval + 0.3 * gap
+            self._streams[key] = (now, interval)
+
+    def forget(self, key) -> None:
+        with self._lock:
+            self._streams.pop(key, None)
+
+    def slack(self, now: float | None = None) -> float:
+        """Seconds until the earliest expected window (inf when none is expected). A stream more
+        than one interval overdue is not pacing any more (stalled, or sending unpaced) and is ignored."""
+        now = time.perf_counter() if now is None else now
+        with self._lock:
+            streams = list(self._streams.values())
+        slack = math.inf
+        for last, interval in streams:
+            if interval is None or now - (last + interval) > interval:
+                continue
+            slack = min(slack, max(0.0, last + interval - now))
+        return slack
+
+
 class RobustnessLane:
-    def __init__(self, loaded: LoadedModel, max_jobs: int, explanation_idle: threading.Event):
+    def __init__(self, loaded: LoadedModel, max_jobs: int, explanation_idle: threading.Event,
+                 cadence: WindowCadence | None = None):
         self.loaded = dataclasses.replace(loaded, model=copy.deepcopy(loaded.model).eval())
         self.scorer = RobustnessScorer(self.loaded)
         self.max_jobs = max_jobs
         self.explanation_idle = explanation_idle
+        self.cadence = cadence or WindowCadence()
         self.executor = ThreadPoolExecutor(1, thread_name_prefix="staa-robustness")
         self._pending = 0
         self._lock = threading.Lock()
+        self._closing = False
+        self._pass_seconds = 0.05  # running estimate of one pass: rises at once, decays slowly
+        self._pass_started: float | None = None
+
+    def _before_pass(self) -> None:
+        """Hold the next pass until explanations are idle and the next live window is far enough away."""
+        now = time.perf_counter()
+        if self._pass_started is not None:
+            took = now - self._pass_started
+            self._pass_seconds = max(took, 0.9 * self._pass_seconds + 0.1 * took)
+        while not self._closing:
+            self.explanation_idle.wait()
+            slack = self.cadence.slack()
+            if slack > 1.5 * self._pass_seconds:
+                break
+            time.sleep(min(max(slack, 0.002), 0.02))  # the window comes, is explained, then we go on
+        self._pass_started = time.perf_counter()
 
     @property
     def pending(self) -> int:
@@ -79,17 +137,18 @@ class RobustnessLane:
     def _run(self, window: PreparedWindow, plan: RobustnessPlan,
              params: StaaParams) -> RobustnessResult | SkippedRobustness:
         try:
-            self.explanation_idle.wait()  # lower priority: let queued explanations go first
             pixel_values = window.pixels.unsqueeze(0)  # [T, 3, H, W] -> [1, T, 3, H, W]
-            return self.scorer.score(pixel_values, plan.spec, [window.plan.index], params)[0]
+            return self.scorer.score(pixel_values, plan.spec, [window.plan.index], params, self._before_pass)[0]
         except Exception as error:  # one window's failure must not end the stream
             logger.exception("robustness scoring failed for window %d", window.plan.index)
             return SkippedRobustness(window.plan.index, plan.spec, f"robustness scoring failed: {error}")
         finally:
+            self._pass_started = None  # idle time between jobs is not a pass
             with self._lock:
                 self._pending -= 1
 
     def shutdown(self) -> None:
+        self._closing = True
         self.explanation_idle.set()  # release a job waiting for priority
         self.executor.shutdown(wait=False, cancel_futures=True)
 

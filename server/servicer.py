@@ -89,6 +89,7 @@ class VideoExplainerServicer(pb_grpc.VideoExplainerServicer):
                 windows = await asyncio.get_running_loop().run_in_executor(
                     engine.decode_executor, session.accept_frame, convert.frame_input(request.frame))
                 for window in windows:
+                    engine.cadence.note(session.session_id)
                     yield pb.StreamResponse(explanation=convert.explanation(await engine.explain(window, session.options)))
                     pending.add(engine.score_robustness(window, session.options))
                 for result in pending.ready():
@@ -108,6 +109,7 @@ class VideoExplainerServicer(pb_grpc.VideoExplainerServicer):
         finally:
             pending.cancel()
             if session is not None:
+                engine.cadence.forget(session.session_id)
                 self.sessions.close(session)
 
     @staticmethod

@@ -66,3 +66,20 @@ def test_windows_of_a_live_session_match_the_frames_sent(default_model, config):
     assert windows[0].source_size == (40, 30) and windows[0].fps == 10.0
     with pytest.raises(InvalidInput, match="not greater than the previous 14"):
         session.accept_frame(FrameInput("rgb24", frames[0].tobytes(), 40, 30, 3, 0.0))
+
+
+def test_window_cadence_predicts_the_next_window_and_ignores_stalled_streams():
+    from server.robustness_lane import WindowCadence
+
+    cadence = WindowCadence()
+    assert cadence.slack(now=0.0) == float("inf")  # no live stream: nothing to make room for
+    for when in (0.0, 0.25, 0.5):
+        cadence.note("paced", now=when)
+    assert cadence.slack(now=0.6) == pytest.approx(0.15)  # next due at 0.75
+    assert cadence.slack(now=0.8) == 0.0  # due: hold the lane
+    assert cadence.slack(now=1.1) == float("inf")  # more than an interval overdue: not pacing any more
+    cadence.note("other", now=0.55)
+    cadence.note("other", now=0.65)
+    assert cadence.slack(now=0.7) == pytest.approx(0.05)  # the earliest stream counts
+    cadence.forget("other")
+    assert cadence.slack(now=0.7) == pytest.approx(0.05)  # "paced" is due at 0.75 too
