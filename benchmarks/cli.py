@@ -1,13 +1,14 @@
 """``staa-bench``: the benchmarks behind one command.
 
-    staa-bench compare [--quick] ...   STAA vs gradient-based XAI (benchmarks/compare.py)
+    staa-bench compare [--quick] ...      STAA vs gradient-based XAI (benchmarks/compare.py)
+    staa-bench robustness [--quick] ...   attacks, explanation deviation, lane cost (benchmarks/robustness.py)
 """
 
 from __future__ import annotations
 
 import sys
 
-COMMANDS = {"compare": "benchmarks.compare"}
+COMMANDS = {"compare": "benchmarks.compare", "robustness": "benchmarks.robustness"}
 
 
 def main(argv=None) -> None:
