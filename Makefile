@@ -11,7 +11,7 @@ TORCH_PIN ?= torch==2.13.0
 DEMO_CLIP ?=
 DEMO_OUT ?= demo-out
 
-.PHONY: demo test install stubs clean
+.PHONY: demo test install stubs clean browser
 
 install: $(STAMP)
 
@@ -28,7 +28,13 @@ stubs: $(STAMP)
 demo: $(STAMP) stubs
 	$(PY) -m clients.demo $(if $(DEMO_CLIP),--clip "$(DEMO_CLIP)") --out "$(DEMO_OUT)"
 
-test: $(STAMP) stubs
+# The browser test drives Debian's chromium (browsers cannot be downloaded from anywhere else).
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  ($(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends chromium chromium-driver)
+
+test: $(STAMP) stubs browser
 	$(PY) -m pytest -q tests
 
 clean:

@@ -1,8 +1,9 @@
 """How a heatmap is drawn on a frame: one colormap and one blending rule for every renderer.
 
 The uint8 grid (patch resolution) is upsampled bilinearly to the crop box it covers in the
-source frame, coloured with ``COLORMAP`` and blended with per-pixel opacity
-``alpha * value / 255``, so cold cells leave the frame untouched. Below the frame a strip
+source frame, coloured with a colormap (``COLORMAPS``; ``jet`` by default) and blended with
+per-pixel opacity ``alpha * value / 255``, so cold cells leave the frame untouched. The browser
+viewer (clients/viewer) receives these very lookup tables and applies the same rule. Below the frame a strip
 shows the window's frame importance, the current frame highlighted.
 """
 
@@ -14,28 +15,35 @@ import av
 import cv2
 import numpy as np
 
-COLORMAP = cv2.COLORMAP_JET
+COLORMAPS = {"jet": cv2.COLORMAP_JET, "inferno": cv2.COLORMAP_INFERNO, "viridis": cv2.COLORMAP_VIRIDIS,
+             "turbo": cv2.COLORMAP_TURBO}
+DEFAULT_COLORMAP = "jet"
 DEFAULT_ALPHA = 0.6
 STRIP_HEIGHT = 28
 
 
-def colormap_lut() -> np.ndarray:
+def colormap_lut(name: str = DEFAULT_COLORMAP) -> np.ndarray:
     """RGB uint8 ``[256, 3]``: the colour of each heat value (exported for other renderers)."""
-    bgr = cv2.applyColorMap(np.arange(256, dtype=np.uint8).reshape(256, 1), COLORMAP)  # [256, 1, 3]
+    bgr = cv2.applyColorMap(np.arange(256, dtype=np.uint8).reshape(256, 1), COLORMAPS[name])  # [256, 1, 3]
     return bgr[:, 0, ::-1].copy()
 
 
-def blend_heatmap(frame: np.ndarray, grid: np.ndarray, crop: list[float], alpha: float = DEFAULT_ALPHA) -> np.ndarray:
+def blend_pixels(region: np.ndarray, heat: np.ndarray, alpha: float, colormap: str = DEFAULT_COLORMAP) -> np.ndarray:
+    """The blending rule: RGB uint8 ``[..., 3]`` + heat uint8 ``[...]`` -> RGB uint8 (viewer.js mirrors it)."""
+    colour = colormap_lut(colormap)[heat].astype(np.float32)
+    opacity = (alpha * heat.astype(np.float32) / 255.0)[..., None]
+    return np.clip(region.astype(np.float32) * (1 - opacity) + colour * opacity, 0, 255).astype(np.uint8)
+
+
+def blend_heatmap(frame: np.ndarray, grid: np.ndarray, crop: list[float], alpha: float = DEFAULT_ALPHA,
+                  colormap: str = DEFAULT_COLORMAP) -> np.ndarray:
     """Frame RGB uint8 ``[H, W, 3]`` + grid uint8 ``[h, w]`` covering ``crop`` -> blended ``[H, W, 3]``."""
     x0, y0, x1, y1 = (int(round(value)) for value in crop)
     height, width = frame.shape[:2]
     x0, y0, x1, y1 = max(0, x0), max(0, y0), min(width, x1), min(height, y1)
     heat = cv2.resize(grid, (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)  # [h, w] -> [y1-y0, x1-x0]
-    colour = colormap_lut()[heat].astype(np.float32)
-    opacity = (alpha * heat.astype(np.float32) / 255.0)[..., None]
     out = frame.copy()
-    region = out[y0:y1, x0:x1].astype(np.float32)
-    out[y0:y1, x0:x1] = np.clip(region * (1 - opacity) + colour * opacity, 0, 255).astype(np.uint8)
+    out[y0:y1, x0:x1] = blend_pixels(out[y0:y1, x0:x1], heat, alpha, colormap)
     cv2.rectangle(out, (x0, y0), (x1 - 1, y1 - 1), (255, 255, 255), 1)
     return out
 

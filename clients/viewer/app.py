@@ -1,0 +1,267 @@
+"""``staa-viewer``: a live overlay of STAA on the video, in the browser.
+
+    staa-viewer SOURCE --server HOST:PORT [--port HTTP_PORT] [--robustness fgsm --every 4]
+
+SOURCE is a video file (played at its own fps, looping), a camera device (index or path), or
+``synthetic`` (SynthKinetics clips). The viewer streams the frames through ``StreamExplain`` and
+serves a page on 127.0.0.1 (HTTP + one WebSocket): the current frame with the heatmap blended on
+it, top-k predictions, the window's frame importance, robustness scores when asked for, and live
+counters. Only uint8 patch grids cross the WebSocket; the browser upsamples and colours them with
+the lookup tables of ``clients.overlay`` (served as /colormaps.json), by the same blending rule.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import collections
+import json
+import logging
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import grpc
+from aiohttp import WSMsgType, web
+
+from clients.client import AsyncExplainerClient, robustness_options
+from clients.overlay import COLORMAPS, DEFAULT_ALPHA, DEFAULT_COLORMAP, colormap_lut
+from clients.viewer.sources import open_source
+from models.frames import encode_frame
+from staa.v1 import explainer_pb2 as pb
+
+STATIC = Path(__file__).parent / "static"
+JPEG_QUALITY = 80
+logger = logging.getLogger("staa-viewer")
+
+
+@dataclass
+class ViewerState:
+    """Counters and options shared by the stream task and the web handlers (one event loop)."""
+
+    threshold: bool = True
+    focus: bool = True
+    restart: asyncio.Event = field(default_factory=asyncio.Event)
+    frames_sent: int = 0
+    frames_dropped_here: int = 0  # the viewer fell behind the source's clock and skipped them
+    frames_dropped_server: int = 0  # reported by the server's Acks (summed over streams)
+    windows: int = 0
+    robustness_events: int = 0
+    latencies_ms: collections.deque = field(default_factory=lambda: collections.deque(maxlen=200))
+    send_times: collections.deque = field(default_factory=lambda: collections.deque(maxlen=60))
+
+    def staa_options(self, top_k: int) -> pb.StaaOptions:
+        """Thresholding off = keep everything (kappa -10); focusing off = gamma 1 (no sharpening)."""
+        options = pb.StaaOptions(top_k=top_k)
+        if not self.threshold:
+            options.kappa = -10.0
+        if not self.focus:
+            options.gamma = 1.0
+        return options
+
+    def stats(self) -> dict:
+        times = list(self.send_times)
+        fps = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 and times[-1] > times[0] else 0.0
+        latencies = sorted(self.latencies_ms)
+        return {"type": "stats", "frames_sent": self.frames_sent, "fps": round(fps, 2), "windows": self.windows,
+                "dropped": self.frames_dropped_here + self.frames_dropped_server,
+                "latency_ms": round(self.latencies_ms[-1], 1) if latencies else None,
+                "latency_p50_ms": round(latencies[len(latencies) // 2], 1) if latencies else None,
+                "robustness_events": self.robustness_events}
+
+
+class Hub:
+    """The open WebSockets; a message goes to all of them (a closed one is dropped)."""
+
+    def __init__(self):
+        self.sockets: set[web.WebSocketResponse] = set()
+        self.hello: dict = {"type": "hello"}
+
+    async def send(self, message: dict) -> None:
+        text = json.dumps(message)
+        for socket in list(self.sockets):
+            try:
+                await socket.send_str(text)
+            except (ConnectionError, RuntimeError):
+                self.sockets.discard(socket)
+
+
+def explanation_message(explanation: pb.Explanation, frame_ids: list[int], latency_ms: float) -> dict:
+    grid = explanation.spatial
+    return {"type": "explanation", "window": explanation.window_index, "frame_ids": frame_ids,
+            "grid": [grid.frames, grid.height, grid.width],
+            "heatmaps": base64.b64encode(grid.data).decode(),  # uint8 [T, h, w], row-major
+            "temporal": list(explanation.temporal), "crop": [explanation.crop.x0, explanation.crop.y0,
+                                                             explanation.crop.x1, explanation.crop.y1],
+            "topk": [{"label": score.label, "prob": score.probability} for score in explanation.topk],
+            "latency_ms": round(latency_ms, 1), "forward_ms": round(explanation.timings.forward_ms, 2)}
+
+
+def robustness_message(robustness: pb.Robustness) -> dict:
+    from clients.results import robustness_to_dict
+
+    return {"type": "robustness", **robustness_to_dict(robustness)}
+
+
+async def stream_once(client: AsyncExplainerClient, frames, fps: float, first_id: int, state: ViewerState, hub: Hub,
+                      args) -> tuple[bool, int]:
+    """One StreamExplain over ``frames`` until they run out (True) or an option changed (False)."""
+    sent_at: dict[int, float] = {}
+    sequence = 0
+    exhausted = False
+    state.restart.clear()
+    loop = asyncio.get_running_loop()
+
+    async def requests():
+        nonlocal sequence, exhausted
+        yield pb.StreamRequest(config=pb.StreamConfig(
+            staa=state.staa_options(args.top_k), fps=fps,
+            robustness=robustness_options(args.robustness, args.epsilon, args.every)))
+        started = loop.time()
+        for frame in frames:
+            if state.restart.is_set():
+                return
+            due = started + sequence / fps
+            now = loop.time()
+            if now < due:
+                await asyncio.sleep(due - now)
+            elif now - due > 2.0 / fps:  # behind the source's clock: skip rather than lag further
+                state.frames_dropped_here += 1
+                started += 1.0 / fps
+                continue
+            bgr = cv2.cvtColor(frame, cv2.COLOR_RGB2BGR)
+            jpeg = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])[1].tobytes()
+            await hub.send({"type": "frame", "id": first_id + sequence, "width": frame.shape[1],
+                            "height": frame.shape[0], "jpeg": base64.b64encode(jpeg).decode()})
+            sent_at[sequence] = time.perf_counter()
+            state.frames_sent += 1
+            state.send_times.append(time.perf_counter())
+            kind = "jpeg" if args.jpeg else "rgb24"
+            yield pb.StreamRequest(frame=pb.Frame(width=frame.shape[1], height=frame.shape[0], sequence=sequence,
+                                                  pts=sequence / fps, **{kind: encode_frame(frame, kind)}))
+            sequence += 1
+        exhausted = True
+
+    dropped_before = state.frames_dropped_server
+    async for event in client.stub.StreamExplain(requests()):
+        kind = event.WhichOneof("event")
+        if kind == "explanation":
+            explanation = event.explanation
+            latency = (time.perf_counter() - sent_at[explanation.source_frames[-1]]) * 1e3
+            state.windows += 1
+            state.latencies_ms.append(latency)
+            await hub.send(explanation_message(explanation, [first_id + int(i) for i in explanation.source_frames],
+                                               latency))
+            await hub.send(state.stats())
+        elif kind == "robustness":
+            state.robustness_events += 1
+            await hub.send(robustness_message(event.robustness))
+        elif kind == "ack":
+            state.frames_dropped_server = dropped_before + event.ack.dropped
+            await hub.send(state.stats())
+    return exhausted, first_id + sequence
+
+
+async def stream_forever(source, state: ViewerState, hub: Hub, args) -> None:
+    """Stream the source pass after pass; a changed option re-opens the stream where it was."""
+    next_id = 0
+    async with AsyncExplainerClient(args.server) as client:
+        info = await client.model_info()
+        hub.hello = {"type": "hello", "source": source.name, "fps": source.fps, "model": info.model_id,
+                     "labels": list(info.labels), "grid": [info.grid_height, info.grid_width],
+                     "colormaps": sorted(COLORMAPS), "colormap": DEFAULT_COLORMAP, "alpha": DEFAULT_ALPHA,
+                     "robustness": args.robustness}
+        await hub.send(hub.hello)
+        for frames in source.passes():
+            frames = iter(frames)
+            while True:
+                try:
+                    exhausted, next_id = await stream_once(client, frames, source.fps, next_id, state, hub, args)
+                except grpc.aio.AioRpcError as error:
+                    logger.error("stream failed: %s: %s", error.code().name, error.details())
+                    await hub.send({"type": "error", "message": f"{error.code().name}: {error.details()}"})
+                    await asyncio.sleep(1.0)
+                    exhausted = False
+                if exhausted:
+                    break
+
+
+def build_app(state: ViewerState, hub: Hub) -> web.Application:
+    async def index(request):
+        return web.FileResponse(STATIC / "index.html")
+
+    async def colormaps(request):
+        return web.json_response({name: colormap_lut(name).tolist() for name in COLORMAPS})
+
+    async def socket(request):
+        ws = web.WebSocketResponse(heartbeat=20)
+        await ws.prepare(request)
+        hub.sockets.add(ws)
+        await ws.send_str(json.dumps(hub.hello))
+        await ws.send_str(json.dumps({"type": "options", "threshold": state.threshold, "focus": state.focus}))
+        async for message in ws:
+            if message.type != WSMsgType.TEXT:
+                continue
+            data = json.loads(message.data)
+            if data.get("type") == "options":  # toggles: re-open the stream with the new StaaOptions
+                state.threshold, state.focus = bool(data.get("threshold", True)), bool(data.get("focus", True))
+                state.restart.set()
+                await hub.send({"type": "options", "threshold": state.threshold, "focus": state.focus})
+        hub.sockets.discard(ws)
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/", index)
+    app.router.add_get("/colormaps.json", colormaps)
+    app.router.add_get("/ws", socket)
+    app.router.add_static("/static/", STATIC)
+    return app
+
+
+async def serve(args) -> None:
+    source = open_source(args.source)
+    state, hub = ViewerState(), Hub()
+    runner = web.AppRunner(build_app(state, hub))
+    await runner.setup()
+    site = web.TCPSite(runner, args.host, args.port)
+    await site.start()
+    port = runner.addresses[0][1]
+    print(f"viewer on http://{args.host}:{port}/ (source {source.name}, server {args.server})", flush=True)
+    try:
+        await stream_forever(source, state, hub, args)
+    finally:
+        await runner.cleanup()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="staa-viewer", description="Watch STAA live in the browser.")
+    parser.add_argument("source", help="video file, camera device (index or path), or 'synthetic'")
+    parser.add_argument("--server", default="127.0.0.1:50051", help="STAA Serve HOST:PORT")
+    parser.add_argument("--host", default="127.0.0.1", help="where the page is served (loopback by default)")
+    parser.add_argument("--port", type=int, default=8765, help="HTTP port (0 = any free port)")
+    parser.add_argument("--top-k", type=int, default=5)
+    parser.add_argument("--jpeg", action="store_true", help="send frames to the server as JPEG")
+    parser.add_argument("--robustness", choices=["off", "noise", "fgsm", "pgd"], default="off")
+    parser.add_argument("--epsilon", type=float, default=None, help="/255 units (server default 4)")
+    parser.add_argument("--every", type=int, default=0, help="score every n-th window (0 = server default)")
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        asyncio.run(serve(args))
+    except KeyboardInterrupt:
+        return 0
+    except (OSError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
