@@ -23,12 +23,14 @@ import torch
 
 def cls_row_mean_reference(probs: torch.Tensor) -> torch.Tensor:
     """``[R, H, 1+N, 1+N]`` -> float32 ``[R, N]``: head-mean of the CLS query row, CLS key dropped."""
-    return probs[:, :, 0, 1:].float().mean(dim=1)  # [R, H, 1+N, 1+N] -> [R, N]
+    rows = probs[:, :, 0, 1:]  # [R, H, 1+N, 1+N] -> [R, H, N]
+    return (rows if rows.dtype == torch.float32 else rows.float()).mean(dim=1)  # -> [R, N]
 
 
 def received_mean_reference(probs: torch.Tensor) -> torch.Tensor:
     """``[R, H, T, T]`` -> float32 ``[R, T]``: attention each key frame receives, averaged over heads and queries."""
-    return probs.float().mean(dim=(1, 2))  # [R, H, T(query), T(key)] -> [R, T]
+    values = probs if probs.dtype == torch.float32 else probs.float()
+    return values.mean(dim=(1, 2))  # [R, H, T(query), T(key)] -> [R, T]
 
 
 @functools.cache
@@ -87,10 +89,22 @@ def received_mean_triton(probs: torch.Tensor) -> torch.Tensor:
 
 
 def _use_triton(tensor: torch.Tensor) -> bool:
+    return _use_triton_on(tensor.is_cuda)
+
+
+def _use_triton_on(is_cuda: bool) -> bool:
     backend = os.environ.get("STAA_KERNELS", "auto")
     if backend not in ("auto", "reference", "triton"):
         raise ValueError(f"STAA_KERNELS must be auto, reference or triton, got {backend!r}")
-    return backend == "triton" or (backend == "auto" and tensor.is_cuda)
+    return backend == "triton" or (backend == "auto" and is_cuda)
+
+
+def reducers_for(device: torch.device):
+    """``(cls_row_mean, received_mean)`` implementations for tensors on ``device``, chosen once
+    (a forward pass calls them per layer; deciding per call costs as much as a small reduction)."""
+    if _use_triton_on(torch.device(device).type == "cuda"):
+        return cls_row_mean_triton, received_mean_triton
+    return cls_row_mean_reference, received_mean_reference
 
 
 def cls_row_mean(probs: torch.Tensor) -> torch.Tensor:

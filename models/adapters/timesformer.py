@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from kernels.attention_reduce import cls_row_mean, received_mean
+from kernels.attention_reduce import cls_row_mean, received_mean, reducers_for
 from models.errors import UnsupportedModel
 
 
@@ -46,19 +46,24 @@ class AttentionRecord:
 
 class _Tap(torch.nn.Module):
     """Stands in for an ``attn_drop`` Dropout while STAA captures: hands the softmax probabilities
-    to ``reduce`` and passes them on through the original module (the identity in eval mode).
+    to ``reduce(probs, record)`` and passes them on through the original module (the identity in
+    eval mode).
 
     A swapped-in module rather than a forward hook: a module with a hook leaves PyTorch's fast call
-    path on every call, which measurably added to the overhead that STAA promises to keep near zero.
+    path on every call. Taps are built once per adapter and swapped through the parent's
+    ``_modules`` dict: building 2L modules and ``nn.Module.__setattr__`` per capture cost more than
+    the reductions themselves on a small model.
     """
 
     def __init__(self, original: torch.nn.Module, reduce):
         super().__init__()
         self.original = original
         self.reduce = reduce
+        self.record: AttentionRecord | None = None
 
     def forward(self, probs: torch.Tensor) -> torch.Tensor:
-        self.reduce(probs)
+        if self.record is not None:
+            self.reduce(probs, self.record)
         return self.original(probs)
 
 
@@ -74,50 +79,50 @@ class TimesformerAdapter:
         self.grid = (config.image_size // config.patch_size,) * 2
         self.num_patches = self.grid[0] * self.grid[1]
         self.layers = list(model.timesformer.encoder.layer)
+        self._taps: list[tuple[torch.nn.Module, _Tap]] | None = None
+        self._cls_row, self._received = cls_row_mean, received_mean
+
+    def _installed_taps(self) -> list[tuple[torch.nn.Module, _Tap]]:
+        """(attention module, its tap) for every layer's temporal and spatial ``attn_drop``, built once."""
+        if self._taps is None:
+            self._taps = []
+            for layer in self.layers:
+                for attention, reduce in ((layer.temporal_attention.attention, self._reduce_temporal),
+                                          (layer.attention.attention, self._reduce_spatial)):
+                    self._taps.append((attention, _Tap(attention.attn_drop, reduce)))
+        return self._taps
 
     @contextmanager
     def capture(self):
         """Taps in place of every layer's temporal and spatial ``attn_drop``; yields the AttentionRecord."""
         record = AttentionRecord()
-        swapped = []
-        for layer in self.layers:
-            swapped.append((layer.temporal_attention.attention, _Tap(layer.temporal_attention.attention.attn_drop,
-                                                                      self._temporal_reducer(record))))
-            swapped.append((layer.attention.attention, _Tap(layer.attention.attention.attn_drop,
-                                                             self._spatial_reducer(record))))
-        for attention, tap in swapped:
-            attention.attn_drop = tap
+        self._cls_row, self._received = reducers_for(next(self.model.parameters()).device)
+        taps = self._installed_taps()
+        for attention, tap in taps:
+            tap.record = record
+            attention._modules["attn_drop"] = tap
         try:
             yield record
         finally:
-            for attention, tap in swapped:
-                attention.attn_drop = tap.original
+            for attention, tap in taps:
+                attention._modules["attn_drop"] = tap.original
+                tap.record = None
 
-    def _spatial_reducer(self, record: AttentionRecord):
-        frames, patches = self.num_frames, self.num_patches
+    def _reduce_spatial(self, probs: torch.Tensor, record: AttentionRecord) -> None:
+        started = time.perf_counter()
+        rows, _, tokens, _ = probs.shape  # [B*T, H, 1+N, 1+N]
+        assert tokens == 1 + self.num_patches, f"spatial attention over {tokens} tokens, expected {1 + self.num_patches}"
+        cls_row = self._cls_row(probs)  # [B*T, H, 1+N, 1+N] -> [B*T, N]
+        record.spatial_cls.append(cls_row.view(rows // self.num_frames, self.num_frames, self.num_patches))  # -> [B, T, N]
+        record.seconds += time.perf_counter() - started
 
-        def reduce(probs):
-            started = time.perf_counter()
-            rows, _, tokens, _ = probs.shape  # [B*T, H, 1+N, 1+N]
-            assert tokens == 1 + patches, f"spatial attention over {tokens} tokens, expected {1 + patches}"
-            cls_row = cls_row_mean(probs)  # [B*T, H, 1+N, 1+N] -> [B*T, N]
-            record.spatial_cls.append(cls_row.reshape(rows // frames, frames, patches))  # -> [B, T, N]
-            record.seconds += time.perf_counter() - started
-
-        return reduce
-
-    def _temporal_reducer(self, record: AttentionRecord):
-        frames, patches = self.num_frames, self.num_patches
-
-        def reduce(probs):
-            started = time.perf_counter()
-            rows, _, queries, _ = probs.shape  # [B*N, H, T, T]
-            assert queries == frames, f"temporal attention over {queries} frames, expected {frames}"
-            received = received_mean(probs)  # [B*N, H, T(query), T(key)] -> [B*N, T]
-            record.temporal_received.append(received.reshape(rows // patches, patches, frames))  # -> [B, N, T]
-            record.seconds += time.perf_counter() - started
-
-        return reduce
+    def _reduce_temporal(self, probs: torch.Tensor, record: AttentionRecord) -> None:
+        started = time.perf_counter()
+        rows, _, queries, _ = probs.shape  # [B*N, H, T, T]
+        assert queries == self.num_frames, f"temporal attention over {queries} frames, expected {self.num_frames}"
+        received = self._received(probs)  # [B*N, H, T(query), T(key)] -> [B*N, T]
+        record.temporal_received.append(received.view(rows // self.num_patches, self.num_patches, self.num_frames))  # -> [B, N, T]
+        record.seconds += time.perf_counter() - started
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """``pixel_values`` ``[B, T, 3, H, W]`` -> logits ``[B, num_labels]``."""

@@ -51,3 +51,15 @@ def test_dispatch_on_cpu_uses_the_reference(monkeypatch):
     assert torch.equal(cls_row_mean(probs), cls_row_mean_reference(probs))
     monkeypatch.setenv("STAA_KERNELS", "triton")
     torch.testing.assert_close(cls_row_mean(probs), cls_row_mean_reference(probs), rtol=1e-5, atol=1e-7)
+
+
+def test_reducers_are_chosen_once_per_device(monkeypatch):
+    from kernels.attention_reduce import reducers_for
+
+    assert reducers_for(torch.device("cpu")) == (cls_row_mean_reference, received_mean_reference)
+    assert reducers_for("cuda") == (cls_row_mean_triton, received_mean_triton)
+    monkeypatch.setenv("STAA_KERNELS", "triton")
+    assert reducers_for("cpu") == (cls_row_mean_triton, received_mean_triton)
+    monkeypatch.setenv("STAA_KERNELS", "bogus")
+    with pytest.raises(ValueError, match="STAA_KERNELS"):
+        reducers_for("cpu")

@@ -23,7 +23,7 @@ def test_spatial_reads_cls_row_of_each_frame():
     adapter = TimesformerAdapter(model.model)
     adapter.num_frames, adapter.num_patches = frames, patches  # drive the reducer directly
     record = type("R", (), {"spatial_cls": [], "seconds": 0.0})()
-    adapter._spatial_reducer(record)(probs)
+    adapter._reduce_spatial(probs, record)
     spatial = staa_spatial(record.spatial_cls, StaaParams())  # [1, T, N]
     assert spatial.shape == (1, frames, patches)
     for frame in range(frames):
