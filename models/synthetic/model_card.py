@@ -1,4 +1,5 @@
-"""Write a model directory's README.md (model card) from its training_log.json and evaluation.json.
+"""Write a model directory's README.md (model card) from its training_log.json and evaluation.json
+(and training_notes.md, when the directory has one).
 
     python -m models.synthetic.model_card models/weights/staa-synthkinetics
 """
@@ -64,6 +65,9 @@ def render(model_dir: Path) -> str:
               "Held-out validation accuracy (512 clips, full difficulty, raw frames) during training:", "",
               "| step | stage | val accuracy |", "|---|---|---|"]
     lines += [f"| {record['step']} | {record['stage']} | {_percent(record['val_accuracy'])} |" for record in history]
+    notes = model_dir / "training_notes.md"  # what the logs cannot say (pauses, shared cores, choices)
+    if notes.is_file():
+        lines += ["", "### Training notes", "", notes.read_text().strip()]
     default = summary[0]
     lines += [
         "", "## Evaluation (held-out)",
