@@ -2,13 +2,14 @@
 
     staa-bench compare [--quick] ...      STAA vs gradient-based XAI (benchmarks/compare.py)
     staa-bench robustness [--quick] ...   attacks, explanation deviation, lane cost (benchmarks/robustness.py)
+    staa-bench load [--sweep] ...         paced live streams: latency, throughput, drops (benchmarks/load.py)
 """
 
 from __future__ import annotations
 
 import sys
 
-COMMANDS = {"compare": "benchmarks.compare", "robustness": "benchmarks.robustness"}
+COMMANDS = {"compare": "benchmarks.compare", "robustness": "benchmarks.robustness", "load": "benchmarks.load"}
 
 
 def main(argv=None) -> None:

@@ -19,8 +19,6 @@ Writes robustness.md, robustness.csv, robustness_latency.csv and robustness.png.
 from __future__ import annotations
 
 import argparse
-import statistics
-import threading
 import time
 from pathlib import Path
 
@@ -29,6 +27,7 @@ import torch
 from tqdm import tqdm
 
 from benchmarks.report import REPORTS, conditions, markdown_table, write_csv, write_markdown
+from benchmarks.streams import concurrent_streams, percentiles
 from models.registry import load_model
 from models.robustness import AttackSpec, RobustnessScorer, explanation_deviation
 from models.synthetic.__main__ import clip_seed
@@ -95,30 +94,6 @@ def attack_rows(loaded, clips: int, epsilons: list[float], batch: int) -> list[d
     return rows
 
 
-def stream_latencies(target: str, frames: list[np.ndarray], fps: float, robustness, hop: int) -> tuple[list[float], list]:
-    """One paced live stream; per window, ms from sending its last frame to receiving its explanation."""
-    from clients.client import ExplainerClient, stream_requests
-    from staa.v1 import explainer_pb2 as pb
-
-    sent: dict[int, float] = {}
-
-    def requests():
-        for request in stream_requests(frames, fps, window=pb.WindowSpec(hop=hop), robustness=robustness):
-            yield request
-            if request.WhichOneof("request") == "frame":
-                sent[request.frame.sequence] = time.perf_counter()
-
-    latencies, scores = [], []
-    with ExplainerClient(target, timeout=600) as client:
-        for event in client.stub.StreamExplain(requests()):
-            kind = event.WhichOneof("event")
-            if kind == "explanation":
-                latencies.append((time.perf_counter() - sent[event.explanation.source_frames[-1]]) * 1e3)
-            elif kind == "robustness":
-                scores.append(event.robustness)
-    return latencies, scores
-
-
 def latency_rows(streams: int, repeats: int, hop: int, seconds: float) -> list[dict]:
     from clients.client import robustness_options
     from models.synthetic.generate import render_clip, sample_clip_spec
@@ -126,30 +101,23 @@ def latency_rows(streams: int, repeats: int, hop: int, seconds: float) -> list[d
     from server.config import ServerConfig
 
     spec = sample_clip_spec(clip_seed(EVALUATION_SEED + SEED_OFFSET, 0), num_frames=int(seconds * 16))
-    clip = render_clip(spec)
-    frames, fps = list(clip.frames), spec.fps
+    frames = list(render_clip(spec).frames)
     settings = {"off": robustness_options("off"), "fgsm every 4th": robustness_options("fgsm", 4, every=4)}
     collected = {name: ([], []) for name in settings}
     with BackgroundServer(ServerConfig(port=0)) as server:
         for _ in tqdm(range(repeats), desc="paced streams"):
             for name, options in settings.items():  # alternate, so drift hits both alike
-                results = [None] * streams
-                threads = [threading.Thread(target=lambda slot=slot, options=options: results.__setitem__(
-                    slot, stream_latencies(server.target, frames, fps, options, hop))) for slot in range(streams)]
-                for thread in threads:
-                    thread.start()
-                for thread in threads:
-                    thread.join()
-                for latencies, scores in results:
-                    collected[name][0].extend(latencies)
-                    collected[name][1].extend(scores)
+                for run in concurrent_streams(server.target, streams, frames, spec.fps, hop=hop, robustness=options):
+                    if run.error:
+                        raise RuntimeError(f"stream failed: {run.error}")
+                    collected[name][0].extend(run.latencies_ms)
+                    collected[name][1].extend(run.robustness)
     rows = []
     for name, (latencies, scores) in collected.items():
-        ordered = np.sort(latencies)
         rows.append({"robustness": name, "streams": streams, "windows": len(latencies),
-                     "p50_ms": float(np.percentile(ordered, 50)), "p90_ms": float(np.percentile(ordered, 90)),
-                     "p99_ms": float(np.percentile(ordered, 99)), "max_ms": float(ordered[-1]),
-                     "robustness_events": len(scores), "robustness_skipped": sum(score.skipped for score in scores)})
+                     **{key: value for key, value in percentiles(latencies, (50, 90, 99)).items()},
+                     "max_ms": float(max(latencies)), "robustness_events": len(scores),
+                     "robustness_skipped": sum(score.skipped for score in scores)})
     return rows
 
 
