@@ -142,10 +142,10 @@ def curriculum(scale: float = 1.0) -> list[Stage]:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m models.synthetic.train")
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--scale", type=float, default=1.6, help="multiply every stage's clips and steps")
+    parser.add_argument("--scale", type=float, default=2.0, help="multiply every stage's clips and steps")
     parser.add_argument("--validation-clips", type=int, default=512)
     parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--lr", type=float, default=5e-4)
+    parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--warmup", type=int, default=300)
     parser.add_argument("--hidden", type=int, default=64)
     parser.add_argument("--layers", type=int, default=4)
