@@ -26,15 +26,16 @@ TEMPORAL_WEIGHTINGS = ("cls", "uniform")  # w[p] from the CLS rows, or every pat
 
 @dataclass(frozen=True)
 class StaaParams:
-    """STAA and post-processing parameters. Defaults are provisional until the quality
-    harness (ARCHITECTURE §7) measures them; the README states the values in force."""
+    """STAA and post-processing parameters. Defaults chosen with the quality harness
+    (``staa-bench compare``, benchmarks/reports/compare.md): mean over all layers for both maps,
+    CLS-weighted temporal curve, kappa 2 and gamma 2; the README says why."""
 
     spatial_aggregation: str = "mean"
     temporal_aggregation: str = "mean"  # the prototype's best: all layers (sum and mean rank alike)
     last_k: int = 2
     temporal_weighting: str = "cls"
     threshold_mode: str = "mean_std"
-    kappa: float = 0.5
+    kappa: float = 2.0
     percentile: float = 80.0
     gamma: float = 2.0
     smooth: bool = False
