@@ -75,6 +75,7 @@ class ExplainEngine:
         spec = WindowSpec(self.loaded.num_frames, 1)
         windows = list(iter_array_windows(blank, spec, self.loaded.processor, 30.0))
         self.pipeline.explain(windows, StaaParams())
+        self.start_robustness_lane()
 
     async def explain(self, window: PreparedWindow, options: ExplainOptions) -> WindowExplanation:
         queued = time.perf_counter()
@@ -102,10 +103,15 @@ class ExplainEngine:
         plan = options.robustness
         if plan is None or not plan.wants(window.plan.index):
             return None
+        if self._lane is None:  # normally built by warm_up; here only if warm-up was skipped
+            self.start_robustness_lane()
+        return self._lane.submit(window, plan, options.params)
+
+    def start_robustness_lane(self) -> None:
+        """Build the lane (a copy of the model) off the request path: copying during a request stalls the loop."""
         if self._lane is None:
             self._lane = RobustnessLane(self.loaded, self.config.max_robustness_jobs, self.explanation_idle,
-                                        self.cadence)
-        return self._lane.submit(window, plan, options.params)
+                                        self.cadence, self.model_executor)
 
     async def explain_clip(self, clip: bytes, decoder: str, options: ExplainOptions) -> AsyncIterator[WindowExplanation]:
         windows = iterate_in_thread(

@@ -2,10 +2,11 @@
 
 - Its own copy of the model: STAA's taps are per-forward state swapped into the model's modules,
   so two lanes must never share one model object.
-- One worker thread that runs a job pass by pass (one forward, or one forward + backward) and
-  starts a pass only when no explanation is queued or running *and* the next window of every
-  paced live stream is further away than a pass takes (``WindowCadence``): on a machine whose
-  cores the explanation lane uses, running both at once would slow the heatmaps.
+- One worker thread that runs a job pass by pass (one forward, or one forward + backward), each
+  pass on the explanation lane's own model thread (so the two lanes never compete for cores or
+  leave a second team of spinning math threads behind), and submits a pass only when no
+  explanation is queued or running *and* the next window of every paced live stream is further
+  away than a pass takes (``WindowCadence``).
 - A server-wide budget (``max_robustness_jobs`` queued or running): beyond it a window is not
   scored and its Robustness event says "skipped" and why, so nothing disappears silently.
 - Each result names the window it belongs to; it may arrive after later windows' explanations.
@@ -88,18 +89,26 @@ class WindowCadence:
 
 class RobustnessLane:
     def __init__(self, loaded: LoadedModel, max_jobs: int, explanation_idle: threading.Event,
-                 cadence: WindowCadence | None = None):
+                 cadence: WindowCadence | None = None, model_executor: ThreadPoolExecutor | None = None):
         self.loaded = dataclasses.replace(loaded, model=copy.deepcopy(loaded.model).eval())
         self.scorer = RobustnessScorer(self.loaded)
         self.max_jobs = max_jobs
         self.explanation_idle = explanation_idle
         self.cadence = cadence or WindowCadence()
         self.executor = ThreadPoolExecutor(1, thread_name_prefix="staa-robustness")
+        self.model_executor = model_executor  # where passes run (None: on the lane's own thread)
         self._pending = 0
         self._lock = threading.Lock()
         self._closing = False
         self._pass_seconds = 0.05  # running estimate of one pass: rises at once, decays slowly
         self._pass_started: float | None = None
+
+    def _run_pass(self, work):
+        """One model pass, once the lane may go (``_before_pass``), on the model thread when there is one."""
+        self._before_pass()
+        if self.model_executor is None:
+            return work()
+        return self.model_executor.submit(work).result()
 
     def _before_pass(self) -> None:
         """Hold the next pass until explanations are idle and the next live window is far enough away."""
@@ -138,7 +147,7 @@ class RobustnessLane:
              params: StaaParams) -> RobustnessResult | SkippedRobustness:
         try:
             pixel_values = window.pixels.unsqueeze(0)  # [T, 3, H, W] -> [1, T, 3, H, W]
-            return self.scorer.score(pixel_values, plan.spec, [window.plan.index], params, self._before_pass)[0]
+            return self.scorer.score(pixel_values, plan.spec, [window.plan.index], params, self._run_pass)[0]
         except Exception as error:  # one window's failure must not end the stream
             logger.exception("robustness scoring failed for window %d", window.plan.index)
             return SkippedRobustness(window.plan.index, plan.spec, f"robustness scoring failed: {error}")

@@ -80,13 +80,17 @@ def _project(candidate: torch.Tensor, clean: torch.Tensor, radius: float) -> tor
     return torch.minimum(torch.maximum(candidate, clean - radius), clean + radius).clamp(0.0, 1.0)
 
 
+def run_here(work: Callable[[], torch.Tensor]) -> torch.Tensor:
+    return work()
+
+
 def perturb(logits_fn: LogitsFn, pixels: torch.Tensor, target: torch.Tensor, spec: AttackSpec,
-            before_pass: Callable[[], None] | None = None) -> torch.Tensor:
+            run_pass: Callable[[Callable[[], torch.Tensor]], torch.Tensor] = run_here) -> torch.Tensor:
     """Adversarial (or noisy) windows ``x'`` for ``pixels`` ``[B, T, 3, H, W]`` in [0, 1], against ``target`` ``[B]``.
 
-    ``before_pass`` runs before each gradient computation: a scheduler can hold the attack there
-    (the server's robustness lane yields to explanations between passes, never inside one)."""
-    before_pass = before_pass or (lambda: None)
+    ``run_pass(work)`` runs each gradient computation: a scheduler can hold the attack between
+    passes and run them where it likes (the server's robustness lane runs them on the model's
+    thread, between explanations, never inside one)."""
     clean = pixels.detach()
     radius = spec.radius
     generator = torch.Generator(device=clean.device).manual_seed(spec.seed)
@@ -94,12 +98,12 @@ def perturb(logits_fn: LogitsFn, pixels: torch.Tensor, target: torch.Tensor, spe
         noise = torch.randn(clean.shape, generator=generator, device=clean.device, dtype=clean.dtype) * radius
         return _project(clean + noise, clean, radius)
     if spec.kind == "fgsm":
-        before_pass()
-        return _project(clean + radius * _loss_gradient(logits_fn, clean, target).sign(), clean, radius)
+        gradient = run_pass(lambda: _loss_gradient(logits_fn, clean, target))
+        return _project(clean + radius * gradient.sign(), clean, radius)
     start = torch.rand(clean.shape, generator=generator, device=clean.device, dtype=clean.dtype) * 2 - 1
     adversarial = _project(clean + radius * start, clean, radius)
     for _ in range(spec.steps):
-        before_pass()
-        step = spec.alpha * _loss_gradient(logits_fn, adversarial, target).sign()
+        current = adversarial
+        step = spec.alpha * run_pass(lambda: _loss_gradient(logits_fn, current, target)).sign()
         adversarial = _project(adversarial + step, clean, radius)
     return adversarial.detach()

@@ -14,7 +14,7 @@ import torch
 from models.pipeline import Staa
 from models.preprocess import from_unit_range, to_unit_range
 from models.registry import LoadedModel
-from models.robustness.attacks import AttackSpec, perturb
+from models.robustness.attacks import AttackSpec, perturb, run_here
 from models.robustness.deviation import explanation_deviation
 from models.staa import StaaParams
 
@@ -57,26 +57,23 @@ class RobustnessScorer:
         return self.staa.adapter.forward(from_unit_range(pixels, self.loaded.processor))
 
     def attacked_input(self, pixel_values: torch.Tensor, target: torch.Tensor, spec: AttackSpec,
-                       before_pass=None) -> torch.Tensor:
+                       run_pass=run_here) -> torch.Tensor:
         """Normalised model input ``[B, T, 3, H, W]`` -> the attacked window, normalised the same way."""
         unit = to_unit_range(pixel_values, self.loaded.processor)  # [0, 1] pixels: attacks live there
-        return from_unit_range(perturb(self._logits, unit, target, spec, before_pass), self.loaded.processor)
+        return from_unit_range(perturb(self._logits, unit, target, spec, run_pass), self.loaded.processor)
 
     def score(self, pixel_values: torch.Tensor, spec: AttackSpec, window_indices: list[int] | None = None,
-              params: StaaParams | None = None, before_pass=None) -> list[RobustnessResult]:
+              params: StaaParams | None = None, run_pass=run_here) -> list[RobustnessResult]:
         """``pixel_values``: normalised model input ``[B, T, 3, H, W]`` (as ``PreparedWindow.pixels`` stacked);
         ``params``: the STAA parameters of the explanations being scored (default: the scorer's);
-        ``before_pass``: called before every model pass (see ``perturb``)."""
+        ``run_pass(work)``: runs every model pass (see ``perturb``)."""
         started = time.perf_counter()
         params = params or self.staa.params
-        before_pass = before_pass or (lambda: None)
         batch = pixel_values.shape[0]
-        before_pass()
-        clean = self.staa._attribute(pixel_values, params)  # [B, T, h, w], [B, T], [B, C]
+        clean = run_pass(lambda: self.staa._attribute(pixel_values, params))  # [B, T, h, w], [B, T], [B, C]
         target = clean.logits.argmax(dim=-1)  # [B]
-        adversarial = self.attacked_input(pixel_values, target, spec, before_pass)
-        before_pass()
-        attacked = self.staa._attribute(adversarial, params)
+        adversarial = self.attacked_input(pixel_values, target, spec, run_pass)
+        attacked = run_pass(lambda: self.staa._attribute(adversarial, params))
         elapsed_ms = (time.perf_counter() - started) * 1e3
         p_clean = clean.logits.softmax(dim=-1).gather(1, target[:, None]).squeeze(1)  # [B]
         p_adv = attacked.logits.softmax(dim=-1).gather(1, target[:, None]).squeeze(1)  # [B]
