@@ -89,7 +89,9 @@ def read_rows(path: Path) -> list[dict]:
     """Rows of a kernels.csv written by another run of this benchmark (numbers back to floats)."""
     with path.open() as handle:
         rows = list(csv.DictReader(handle))
-    return [{key: value if key == "device" else float(value) for key, value in row.items()} for row in rows]
+    counts = {"batch", "rows", "patches"}
+    return [{key: value if key == "device" else int(value) if key in counts else float(value)
+             for key, value in row.items()} for row in rows]
 
 
 def attention_memory(loaded) -> dict:
