@@ -76,6 +76,8 @@ def aggregate_layers(per_layer: list[torch.Tensor], how: str, last_k: int) -> to
 def normalise(values: torch.Tensor, dim: int) -> torch.Tensor:
     """Sum to 1 along ``dim``; a slice summing to 0 becomes uniform."""
     total = values.sum(dim=dim, keepdim=True)
+    if bool((total > 0).all()):  # the usual case, in fewer ops: this runs on every explanation
+        return values / total
     uniform = torch.full_like(values, 1.0 / values.shape[dim])
     return torch.where(total > 0, values / total.clamp_min(1e-30), uniform)
 
@@ -87,7 +89,7 @@ def staa_spatial(spatial_cls: list[torch.Tensor], params: StaaParams) -> torch.T
 
 def staa_temporal(temporal_received: list[torch.Tensor], spatial: torch.Tensor, params: StaaParams) -> torch.Tensor:
     """Per-layer received attention ``L x [B, N, T]`` weighted by ``spatial`` ``[B, T, N]`` -> ``[B, T]`` summing to 1."""
-    patch_weights = normalise(spatial.mean(dim=1), dim=-1)  # [B, T, N] -> [B, N]
+    patch_weights = spatial.mean(dim=1)  # [B, T, N] -> [B, N]; sums to 1 already (each frame's map does)
     if params.temporal_weighting == "uniform":
         patch_weights = torch.full_like(patch_weights, 1.0 / patch_weights.shape[-1])
     # Weighting is linear, so aggregate the layers first and weight once: one product, not L.
