@@ -16,9 +16,10 @@ signature; ``cls_row_mean`` and ``received_mean`` dispatch: CUDA -> Triton, CPU 
 from __future__ import annotations
 
 import functools
-import os
 
 import torch
+
+from kernels.dispatch import use_triton
 
 
 def cls_row_mean_reference(probs: torch.Tensor) -> torch.Tensor:
@@ -88,28 +89,17 @@ def received_mean_triton(probs: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def _use_triton(tensor: torch.Tensor) -> bool:
-    return _use_triton_on(tensor.is_cuda)
-
-
-def _use_triton_on(is_cuda: bool) -> bool:
-    backend = os.environ.get("STAA_KERNELS", "auto")
-    if backend not in ("auto", "reference", "triton"):
-        raise ValueError(f"STAA_KERNELS must be auto, reference or triton, got {backend!r}")
-    return backend == "triton" or (backend == "auto" and is_cuda)
-
-
 def reducers_for(device: torch.device):
     """``(cls_row_mean, received_mean)`` implementations for tensors on ``device``, chosen once
     (a forward pass calls them per layer; deciding per call costs as much as a small reduction)."""
-    if _use_triton_on(torch.device(device).type == "cuda"):
+    if use_triton(torch.device(device).type == "cuda"):
         return cls_row_mean_triton, received_mean_triton
     return cls_row_mean_reference, received_mean_reference
 
 
 def cls_row_mean(probs: torch.Tensor) -> torch.Tensor:
-    return cls_row_mean_triton(probs) if _use_triton(probs) else cls_row_mean_reference(probs)
+    return cls_row_mean_triton(probs) if use_triton(probs.is_cuda) else cls_row_mean_reference(probs)
 
 
 def received_mean(probs: torch.Tensor) -> torch.Tensor:
-    return received_mean_triton(probs) if _use_triton(probs) else received_mean_reference(probs)
+    return received_mean_triton(probs) if use_triton(probs.is_cuda) else received_mean_reference(probs)

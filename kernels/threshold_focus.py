@@ -28,11 +28,12 @@ before the first kernel call; the tests run it that way).
 from __future__ import annotations
 
 import functools
-import os
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+
+from kernels.dispatch import use_triton
 
 _EPS = 1e-12
 MODES = ("mean_std", "percentile")
@@ -211,11 +212,8 @@ def threshold_focus(maps: torch.Tensor, grid: tuple[int, int], **options) -> Foc
 
     ``STAA_KERNELS=reference`` or ``=triton`` forces either path.
     """
-    backend = os.environ.get("STAA_KERNELS", "auto")
-    if backend not in ("auto", "reference", "triton"):
-        raise ValueError(f"STAA_KERNELS must be auto, reference or triton, got {backend!r}")
+    triton = use_triton(maps.is_cuda)
     mode = options.get("mode", "mean_std")
     if mode not in MODES:
         raise ValueError(f"threshold mode must be one of {MODES}, got {mode!r}")
-    use_triton = backend == "triton" or (backend == "auto" and maps.is_cuda)
-    return (threshold_focus_triton if use_triton else threshold_focus_reference)(maps, grid, **options)
+    return (threshold_focus_triton if triton else threshold_focus_reference)(maps, grid, **options)

@@ -113,10 +113,16 @@ def normalise(pixels: np.ndarray, settings: ProcessorSettings) -> np.ndarray:
     return np.ascontiguousarray(np.moveaxis(values, -1, -3))  # [..., h, w, 3] -> [..., 3, h, w]
 
 
+def _mean_std(settings: ProcessorSettings, dtype, device, channels_first: bool = False):
+    """The processor's mean and std as tensors shaped to broadcast over ``[..., 3]`` or ``[..., 3, h, w]``."""
+    shape = (3, 1, 1) if channels_first else (3,)
+    return (torch.tensor(settings.image_mean, dtype=dtype, device=device).reshape(shape),
+            torch.tensor(settings.image_std, dtype=dtype, device=device).reshape(shape))
+
+
 def normalise_tensor(pixels: torch.Tensor, settings: ProcessorSettings) -> torch.Tensor:
     """``normalise`` for a uint8 torch tensor ``[..., h, w, 3]`` on any device (the training batches)."""
-    mean = torch.tensor(settings.image_mean, dtype=torch.float32, device=pixels.device)
-    std = torch.tensor(settings.image_std, dtype=torch.float32, device=pixels.device)
+    mean, std = _mean_std(settings, torch.float32, pixels.device)
     values = (pixels.to(torch.float32) * settings.rescale_factor - mean) / std  # [..., h, w, 3]
     return values.movedim(-1, -3).contiguous()  # [..., 3, h, w]
 
@@ -125,15 +131,13 @@ def to_unit_range(pixel_values: torch.Tensor, settings: ProcessorSettings) -> to
     """Undo mean/std normalisation: ``[..., 3, h, w]`` model input -> pixels in [0, 1] (rescaled, clamped).
 
     Attacks perturb here, never in normalised space (ARCHITECTURE §6)."""
-    mean = torch.tensor(settings.image_mean, dtype=pixel_values.dtype, device=pixel_values.device)[:, None, None]
-    std = torch.tensor(settings.image_std, dtype=pixel_values.dtype, device=pixel_values.device)[:, None, None]
+    mean, std = _mean_std(settings, pixel_values.dtype, pixel_values.device, channels_first=True)
     return (pixel_values * std + mean).clamp(0.0, 1.0)
 
 
 def from_unit_range(pixels: torch.Tensor, settings: ProcessorSettings) -> torch.Tensor:
     """Pixels in [0, 1] ``[..., 3, h, w]`` -> the model's normalised input (differentiable)."""
-    mean = torch.tensor(settings.image_mean, dtype=pixels.dtype, device=pixels.device)[:, None, None]
-    std = torch.tensor(settings.image_std, dtype=pixels.dtype, device=pixels.device)[:, None, None]
+    mean, std = _mean_std(settings, pixels.dtype, pixels.device, channels_first=True)
     return (pixels - mean) / std
 
 

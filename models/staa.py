@@ -76,7 +76,9 @@ def aggregate_layers(per_layer: list[torch.Tensor], how: str, last_k: int) -> to
 def normalise(values: torch.Tensor, dim: int) -> torch.Tensor:
     """Sum to 1 along ``dim``; a slice summing to 0 becomes uniform."""
     total = values.sum(dim=dim, keepdim=True)
-    if bool((total > 0).all()):  # the usual case, in fewer ops: this runs on every explanation
+    # The usual case in fewer ops (this runs on every explanation); on a GPU the check would be a
+    # host-device sync per call, so there the one-pass form below serves every case.
+    if values.device.type == "cpu" and bool((total > 0).all()):
         return values / total
     uniform = torch.full_like(values, 1.0 / values.shape[dim])
     return torch.where(total > 0, values / total.clamp_min(1e-30), uniform)

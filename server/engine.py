@@ -1,6 +1,6 @@
 """Runs explanations off the event loop: one model thread (the taps are per-forward state),
 a small pool for decoding (decord must never run on the event-loop thread), and the
-lower-priority robustness lane (server/robustness_lane.py), started on first use."""
+lower-priority robustness lane (server/robustness_lane.py), whose passes use the same thread."""
 
 from __future__ import annotations
 
@@ -65,8 +65,9 @@ class ExplainEngine:
         self.explanation_idle = threading.Event()  # set while no explanation is queued or running
         self.explanation_idle.set()
         self._explaining = 0
-        self._lane: RobustnessLane | None = None
         self.cadence = WindowCadence()  # live streams' window timing, so robustness work fits between windows
+        self.lane = RobustnessLane(loaded, config.max_robustness_jobs, self.explanation_idle, self.cadence,
+                                   self.model_executor)
 
     def warm_up(self) -> None:
         """One forward on a blank window so the first request does not pay for lazy init."""
@@ -75,7 +76,6 @@ class ExplainEngine:
         spec = WindowSpec(self.loaded.num_frames, 1)
         windows = list(iter_array_windows(blank, spec, self.loaded.processor, 30.0))
         self.pipeline.explain(windows, StaaParams())
-        self.start_robustness_lane()
 
     async def explain(self, window: PreparedWindow, options: ExplainOptions) -> WindowExplanation:
         queued = time.perf_counter()
@@ -103,15 +103,7 @@ class ExplainEngine:
         plan = options.robustness
         if plan is None or not plan.wants(window.plan.index):
             return None
-        if self._lane is None:  # normally built by warm_up; here only if warm-up was skipped
-            self.start_robustness_lane()
-        return self._lane.submit(window, plan, options.params)
-
-    def start_robustness_lane(self) -> None:
-        """Build the lane (a copy of the model) off the request path: copying during a request stalls the loop."""
-        if self._lane is None:
-            self._lane = RobustnessLane(self.loaded, self.config.max_robustness_jobs, self.explanation_idle,
-                                        self.cadence, self.model_executor)
+        return self.lane.submit(window, plan, options.params)
 
     async def explain_clip(self, clip: bytes, decoder: str, options: ExplainOptions) -> AsyncIterator[WindowExplanation]:
         windows = iterate_in_thread(
@@ -145,7 +137,6 @@ class ExplainEngine:
             pending.cancel()
 
     def shutdown(self) -> None:
-        if self._lane is not None:
-            self._lane.shutdown()
+        self.lane.shutdown()
         self.decode_executor.shutdown(wait=False, cancel_futures=True)
         self.model_executor.shutdown(wait=False, cancel_futures=True)

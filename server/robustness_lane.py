@@ -1,10 +1,9 @@
 """The robustness lane: attack-and-compare work that never holds up a stream's heatmaps.
 
-- Its own copy of the model: STAA's taps are per-forward state swapped into the model's modules,
-  so two lanes must never share one model object.
 - One worker thread that runs a job pass by pass (one forward, or one forward + backward), each
-  pass on the explanation lane's own model thread (so the two lanes never compete for cores or
-  leave a second team of spinning math threads behind), and submits a pass only when no
+  pass on the explanation lane's own model thread and model (so the two lanes never compete for
+  cores, never leave a second team of spinning math threads behind, and never run the model's
+  per-forward attention taps at the same time), and submits a pass only when no
   explanation is queued or running *and* the next window of every paced live stream is further
   away than a pass takes (``WindowCadence``).
 - A server-wide budget (``max_robustness_jobs`` queued or running): beyond it a window is not
@@ -15,8 +14,6 @@
 from __future__ import annotations
 
 import asyncio
-import copy
-import dataclasses
 import logging
 import math
 import threading
@@ -89,14 +86,13 @@ class WindowCadence:
 
 class RobustnessLane:
     def __init__(self, loaded: LoadedModel, max_jobs: int, explanation_idle: threading.Event,
-                 cadence: WindowCadence | None = None, model_executor: ThreadPoolExecutor | None = None):
-        self.loaded = dataclasses.replace(loaded, model=copy.deepcopy(loaded.model).eval())
-        self.scorer = RobustnessScorer(self.loaded)
+                 cadence: WindowCadence, model_executor: ThreadPoolExecutor):
+        self.scorer = RobustnessScorer(loaded)
         self.max_jobs = max_jobs
         self.explanation_idle = explanation_idle
-        self.cadence = cadence or WindowCadence()
+        self.cadence = cadence
         self.executor = ThreadPoolExecutor(1, thread_name_prefix="staa-robustness")
-        self.model_executor = model_executor  # where passes run (None: on the lane's own thread)
+        self.model_executor = model_executor  # the explanation lane's thread: every pass runs there
         self._pending = 0
         self._lock = threading.Lock()
         self._closing = False
@@ -104,10 +100,8 @@ class RobustnessLane:
         self._pass_started: float | None = None
 
     def _run_pass(self, work):
-        """One model pass, once the lane may go (``_before_pass``), on the model thread when there is one."""
+        """One model pass, once the lane may go (``_before_pass``), on the model thread."""
         self._before_pass()
-        if self.model_executor is None:
-            return work()
         return self.model_executor.submit(work).result()
 
     def _before_pass(self) -> None:

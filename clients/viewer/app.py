@@ -29,6 +29,7 @@ from aiohttp import WSMsgType, web
 
 from clients.client import AsyncExplainerClient, robustness_options
 from clients.overlay import COLORMAPS, DEFAULT_ALPHA, DEFAULT_COLORMAP, colormap_lut
+from clients.results import robustness_to_dict
 from clients.viewer.sources import open_source
 from models.frames import encode_frame
 from staa.v1 import explainer_pb2 as pb
@@ -101,8 +102,6 @@ def explanation_message(explanation: pb.Explanation, frame_ids: list[int], laten
 
 
 def robustness_message(robustness: pb.Robustness) -> dict:
-    from clients.results import robustness_to_dict
-
     return {"type": "robustness", **robustness_to_dict(robustness)}
 
 

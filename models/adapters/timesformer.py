@@ -89,7 +89,9 @@ class TimesformerAdapter:
             for layer in self.layers:
                 for attention, reduce in ((layer.temporal_attention.attention, self._reduce_temporal),
                                           (layer.attention.attention, self._reduce_spatial)):
-                    self._taps.append((attention, _Tap(attention.attn_drop, reduce)))
+                    original = attention.attn_drop  # another adapter's tap while it captures: unwrap
+                    original = original.original if isinstance(original, _Tap) else original
+                    self._taps.append((attention, _Tap(original, reduce)))
         return self._taps
 
     @contextmanager
