@@ -33,9 +33,10 @@ def seeds(root: int, count: int, start: int = 0) -> list[int]:
     return [int(np.random.SeedSequence([root, index]).generate_state(1)[0]) for index in range(start, start + count)]
 
 
-def model_config(hidden: int, layers: int, heads: int):
+def model_config(hidden: int, layers: int, heads: int, mlp_ratio: int = 2):
     config = tiny_timesformer_config(image_size=IMAGE_SIZE, patch_size=PATCH, num_frames=FRAMES, hidden_size=hidden,
-                                     num_hidden_layers=layers, num_attention_heads=heads, intermediate_size=2 * hidden,
+                                     num_hidden_layers=layers, num_attention_heads=heads,
+                                     intermediate_size=mlp_ratio * hidden,
                                      num_labels=len(ACTIONS))  # dropout and drop-path default to 0
     config.id2label = {index: action.name for index, action in enumerate(ACTIONS)}
     config.label2id = {name: index for index, name in config.id2label.items()}
@@ -150,6 +151,7 @@ def main(argv=None) -> None:
     parser.add_argument("--hidden", type=int, default=64)
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--heads", type=int, default=4)
+    parser.add_argument("--mlp-ratio", type=int, default=2, help="MLP width as a multiple of --hidden")
     parser.add_argument("--evaluate-every", type=int, default=500)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--workers", type=int, default=2, help="processes rendering the training windows")
@@ -194,7 +196,7 @@ def main(argv=None) -> None:
     if args.init is not None:
         model = TimesformerForVideoClassification.from_pretrained(args.init, local_files_only=True, use_safetensors=True)
     else:
-        model = TimesformerForVideoClassification(model_config(args.hidden, args.layers, args.heads))
+        model = TimesformerForVideoClassification(model_config(args.hidden, args.layers, args.heads, args.mlp_ratio))
     model.to(args.device)
     arguments = vars(args) | {"out": str(args.out), "init": str(args.init) if args.init else None,
                               "cache": str(args.cache) if args.cache else None,
