@@ -41,6 +41,19 @@ def robustness_options(attack: str = "off", epsilon: float | None = None, every:
     return options
 
 
+def open_channel(target: str, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+                 root_certificates: bytes | None = None) -> grpc.Channel:
+    """Plain channel, or TLS verified against ``root_certificates`` (PEM) when given."""
+    options = channel_options(max_message_bytes)
+    if root_certificates is None:
+        return grpc.insecure_channel(target, options=options)
+    return grpc.secure_channel(target, grpc.ssl_channel_credentials(root_certificates), options=options)
+
+
+def auth_metadata(token: str | None) -> tuple[tuple[str, str], ...] | None:
+    return (("authorization", f"Bearer {token}"),) if token else None
+
+
 def clip_request(clip: bytes | str | Path, window: pb.WindowSpec | None = None,
                  staa: pb.StaaOptions | None = None, decoder: str = "",
                  robustness: pb.RobustnessOptions | None = None) -> pb.ClipRequest:
@@ -50,9 +63,15 @@ def clip_request(clip: bytes | str | Path, window: pb.WindowSpec | None = None,
 
 def stream_requests(frames: Iterable[np.ndarray], fps: float, kind: str = "rgb24",
                     window: pb.WindowSpec | None = None, staa: pb.StaaOptions | None = None,
-                    speed: float = 1.0, robustness: pb.RobustnessOptions | None = None) -> Iterator[pb.StreamRequest]:
-    """StreamConfig, then one Frame per RGB uint8 ``[H, W, 3]`` array, paced at ``fps * speed`` (0 = unpaced)."""
-    yield pb.StreamRequest(config=pb.StreamConfig(window=window, staa=staa, fps=fps, robustness=robustness))
+                    speed: float = 1.0, robustness: pb.RobustnessOptions | None = None,
+                    lossless: bool | None = None) -> Iterator[pb.StreamRequest]:
+    """StreamConfig, then one Frame per RGB uint8 ``[H, W, 3]`` array, paced at ``fps * speed`` (0 = unpaced).
+
+    ``lossless`` (default: when unpaced) asks the server to slow the sender rather than drop frames.
+    """
+    lossless = speed <= 0 if lossless is None else lossless
+    yield pb.StreamRequest(config=pb.StreamConfig(window=window, staa=staa, fps=fps, robustness=robustness,
+                                                  lossless=lossless))
     started = time.perf_counter()
     for sequence, frame in enumerate(frames):
         if speed > 0:
@@ -65,12 +84,17 @@ def stream_requests(frames: Iterable[np.ndarray], fps: float, kind: str = "rgb24
 
 
 class ExplainerClient:
-    """Blocking client: ``with ExplainerClient("127.0.0.1:50051") as client: ...``."""
+    """Blocking client: ``with ExplainerClient("127.0.0.1:50051") as client: ...``.
 
-    def __init__(self, target: str, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, timeout: float | None = None):
-        self.channel = grpc.insecure_channel(target, options=channel_options(max_message_bytes))
+    ``root_certificates`` (PEM bytes) makes the channel TLS; ``token`` is sent as a bearer token.
+    """
+
+    def __init__(self, target: str, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, timeout: float | None = None,
+                 root_certificates: bytes | None = None, token: str | None = None):
+        self.channel = open_channel(target, max_message_bytes, root_certificates)
         self.stub = pb_grpc.VideoExplainerStub(self.channel)
         self.timeout = timeout
+        self.metadata = auth_metadata(token)
 
     def wait_ready(self, timeout: float = 120.0) -> None:
         """Block until health says SERVING (the model is loaded and warm)."""
@@ -89,7 +113,7 @@ class ExplainerClient:
             time.sleep(0.2)
 
     def model_info(self) -> pb.ModelInfo:
-        return self.stub.GetModelInfo(pb.ModelInfoRequest(), timeout=self.timeout)
+        return self.stub.GetModelInfo(pb.ModelInfoRequest(), timeout=self.timeout, metadata=self.metadata)
 
     def explain_clip(self, clip: bytes | str | Path, **options) -> Iterator[pb.Explanation]:
         """The explanations only (robustness events, if asked for, are skipped: see ``explain_clip_events``)."""
@@ -99,11 +123,12 @@ class ExplainerClient:
 
     def explain_clip_events(self, clip: bytes | str | Path, **options) -> Iterator[pb.ClipResponse]:
         """Every ClipResponse: explanations in window order, Robustness events when they are ready."""
-        yield from self.stub.ExplainClip(clip_request(clip, **options), timeout=self.timeout)
+        yield from self.stub.ExplainClip(clip_request(clip, **options), timeout=self.timeout, metadata=self.metadata)
 
     def explain_frames(self, frames: Iterable[np.ndarray], fps: float, **options) -> Iterator[pb.StreamResponse]:
         """Live: stream frames through StreamExplain; yields Explanation, Robustness and Ack events as they come."""
-        yield from self.stub.StreamExplain(stream_requests(frames, fps, **options), timeout=self.timeout)
+        yield from self.stub.StreamExplain(stream_requests(frames, fps, **options), timeout=self.timeout,
+                                           metadata=self.metadata)
 
     def close(self) -> None:
         self.channel.close()

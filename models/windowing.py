@@ -42,7 +42,11 @@ class PreparedWindow:
 
 
 class WindowAssembler:
-    """Accepts frames in increasing index order; emits each window once all its frames arrived."""
+    """Accepts frames in increasing index order; emits each window once all its frames arrived.
+
+    Indices may skip (a live stream under backpressure drops frames): a window that needs a
+    missing frame is not emitted and is counted in ``windows_skipped``.
+    """
 
     def __init__(self, spec: WindowSpec, settings: ProcessorSettings, fps: float):
         self.spec, self.settings, self.fps = spec, settings, fps
@@ -52,6 +56,7 @@ class WindowAssembler:
         self.source_size: tuple[int, int] | None = None
         self.crop: CropBox | None = None
         self.pending_ms = 0.0
+        self.windows_skipped = 0
 
     def push(self, index: int, frame: np.ndarray, decode_ms: float = 0.0) -> list[PreparedWindow]:
         """Add source frame ``index`` (RGB uint8 ``[H, W, 3]``); return the windows it completes."""
@@ -74,7 +79,10 @@ class WindowAssembler:
         ready = []
         while window_is_complete(self.next_window, self.frames_seen, self.spec):
             plan = WindowPlan(self.next_window, sample_window(self.next_window * self.spec.hop, self.spec))
-            ready.append(self._emit(plan))
+            if self._has_frames(plan):
+                ready.append(self._emit(plan))
+            else:
+                self.windows_skipped += 1
             self.next_window += 1
             self._forget_before(self.next_window * self.spec.hop)
         return ready
@@ -84,7 +92,14 @@ class WindowAssembler:
         if self.next_window > 0 or self.frames_seen == 0:
             return []
         self.next_window = 1
-        return [self._emit(padded_window(self.frames_seen, self.spec))]
+        plan = padded_window(self.frames_seen, self.spec)
+        if not self._has_frames(plan):
+            self.windows_skipped += 1
+            return []
+        return [self._emit(plan)]
+
+    def _has_frames(self, plan: WindowPlan) -> bool:
+        return all(index in self.frames for index in plan.frames)
 
     def _emit(self, plan: WindowPlan) -> PreparedWindow:
         pixels = torch.from_numpy(np.stack([self.frames[index] for index in plan.frames]))  # [T, 3, h, w]

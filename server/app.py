@@ -1,7 +1,9 @@
 """Server lifecycle in one place: register, bind 127.0.0.1, start, load + warm, SERVING; SIGTERM drains.
 
 Health reports NOT_SERVING from the moment the port opens until the model is loaded and
-warm, and again while draining; RPCs that arrive before then get UNAVAILABLE.
+warm, and again while draining; RPCs that arrive before then get UNAVAILABLE. Draining: new calls
+get UNAVAILABLE, live streams finish the frames they queued and end UNAVAILABLE ("draining"),
+clip calls run on; whatever is still running when the grace period ends is cancelled.
 """
 
 from __future__ import annotations
@@ -17,9 +19,13 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from pathlib import Path
+
 from models.registry import load_model
+from server.auth import BearerTokenInterceptor
 from server.config import ServerConfig
 from server.engine import ExplainEngine
+from server.metrics import ServerMetrics
 from server.servicer import VideoExplainerServicer
 from staa.v1 import explainer_pb2 as pb
 from staa.v1 import explainer_pb2_grpc as pb_grpc
@@ -34,6 +40,8 @@ class RunningServer:
     servicer: VideoExplainerServicer
     health: health.aio.HealthServicer
     port: int
+    metrics: ServerMetrics
+    metrics_port: int | None = None
 
     async def set_serving(self, serving: bool) -> None:
         status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
@@ -42,24 +50,38 @@ class RunningServer:
 
     async def stop(self, grace: float) -> None:
         await self.set_serving(False)
+        self.servicer.drain()
         await self.server.stop(grace)
         if self.servicer.engine is not None:
             self.servicer.engine.shutdown()
+        self.metrics.close()
 
 
 async def start_server(config: ServerConfig) -> RunningServer:
     """Bind and start; the model loads in the background (see ``load_and_warm``)."""
-    server = grpc.aio.server(options=config.channel_options())
-    servicer = VideoExplainerServicer(config)
+    metrics = ServerMetrics()
+    interceptors = []
+    if config.auth_token is not None:
+        refused = metrics.errors.labels(code=grpc.StatusCode.UNAUTHENTICATED.name)
+        interceptors.append(BearerTokenInterceptor(config.auth_token, on_denied=refused.inc))
+    server = grpc.aio.server(options=config.channel_options(), interceptors=interceptors)
+    servicer = VideoExplainerServicer(config, metrics)
     pb_grpc.add_VideoExplainerServicer_to_server(servicer, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
         (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server)
-    port = server.add_insecure_port(f"{config.host}:{config.port}")
+    address = f"{config.host}:{config.port}"
+    if config.tls_cert is not None:
+        credentials = grpc.ssl_server_credentials([(Path(config.tls_key).read_bytes(),
+                                                    Path(config.tls_cert).read_bytes())])
+        port = server.add_secure_port(address, credentials)
+    else:
+        port = server.add_insecure_port(address)
     if port == 0:
-        raise OSError(f"could not bind {config.host}:{config.port}")
-    running = RunningServer(server, servicer, health_servicer, port)
+        raise OSError(f"could not bind {address}")
+    metrics_port = metrics.serve(config.host, config.metrics_port) if config.metrics_port is not None else None
+    running = RunningServer(server, servicer, health_servicer, port, metrics, metrics_port)
     await running.set_serving(False)
     await server.start()
     return running
@@ -67,7 +89,7 @@ async def start_server(config: ServerConfig) -> RunningServer:
 
 async def load_and_warm(running: RunningServer, config: ServerConfig) -> None:
     def load() -> ExplainEngine:
-        engine = ExplainEngine(load_model(config.model), config)
+        engine = ExplainEngine(load_model(config.model), config, running.metrics)
         engine.warm_up()
         return engine
 
@@ -78,7 +100,10 @@ async def load_and_warm(running: RunningServer, config: ServerConfig) -> None:
 async def serve(config: ServerConfig, announce=print) -> None:
     """Run until SIGTERM/SIGINT, then drain: NOT_SERVING, finish in-flight calls within the grace period."""
     running = await start_server(config)
-    announce(f"STAA Serve listening on {config.host}:{running.port} (loading model {config.model or 'default'})")
+    announce(f"STAA Serve listening on {config.host}:{running.port}{' (TLS)' if config.tls_cert else ''} "
+             f"(loading model {config.model or 'default'})")
+    if running.metrics_port is not None:
+        announce(f"metrics on http://{config.host}:{running.metrics_port}/metrics")
     await load_and_warm(running, config)
     loaded = running.servicer.engine.loaded
     announce(f"STAA Serve ready on {config.host}:{running.port}: model {loaded.model_id} "
@@ -88,8 +113,10 @@ async def serve(config: ServerConfig, announce=print) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     await stop.wait()
-    announce("STAA Serve draining")
+    announce(f"STAA Serve draining (grace {config.grace_seconds:g} s, "
+             f"{running.servicer.sessions.active} live streams, {running.servicer.clips.active} clip calls)")
     await running.stop(config.grace_seconds)
+    announce("STAA Serve stopped")
 
 
 class BackgroundServer:
@@ -140,13 +167,29 @@ def parse_args(argv=None) -> ServerConfig:
     parser.add_argument("--max-clip-bytes", type=int, default=ServerConfig.max_clip_bytes)
     parser.add_argument("--max-message-bytes", type=int, default=ServerConfig.max_message_bytes)
     parser.add_argument("--max-clip-frames", type=int, default=ServerConfig.max_clip_frames)
+    parser.add_argument("--max-clip-requests", type=int, default=ServerConfig.max_clip_requests)
+    parser.add_argument("--max-batch", type=int, default=ServerConfig.max_batch, help="windows per forward")
+    parser.add_argument("--max-batch-wait-ms", type=float, default=ServerConfig.max_batch_wait_ms)
+    parser.add_argument("--max-pending-frames", type=int, default=ServerConfig.max_pending_frames,
+                        help="live frames queued per stream before the oldest are dropped")
+    parser.add_argument("--stream-idle-seconds", type=float, default=ServerConfig.stream_idle_seconds)
     parser.add_argument("--grace", type=float, default=ServerConfig.grace_seconds, help="drain grace period, s")
+    parser.add_argument("--metrics-port", type=int, default=None, help="serve Prometheus /metrics here (0 = any)")
+    parser.add_argument("--tls-cert", default=None, help="PEM certificate chain (with --tls-key: serve TLS)")
+    parser.add_argument("--tls-key", default=None, help="PEM private key")
+    parser.add_argument("--auth-token-file", default=None,
+                        help="file holding the bearer token every RPC but health must send")
     args = parser.parse_args(argv)
     try:
+        token = Path(args.auth_token_file).read_text().strip() if args.auth_token_file else None
         return ServerConfig(host=args.host, port=args.port, model=args.model, max_streams=args.max_streams,
                             max_clip_bytes=args.max_clip_bytes, max_message_bytes=args.max_message_bytes,
-                            max_clip_frames=args.max_clip_frames, grace_seconds=args.grace)
-    except ValueError as error:
+                            max_clip_frames=args.max_clip_frames, max_clip_requests=args.max_clip_requests,
+                            max_batch=args.max_batch, max_batch_wait_ms=args.max_batch_wait_ms,
+                            max_pending_frames=args.max_pending_frames, stream_idle_seconds=args.stream_idle_seconds,
+                            grace_seconds=args.grace, metrics_port=args.metrics_port, tls_cert=args.tls_cert,
+                            tls_key=args.tls_key, auth_token=token)
+    except (ValueError, OSError) as error:
         parser.error(str(error))
 
 

@@ -19,7 +19,16 @@ class ServerConfig:
     max_frame_width: int = 4096
     max_frame_height: int = 4096
     max_clip_frames: int = 10_000
-    max_streams: int = 32
+    max_streams: int = 32  # live streams open at once; beyond, RESOURCE_EXHAUSTED
+    max_clip_requests: int = 8  # ExplainClip calls in flight at once; beyond, RESOURCE_EXHAUSTED
+    # Scheduling (ARCHITECTURE §8): windows of all requests share forwards of up to max_batch
+    # windows; a window waits at most max_batch_wait_ms for company.
+    max_batch: int = 8
+    max_batch_wait_ms: float = 2.0
+    # A live stream's frames not yet processed; beyond, the oldest is dropped (Ack.dropped).
+    # 64 frames is about 2.5 s at 25 fps: two windows' span at the default stride.
+    max_pending_frames: int = 64
+    stream_idle_seconds: float = 30.0  # a live stream without a frame this long is closed
     max_stride: int = 64
     max_top_k: int = 20
     default_top_k: int = 5
@@ -32,6 +41,12 @@ class ServerConfig:
     max_robustness_epsilon: int = 64  # /255
     max_robustness_steps: int = 20
     grace_seconds: float = 10.0
+    # Operations: metrics on their own port (None = off, 0 = any free port); TLS when both PEM
+    # files are given; bearer-token auth on every RPC but health when a token is set.
+    metrics_port: int | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    auth_token: str | None = None
 
     def __post_init__(self):
         for item in fields(self):
@@ -47,8 +62,17 @@ class ServerConfig:
             )
         if self.default_top_k > self.max_top_k:
             raise ValueError(f"ServerConfig.default_top_k={self.default_top_k} exceeds max_top_k={self.max_top_k}")
-        if self.grace_seconds < 0:
-            raise ValueError(f"ServerConfig.grace_seconds must be >= 0, got {self.grace_seconds}")
+        for name in ("grace_seconds", "max_batch_wait_ms"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"ServerConfig.{name} must be >= 0, got {getattr(self, name)}")
+        if self.stream_idle_seconds <= 0:
+            raise ValueError(f"ServerConfig.stream_idle_seconds must be > 0, got {self.stream_idle_seconds}")
+        if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
+            raise ValueError(f"ServerConfig.metrics_port must be in [0, 65535], got {self.metrics_port}")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("ServerConfig.tls_cert and tls_key go together (both PEM files, or neither)")
+        if self.auth_token is not None and not self.auth_token.strip():
+            raise ValueError("ServerConfig.auth_token must not be empty")
 
     def channel_options(self) -> list[tuple[str, int]]:
         return [

@@ -1,12 +1,12 @@
-"""Runs explanations off the event loop: one model thread (the taps are per-forward state),
-a small pool for decoding (decord must never run on the event-loop thread), and the
-lower-priority robustness lane (server/robustness_lane.py), whose passes use the same thread."""
+"""Runs explanations off the event loop: one model thread (the taps are per-forward state) fed by
+the cross-stream micro-batcher, a small pool for decoding (decord must never run on the event-loop
+thread), and the lower-priority robustness lane (server/robustness_lane.py), whose passes use the
+same thread."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import AsyncIterator
@@ -15,12 +15,15 @@ import numpy as np
 
 from models.pipeline import ExplanationPipeline, WindowExplanation
 from models.registry import LoadedModel
+from models.robustness import RobustnessResult
 from models.sampling import WindowSpec
 from models.staa import StaaParams
 from models.video import DecodeLimits
 from models.windowing import PreparedWindow, iter_array_windows, iter_clip_windows
+from server.batcher import MicroBatcher
 from server.bridge import iterate_in_thread
 from server.config import ServerConfig
+from server.metrics import ServerMetrics
 from server.robustness_lane import RobustnessLane, WindowCadence
 from server.session import ExplainOptions
 
@@ -55,16 +58,18 @@ class PendingRobustness:
 
 
 class ExplainEngine:
-    def __init__(self, loaded: LoadedModel, config: ServerConfig):
+    def __init__(self, loaded: LoadedModel, config: ServerConfig, metrics: ServerMetrics | None = None):
         self.loaded = loaded
         self.config = config
+        self.metrics = metrics
         self.pipeline = ExplanationPipeline(loaded)
         self.model_executor = ThreadPoolExecutor(1, thread_name_prefix="staa-model")
         self.decode_executor = ThreadPoolExecutor(config.decode_workers, thread_name_prefix="staa-decode")
         self.limits = DecodeLimits(config.max_clip_frames, config.max_frame_width, config.max_frame_height)
-        self.explanation_idle = threading.Event()  # set while no explanation is queued or running
-        self.explanation_idle.set()
-        self._explaining = 0
+        self.batcher = MicroBatcher(self._explain_batch, self.model_executor, config.max_batch,
+                                    config.max_batch_wait_ms / 1e3,
+                                    on_batch=(lambda size, waits: metrics.observe_batch(size)) if metrics else None)
+        self.explanation_idle = self.batcher.idle  # set while no explanation is queued or running
         self.cadence = WindowCadence()  # live streams' window timing, so robustness work fits between windows
         self.lane = RobustnessLane(loaded, config.max_robustness_jobs, self.explanation_idle, self.cadence,
                                    self.model_executor)
@@ -77,25 +82,18 @@ class ExplainEngine:
         windows = list(iter_array_windows(blank, spec, self.loaded.processor, 30.0))
         self.pipeline.explain(windows, StaaParams())
 
+    def _explain_batch(self, windows: list[PreparedWindow], key: tuple[StaaParams, int]) -> list[WindowExplanation]:
+        params, top_k = key
+        return self.pipeline.explain(windows, params, top_k)  # one forward for the whole batch
+
     async def explain(self, window: PreparedWindow, options: ExplainOptions) -> WindowExplanation:
         queued = time.perf_counter()
-
-        def run() -> WindowExplanation:
-            started = time.perf_counter()
-            explanation = self.pipeline.explain([window], options.params, options.top_k)[0]
-            explanation.timings_ms["queue_ms"] = (started - queued) * 1e3
-            return explanation
-
-        self._explaining += 1  # event-loop thread only
-        self.explanation_idle.clear()
-        try:
-            explanation = await asyncio.get_running_loop().run_in_executor(self.model_executor, run)
-        finally:
-            self._explaining -= 1
-            if not self._explaining:
-                self.explanation_idle.set()
+        explanation, queue_seconds = await self.batcher.submit(window, (options.params, options.top_k))
         timings = explanation.timings_ms
+        timings["queue_ms"] = queue_seconds * 1e3
         timings["total_ms"] = timings["decode_ms"] + (time.perf_counter() - queued) * 1e3
+        if self.metrics is not None:
+            self.metrics.observe_explanation(timings)
         return explanation
 
     def score_robustness(self, window: PreparedWindow, options: ExplainOptions) -> asyncio.Future | None:
@@ -103,7 +101,14 @@ class ExplainEngine:
         plan = options.robustness
         if plan is None or not plan.wants(window.plan.index):
             return None
-        return self.lane.submit(window, plan, options.params)
+        future = self.lane.submit(window, plan, options.params)
+        if self.metrics is not None:
+            future.add_done_callback(self._observe_robustness)
+        return future
+
+    def _observe_robustness(self, future: asyncio.Future) -> None:
+        if not future.cancelled() and future.exception() is None and isinstance(future.result(), RobustnessResult):
+            self.metrics.robustness_ms.observe(future.result().ms)
 
     async def explain_clip(self, clip: bytes, decoder: str, options: ExplainOptions) -> AsyncIterator[WindowExplanation]:
         windows = iterate_in_thread(
@@ -137,6 +142,7 @@ class ExplainEngine:
             pending.cancel()
 
     def shutdown(self) -> None:
+        self.batcher.close()
         self.lane.shutdown()
         self.decode_executor.shutdown(wait=False, cancel_futures=True)
         self.model_executor.shutdown(wait=False, cancel_futures=True)

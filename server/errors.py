@@ -19,11 +19,26 @@ class NotReady(Exception):
     """The model is still loading or warming up."""
 
 
+class Draining(Exception):
+    """The server is shutting down: no new work; a live stream ends after what it had queued."""
+
+
+class IdleTimeout(Exception):
+    """A live stream sent no frame for ``stream_idle_seconds``."""
+
+
+class Unauthenticated(Exception):
+    """Bearer-token auth is on and the call's ``authorization`` metadata is missing or wrong."""
+
+
 STATUS_BY_ERROR: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
     (InvalidInput, grpc.StatusCode.INVALID_ARGUMENT),
     (UnsupportedModel, grpc.StatusCode.INVALID_ARGUMENT),
     (Overloaded, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (NotReady, grpc.StatusCode.UNAVAILABLE),
+    (Draining, grpc.StatusCode.UNAVAILABLE),
+    (IdleTimeout, grpc.StatusCode.DEADLINE_EXCEEDED),
+    (Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
 )
 
 

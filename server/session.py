@@ -19,6 +19,7 @@ from models.staa import StaaParams
 from models.windowing import PreparedWindow, WindowAssembler
 from server.config import ServerConfig
 from server.errors import Overloaded
+from server.frame_queue import FrameQueue, SequenceCheck
 from server.robustness_lane import RobustnessPlan
 
 DEFAULT_LIVE_FPS = 30.0
@@ -70,36 +71,49 @@ def check_model_name(loaded: LoadedModel, requested: str) -> None:
 
 
 class StreamSession:
-    """One live stream: validates frames, assembles windows, counts what it received."""
+    """One live stream: its frame queue, window assembler, counters and options.
+
+    The reader task (server/live.py) checks sequence numbers and counts ``received`` on arrival;
+    the processor decodes and assembles (``accept_frame``) and reports the drops.
+    """
 
     def __init__(self, session_id: int, options: ExplainOptions, loaded: LoadedModel, config: ServerConfig,
-                 fps: float, ack_every: int):
+                 fps: float, ack_every: int, lossless: bool = False):
         self.session_id = session_id
         self.options = options
         self.config = config
         self.ack_every = ack_every
         self.assembler = WindowAssembler(options.window, loaded.processor, fps or DEFAULT_LIVE_FPS)
-        self.received = 0
+        self.queue = FrameQueue(config.max_pending_frames, lossless)
+        self.sequence = SequenceCheck()
+        self.received = 0  # frames off the wire, dropped ones included
         self.dropped = 0
-        self.last_sequence: int | None = None
+        self.windows_skipped = 0
+        self._acked_at = 0
 
-    def accept_frame(self, frame: FrameInput) -> list[PreparedWindow]:
-        """Validate and add one frame; returns the windows it completes."""
-        if self.last_sequence is not None and frame.sequence <= self.last_sequence:
-            raise InvalidInput(
-                f"Frame.sequence={frame.sequence} is not greater than the previous {self.last_sequence}"
-            )
+    @property
+    def last_sequence(self) -> int | None:
+        return self.sequence.last
+
+    def accept_frame(self, index: int, frame: FrameInput) -> list[PreparedWindow]:
+        """Decode and add arrival-``index`` frame (runs on the decode pool); returns the windows it completes."""
         pixels = decode_frame(frame.kind, frame.data, frame.width, frame.height,
                               self.config.max_frame_width, self.config.max_frame_height)
-        if self.received >= self.config.max_clip_frames:
-            raise InvalidInput(f"stream sent more than max_clip_frames={self.config.max_clip_frames} frames")
-        windows = self.assembler.push(self.received, pixels)
-        self.received += 1
-        self.last_sequence = frame.sequence
-        return windows
+        return self.assembler.push(index, pixels)
+
+    def note_dropped(self, dropped: int, metrics=None) -> None:
+        """Bring the drop counters up to date (and the metrics by the difference)."""
+        skipped = self.assembler.windows_skipped
+        if metrics is not None:
+            metrics.dropped_frames.inc(dropped - self.dropped)
+            metrics.skipped_windows.inc(skipped - self.windows_skipped)
+        self.dropped, self.windows_skipped = dropped, skipped
 
     def ack_due(self) -> bool:
-        return self.received > 0 and self.received % self.ack_every == 0
+        if self.received - self._acked_at < self.ack_every:
+            return False
+        self._acked_at = self.received
+        return True
 
     def finish(self) -> list[PreparedWindow]:
         return self.assembler.finish()
@@ -125,6 +139,13 @@ class SessionRegistry:
     def close(self, session: StreamSession) -> None:
         with self._lock:
             self._sessions.pop(session.session_id, None)
+
+    def drain(self) -> None:
+        """Server shutting down: every stream stops taking frames and finishes what it has queued."""
+        with self._lock:
+            sessions = list(self._sessions.values())
+        for session in sessions:
+            session.queue.end()
 
     @property
     def active(self) -> int:

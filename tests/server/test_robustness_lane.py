@@ -92,7 +92,7 @@ def hold_lane(server: BackgroundServer, held: bool) -> None:
     engine = server.servicer.engine
 
     async def flip():
-        engine._explaining += 1 if held else -1
+        engine.batcher._outstanding += 1 if held else -1
         engine.explanation_idle.clear() if held else engine.explanation_idle.set()
 
     server._call(flip())

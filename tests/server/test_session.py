@@ -31,17 +31,36 @@ def test_window_defaults_come_from_the_model(default_model, config):
 
 def test_live_session_emits_windows_as_they_complete(default_model, config):
     session = make_session(default_model, config)
-    emitted = [window.plan.index for sequence in range(30) for window in session.accept_frame(rgb(sequence * 3))]
+    emitted = [window.plan.index for index in range(30) for window in session.accept_frame(index, rgb(index * 3))]
     # T=8, stride 2 -> span 15; hop 3 -> windows end at frames 14, 17, 20, 23, 26, 29
     assert emitted == [0, 1, 2, 3, 4, 5]
-    assert session.received == 30 and session.ack_due() is False
     assert session.finish() == []
+
+
+def test_acks_come_every_ack_every_frames(default_model, config):
+    session = make_session(default_model, config)  # ack_every=4
+    due = []
+    for _ in range(10):
+        session.received += 1
+        due.append(session.ack_due())
+    assert due == [False, False, False, True, False, False, False, True, False, False]
+
+
+def test_dropped_frames_skip_the_windows_that_needed_them(default_model, config):
+    session = make_session(default_model, config)
+    # frame 17 never reaches the assembler (dropped). Windows start every 3 frames and read every
+    # 2nd frame: windows 1, 3, 5 (frames 3..17, 9..23, 15..29) read it, windows 0, 2, 4 do not.
+    emitted = [window.plan.index for index in range(30) if index != 17
+               for window in session.accept_frame(index, rgb(index))]
+    assert emitted == [0, 2, 4]
+    session.note_dropped(1)
+    assert (session.dropped, session.windows_skipped) == (1, 3)
 
 
 def test_short_live_stream_gets_one_padded_window_at_the_end(default_model, config):
     session = make_session(default_model, config)
-    for sequence in range(5):
-        assert session.accept_frame(rgb(sequence)) == []
+    for index in range(5):
+        assert session.accept_frame(index, rgb(index)) == []
     (window,) = session.finish()
     size = default_model.image_size
     assert window.plan.padded and window.pixels.shape == (8, 3, size, size)
@@ -61,11 +80,19 @@ def test_windows_of_a_live_session_match_the_frames_sent(default_model, config):
     session = make_session(default_model, config)
     frames = np.random.default_rng(0).integers(0, 255, (15, 30, 40, 3), dtype=np.uint8)
     windows = [window for index, pixels in enumerate(frames)
-               for window in session.accept_frame(FrameInput("rgb24", pixels.tobytes(), 40, 30, index, 0.0))]
+               for window in session.accept_frame(index, FrameInput("rgb24", pixels.tobytes(), 40, 30, index, 0.0))]
     assert len(windows) == 1 and windows[0].plan.frames == tuple(range(0, 15, 2))
     assert windows[0].source_size == (40, 30) and windows[0].fps == 10.0
-    with pytest.raises(InvalidInput, match="not greater than the previous 14"):
-        session.accept_frame(FrameInput("rgb24", frames[0].tobytes(), 40, 30, 3, 0.0))
+
+
+def test_sequence_numbers_must_increase():
+    from server.frame_queue import SequenceCheck
+
+    check = SequenceCheck()
+    for sequence in (0, 1, 5):
+        check(sequence)
+    with pytest.raises(InvalidInput, match="Frame.sequence=5 is not greater than the previous 5"):
+        check(5)
 
 
 def test_window_cadence_predicts_the_next_window_and_ignores_stalled_streams():

@@ -1,0 +1,57 @@
+"""Optional bearer-token auth for every RPC except health checks (load balancers probe without secrets)."""
+
+from __future__ import annotations
+
+import hmac
+
+import grpc
+
+HEALTH_PREFIX = "/grpc.health.v1.Health/"
+
+
+def bearer_token_ok(metadata, token: str) -> bool:
+    """``authorization: Bearer <token>`` present in ``metadata`` (compared in constant time)."""
+    expected = f"Bearer {token}".encode()
+    for key, value in metadata or ():
+        if key.lower() == "authorization":
+            given = value.encode() if isinstance(value, str) else value
+            if hmac.compare_digest(given, expected):
+                return True
+    return False
+
+
+def _denied(handler: grpc.RpcMethodHandler, message: str) -> grpc.RpcMethodHandler:
+    """A handler of the same shape as ``handler`` that only answers UNAUTHENTICATED."""
+
+    async def deny(request_or_iterator, context):
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
+
+    async def deny_streaming(request_or_iterator, context):
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
+        yield  # unreachable: makes this an async generator, as a streaming handler must be
+
+    shapes = {
+        (False, False): (grpc.unary_unary_rpc_method_handler, deny),
+        (True, False): (grpc.stream_unary_rpc_method_handler, deny),
+        (False, True): (grpc.unary_stream_rpc_method_handler, deny_streaming),
+        (True, True): (grpc.stream_stream_rpc_method_handler, deny_streaming),
+    }
+    make, behaviour = shapes[(handler.request_streaming, handler.response_streaming)]
+    return make(behaviour, request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer)
+
+
+class BearerTokenInterceptor(grpc.aio.ServerInterceptor):
+    def __init__(self, token: str, on_denied=None):
+        self.token = token
+        self.on_denied = on_denied  # metrics hook: called once per refused call
+
+    async def intercept_service(self, continuation, handler_call_details):
+        handler = await continuation(handler_call_details)
+        if handler is None or handler_call_details.method.startswith(HEALTH_PREFIX):
+            return handler
+        if bearer_token_ok(handler_call_details.invocation_metadata, self.token):
+            return handler
+        if self.on_denied is not None:
+            self.on_denied()
+        return _denied(handler, "missing or wrong bearer token (send metadata 'authorization: Bearer <token>')")

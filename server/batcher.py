@@ -1,0 +1,126 @@
+"""Cross-stream micro-batching: windows from every request share forwards on the one model thread.
+
+A window waits at most ``max_wait`` seconds for company and a forward takes at most ``max_batch``
+windows. Most batching happens on its own: while one forward runs, the windows of other streams
+queue up and the next forward takes them all. Windows asking for different STAA parameters or
+top-k go in separate forwards (one forward applies one set of parameters). Each caller awaits its
+own window, so a stream that submits its next window only after the previous one came back keeps
+its windows in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections import deque
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from typing import Callable, Hashable
+
+
+@dataclass
+class _Job:
+    item: object
+    key: Hashable
+    future: asyncio.Future
+    queued: float = field(default_factory=time.perf_counter)
+
+
+class MicroBatcher:
+    """``await submit(item, key)`` -> ``run(items, key)[i]``; ``run`` goes on ``executor`` (the model thread).
+
+    ``idle`` is set while nothing is queued or running (the robustness lane waits on it), and
+    ``on_batch(size, queue_seconds)`` sees every forward (metrics).
+    """
+
+    def __init__(self, run: Callable[[list, Hashable], list], executor: Executor, max_batch: int = 8,
+                 max_wait: float = 0.002, on_batch: Callable[[int, list[float]], None] | None = None):
+        if max_batch < 1 or max_wait < 0:
+            raise ValueError(f"max_batch must be >= 1 and max_wait >= 0, got {max_batch}, {max_wait}")
+        self.run, self.executor = run, executor
+        self.max_batch, self.max_wait = max_batch, max_wait
+        self.on_batch = on_batch
+        self.idle = threading.Event()
+        self.idle.set()
+        self._jobs: deque[_Job] = deque()
+        self._wake: asyncio.Event | None = None
+        self._worker: asyncio.Task | None = None
+        self._outstanding = 0  # submitted and not yet answered (event-loop thread only)
+        self.batches = 0
+        self.windows = 0
+
+    async def submit(self, item, key: Hashable):
+        """Queue ``item``; returns ``(result, seconds it queued)`` or raises its batch's error."""
+        self._start()
+        future = asyncio.get_running_loop().create_future()
+        self._jobs.append(_Job(item, key, future))
+        self._outstanding += 1
+        self.idle.clear()
+        self._wake.set()
+        try:
+            return await future
+        finally:
+            self._outstanding -= 1
+            if not self._outstanding:
+                self.idle.set()
+
+    def _start(self) -> None:
+        if self._worker is None or self._worker.done():
+            self._wake = asyncio.Event()
+            self._worker = asyncio.get_running_loop().create_task(self._serve(), name="staa-batcher")
+
+    async def _serve(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            while not self._jobs:
+                self._wake.clear()
+                await self._wake.wait()
+            if len(self._jobs) < self.max_batch and self.max_wait > 0:
+                await asyncio.sleep(self.max_wait)  # let windows that are about to arrive join this forward
+            batch = self._take()
+            if not batch:
+                continue
+            key = batch[0].key
+            started = time.perf_counter()
+            try:
+                results = await loop.run_in_executor(self.executor, self.run, [job.item for job in batch], key)
+            except Exception as error:  # one bad batch fails its callers, never the worker
+                for job in batch:
+                    if not job.future.done():
+                        job.future.set_exception(error)
+                continue
+            self.batches += 1
+            self.windows += len(batch)
+            if self.on_batch is not None:
+                self.on_batch(len(batch), [started - job.queued for job in batch])
+            for job, result in zip(batch, results):
+                if not job.future.done():
+                    job.future.set_result((result, started - job.queued))
+
+    def _take(self) -> list[_Job]:
+        """Up to max_batch live jobs with the first live job's key, oldest first; the rest keep their places."""
+        while self._jobs and self._jobs[0].future.done():  # callers that left (client went away)
+            self._jobs.popleft()
+        if not self._jobs:
+            return []
+        key, batch, rest = self._jobs[0].key, [], deque()
+        while self._jobs:
+            job = self._jobs.popleft()
+            if job.future.done():
+                continue
+            if job.key == key and len(batch) < self.max_batch:
+                batch.append(job)
+            else:
+                rest.append(job)
+        self._jobs = rest
+        return batch
+
+    def close(self) -> None:
+        if self._worker is not None:
+            self._worker.cancel()
+        for job in self._jobs:
+            if not job.future.done():
+                job.future.cancel()
+        self._jobs.clear()
+        self.idle.set()

@@ -1,0 +1,79 @@
+"""A live stream from frames on the wire to events out, as plain asyncio (no grpc): testable alone.
+
+Two tasks per stream. The reader takes frames off the wire as fast as the client sends them and
+puts them in a bounded ``FrameQueue``; when the queue is full the oldest unprocessed frame is
+dropped (live video: the newest frames matter) and counted for ``Ack.dropped``. The processor
+decodes, assembles windows and awaits each window's explanation before the next, so a stream's
+windows stay in order and a stream can never have more than one window in the model's queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import AsyncIterator
+
+from server.engine import PendingRobustness
+from server.errors import Draining
+from server.frame_queue import QueuedFrame
+from server.session import FrameInput, StreamSession
+
+
+@dataclass(frozen=True)
+class AckDue:
+    """Time to tell the client how many frames arrived and how many were dropped."""
+
+
+async def read_frames(frames: AsyncIterator[FrameInput], session: StreamSession) -> None:
+    """Reader task: wire -> the session's queue, until the client's end or bad input. (A draining
+    server ends the queue itself, so the stream need not wait for the client's next frame.)"""
+    queue = session.queue
+    try:
+        async for frame in frames:
+            session.sequence(frame.sequence)
+            await queue.put(QueuedFrame(session.received, frame, time.perf_counter()))
+            session.received += 1
+        queue.end()
+    except asyncio.CancelledError:
+        raise
+    except Exception as error:  # noqa: BLE001 - handed to the processor, which ends the stream with it
+        queue.end(error)
+
+
+async def live_events(session: StreamSession, engine, draining: asyncio.Event, idle_seconds: float,
+                      metrics=None) -> AsyncIterator:
+    """Processor: queue -> explanations (in window order), robustness results, AckDue; Draining at the end
+    when the server is shutting down."""
+    queue = session.queue
+    loop = asyncio.get_running_loop()
+    pending = PendingRobustness()
+
+    async def explained(windows, arrived: float):
+        for window in windows:
+            engine.cadence.note(session.session_id)
+            yield await engine.explain(window, session.options)
+            if metrics is not None:
+                metrics.frame_to_heatmap_ms.observe((time.perf_counter() - arrived) * 1e3)
+            pending.add(engine.score_robustness(window, session.options))
+
+    try:
+        while (item := await queue.get(idle_seconds)) is not None:
+            windows = await loop.run_in_executor(engine.decode_executor, session.accept_frame, item.index, item.frame)
+            async for explanation in explained(windows, item.arrived):
+                yield explanation
+            for result in pending.ready():
+                yield result
+            session.note_dropped(queue.dropped, metrics)
+            if session.ack_due():
+                yield AckDue()
+        async for explanation in explained(session.finish(), time.perf_counter()):
+            yield explanation
+        for result in pending.ready() + await pending.rest():
+            yield result
+        session.note_dropped(queue.dropped, metrics)
+        yield AckDue()
+        if draining.is_set():
+            raise Draining("server is shutting down (draining); reconnect to another replica")
+    finally:
+        pending.cancel()
