@@ -27,8 +27,8 @@ from server.config import ServerConfig
 from server.engine import ExplainEngine
 from server.metrics import ServerMetrics
 from server.servicer import VideoExplainerServicer
+from server.wire import add_servicer
 from staa.v1 import explainer_pb2 as pb
-from staa.v1 import explainer_pb2_grpc as pb_grpc
 
 logger = logging.getLogger(__name__)
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["VideoExplainer"].full_name
@@ -66,7 +66,7 @@ async def start_server(config: ServerConfig) -> RunningServer:
         interceptors.append(BearerTokenInterceptor(config.auth_token, on_denied=refused.inc))
     server = grpc.aio.server(options=config.channel_options(), interceptors=interceptors)
     servicer = VideoExplainerServicer(config, metrics)
-    pb_grpc.add_VideoExplainerServicer_to_server(servicer, server)
+    add_servicer(servicer, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
@@ -173,6 +173,8 @@ def parse_args(argv=None) -> ServerConfig:
     parser.add_argument("--max-pending-frames", type=int, default=ServerConfig.max_pending_frames,
                         help="live frames queued per stream before the oldest are dropped")
     parser.add_argument("--stream-idle-seconds", type=float, default=ServerConfig.stream_idle_seconds)
+    parser.add_argument("--allow-decord", action="store_true",
+                        help="let clients pick decoder 'decord' (it can crash on malformed bytes: trusted clients only)")
     parser.add_argument("--grace", type=float, default=ServerConfig.grace_seconds, help="drain grace period, s")
     parser.add_argument("--metrics-port", type=int, default=None, help="serve Prometheus /metrics here (0 = any)")
     parser.add_argument("--tls-cert", default=None, help="PEM certificate chain (with --tls-key: serve TLS)")
@@ -187,7 +189,7 @@ def parse_args(argv=None) -> ServerConfig:
                             max_clip_frames=args.max_clip_frames, max_clip_requests=args.max_clip_requests,
                             max_batch=args.max_batch, max_batch_wait_ms=args.max_batch_wait_ms,
                             max_pending_frames=args.max_pending_frames, stream_idle_seconds=args.stream_idle_seconds,
-                            grace_seconds=args.grace, metrics_port=args.metrics_port, tls_cert=args.tls_cert,
+                            allow_decord=args.allow_decord, grace_seconds=args.grace, metrics_port=args.metrics_port, tls_cert=args.tls_cert,
                             tls_key=args.tls_key, auth_token=token)
     except (ValueError, OSError) as error:
         parser.error(str(error))

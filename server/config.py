@@ -34,6 +34,9 @@ class ServerConfig:
     default_top_k: int = 5
     default_ack_every: int = 16
     decode_workers: int = 2
+    # decord may crash the whole process on malformed bytes (a truncated AVI segfaults it; the
+    # fuzz suite found this), so clients may ask for it only where the operator trusts them.
+    allow_decord: bool = False
     # Robustness lane (ARCHITECTURE §6): windows queued or running server-wide before further
     # requests for scores are answered "skipped"; the default every-n-th window; request caps.
     max_robustness_jobs: int = 4

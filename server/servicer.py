@@ -18,6 +18,7 @@ from server.errors import Draining, NotReady, Overloaded, status_for
 from server.live import AckDue, live_events, read_frames
 from server.metrics import ServerMetrics
 from server.session import SessionRegistry, StreamSession, raw_clip_frames
+from server.wire import parsed
 from staa.v1 import explainer_pb2 as pb
 from staa.v1 import explainer_pb2_grpc as pb_grpc
 
@@ -75,12 +76,14 @@ class VideoExplainerServicer(pb_grpc.VideoExplainerServicer):
 
     async def GetModelInfo(self, request, context):
         try:
+            parsed(request)
             return convert.model_info(self._ready()[1])
         except Exception as error:
             await self._abort(context, error)
 
     async def ExplainClip(self, request: pb.ClipRequest, context):
         try:
+            parsed(request)
             engine, loaded = self._ready()
             with self.clips.admit():
                 options = convert.clip_options(request, loaded, self.config)
@@ -89,6 +92,9 @@ class VideoExplainerServicer(pb_grpc.VideoExplainerServicer):
                     if len(request.clip) > self.config.max_clip_bytes:
                         raise InvalidInput(f"ClipRequest.clip is {len(request.clip)} bytes; "
                                            f"max_clip_bytes={self.config.max_clip_bytes}")
+                    if request.decoder == "decord" and not self.config.allow_decord:
+                        raise InvalidInput("ClipRequest.decoder='decord' is disabled on this server (decord can crash "
+                                           "on malformed input; operators enable it with --allow-decord)")
                     results = engine.explain_clip(request.clip, request.decoder, options)
                 elif source == "frames":
                     frames = [convert.frame_input(frame) for frame in request.frames.frames]
@@ -110,7 +116,7 @@ class VideoExplainerServicer(pb_grpc.VideoExplainerServicer):
         try:
             engine, loaded = self._ready()
             requests = aiter(request_iterator)
-            first = await anext(requests, None)
+            first = parsed(await anext(requests, None))
             kind = first.WhichOneof("request") if first is not None else None
             if first is None:
                 raise InvalidInput("the stream ended before its StreamConfig")
@@ -149,6 +155,6 @@ class VideoExplainerServicer(pb_grpc.VideoExplainerServicer):
 async def _frames(requests):
     """The frames after the StreamConfig, as plain FrameInput; a second config is bad input."""
     async for request in requests:
-        if request.WhichOneof("request") != "frame":
+        if parsed(request).WhichOneof("request") != "frame":
             raise InvalidInput("StreamConfig may only be sent once, as the first StreamRequest")
         yield convert.frame_input(request.frame)

@@ -49,7 +49,8 @@ def server():
     from server.config import ServerConfig
 
     with BackgroundServer(ServerConfig(port=0, max_clip_bytes=2 << 20, max_message_bytes=4 << 20,
-                                       max_frame_width=2048, max_frame_height=2048, max_streams=8)) as running:
+                                       max_frame_width=2048, max_frame_height=2048, max_streams=8,
+                                       allow_decord=True)) as running:
         yield running
 
 

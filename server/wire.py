@@ -1,0 +1,56 @@
+"""Registering the servicer so that a request that is not valid protobuf gets INVALID_ARGUMENT.
+
+gRPC's generated registration parses requests itself and answers a parse failure with INTERNAL
+("Exception deserializing request!"), which reads like a server bug. Here the parser hands the
+servicer a ``MalformedRequest`` instead, and the servicer rejects it like any other bad input.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import grpc
+from google.protobuf.message import DecodeError
+
+from models.errors import InvalidInput
+from staa.v1 import explainer_pb2 as pb
+
+SERVICE = pb.DESCRIPTOR.services_by_name["VideoExplainer"]
+_HANDLER_BY_SHAPE = {  # (client streaming, server streaming)
+    (False, False): grpc.unary_unary_rpc_method_handler,
+    (False, True): grpc.unary_stream_rpc_method_handler,
+    (True, False): grpc.stream_unary_rpc_method_handler,
+    (True, True): grpc.stream_stream_rpc_method_handler,
+}
+
+
+@dataclass(frozen=True)
+class MalformedRequest:
+    message_type: str
+    error: str
+
+
+def lenient_parser(message_class):
+    def parse(data: bytes):
+        try:
+            return message_class.FromString(data)
+        except DecodeError as error:
+            return MalformedRequest(message_class.DESCRIPTOR.full_name, str(error))
+    return parse
+
+
+def parsed(request):
+    """``request``, or InvalidInput when it could not be parsed."""
+    if isinstance(request, MalformedRequest):
+        raise InvalidInput(f"request is not a valid {request.message_type} protobuf message ({request.error})")
+    return request
+
+
+def add_servicer(servicer, server: grpc.aio.Server) -> None:
+    handlers = {}
+    for method in SERVICE.methods:
+        make = _HANDLER_BY_SHAPE[(method.client_streaming, method.server_streaming)]
+        handlers[method.name] = make(getattr(servicer, method.name),
+                                     request_deserializer=lenient_parser(getattr(pb, method.input_type.name)),
+                                     response_serializer=getattr(pb, method.output_type.name).SerializeToString)
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE.full_name, handlers),))

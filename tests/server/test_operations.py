@@ -1,0 +1,182 @@
+"""Operations end to end on 127.0.0.1: metrics page, bearer-token auth, TLS, admission, idle timeout,
+backpressure drops. Each test runs its own server with the tiny random-weight model (fast forwards)."""
+
+import datetime
+import threading
+import time
+import urllib.request
+
+import grpc
+import numpy as np
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from clients.client import ExplainerClient, open_channel
+from server.app import BackgroundServer
+from server.config import ServerConfig
+from staa.v1 import explainer_pb2 as pb
+from staa.v1 import explainer_pb2_grpc as pb_grpc
+from tests.conftest import clip_path
+
+CLIP = "ucf101_apply_eye_makeup.avi"
+
+
+def frames(count: int, width: int = 64, height: int = 48) -> list[np.ndarray]:
+    rng = np.random.default_rng(0)
+    return [rng.integers(0, 255, (height, width, 3), dtype=np.uint8) for _ in range(count)]
+
+
+def scrape(port: int) -> dict[str, float]:
+    """The metrics page as {sample name with labels: value}."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    samples = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            samples[name] = float(value)
+    return samples
+
+
+def test_metrics_page_counts_windows_latencies_streams_and_errors(tiny_model_dir):
+    with BackgroundServer(ServerConfig(port=0, model=str(tiny_model_dir), metrics_port=0)) as running:
+        port = running.running.metrics_port
+        with ExplainerClient(running.target, timeout=60) as client:
+            windows = list(client.explain_clip(clip_path(CLIP)))
+            events = list(client.explain_frames(frames(40), 25.0, speed=0))
+            with pytest.raises(grpc.RpcError):
+                list(client.stub.ExplainClip(pb.ClipRequest(clip=b"not a video"), timeout=30))
+        samples = scrape(port)
+    live = [event for event in events if event.WhichOneof("event") == "explanation"]
+    assert samples["staa_windows_explained_total"] == len(windows) + len(live)
+    assert samples["staa_forward_ms_count"] == len(windows) + len(live)
+    assert samples["staa_frame_to_heatmap_ms_count"] == len(live) > 0
+    assert samples["staa_queue_ms_count"] == samples["staa_attribution_ms_count"]
+    assert samples['staa_errors_total{code="INVALID_ARGUMENT"}'] == 1
+    assert samples["staa_active_streams"] == 0 and samples["staa_dropped_frames_total"] == 0
+
+
+def test_bearer_token_is_required_for_every_rpc_but_health(tiny_model_dir, tmp_path):
+    with BackgroundServer(ServerConfig(port=0, model=str(tiny_model_dir), auth_token="s3cret")) as running:
+        channel = open_channel(running.target)
+        stub = pb_grpc.VideoExplainerStub(channel)
+        health = health_pb2_grpc.HealthStub(channel)
+        assert health.Check(health_pb2.HealthCheckRequest(), timeout=10).status == health_pb2.HealthCheckResponse.SERVING
+        for metadata in (None, (("authorization", "Bearer wrong"),), (("authorization", "s3cret"),)):
+            with pytest.raises(grpc.RpcError) as refused:
+                stub.GetModelInfo(pb.ModelInfoRequest(), timeout=10, metadata=metadata)
+            assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            assert "bearer token" in refused.value.details()
+        with pytest.raises(grpc.RpcError) as streamed:
+            list(stub.StreamExplain(iter([pb.StreamRequest(config=pb.StreamConfig())]), timeout=10))
+        assert streamed.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        channel.close()
+        with ExplainerClient(running.target, token="s3cret", timeout=60) as client:
+            assert client.model_info().num_frames == 4
+            assert len(list(client.explain_clip(clip_path(CLIP)))) > 0
+
+
+def self_signed(tmp_path):
+    """A throwaway certificate for 127.0.0.1 / localhost, written as PEM files."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+    import ipaddress
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    certificate = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+                   .serial_number(x509.random_serial_number())
+                   .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
+                   .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"),
+                                                               x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                                  critical=False)
+                   .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+                   .sign(key, hashes.SHA256()))
+    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+def test_tls_serves_verified_clients_and_refuses_plaintext(tiny_model_dir, tmp_path):
+    cert, key = self_signed(tmp_path)
+    config = ServerConfig(port=0, model=str(tiny_model_dir), tls_cert=str(cert), tls_key=str(key))
+    with BackgroundServer(config) as running:
+        with ExplainerClient(running.target, root_certificates=cert.read_bytes(), timeout=60) as client:
+            assert client.model_info().num_frames == 4
+            assert len(list(client.explain_clip(clip_path(CLIP)))) > 0
+        with ExplainerClient(running.target, timeout=5) as plaintext:
+            with pytest.raises(grpc.RpcError) as refused:
+                plaintext.model_info()
+            assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+def test_streams_past_the_admission_limit_get_resource_exhausted(tiny_model_dir):
+    with BackgroundServer(ServerConfig(port=0, model=str(tiny_model_dir), max_streams=2)) as running:
+        release = threading.Event()
+
+        def held_requests():
+            yield pb.StreamRequest(config=pb.StreamConfig())
+            release.wait(30)
+
+        channel = open_channel(running.target)
+        stub = pb_grpc.VideoExplainerStub(channel)
+        held = [stub.StreamExplain(held_requests(), timeout=60) for _ in range(2)]
+        deadline = time.monotonic() + 10
+        while running.servicer.sessions.active < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        with pytest.raises(grpc.RpcError) as refused:
+            list(stub.StreamExplain(iter([pb.StreamRequest(config=pb.StreamConfig())]), timeout=10))
+        assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "max_streams=2" in refused.value.details()
+        release.set()
+        for call in held:
+            assert [event.WhichOneof("event") for event in call] == ["ack"]
+        channel.close()
+        assert running.servicer.sessions.active == 0
+
+
+def test_an_idle_stream_is_closed_with_deadline_exceeded(tiny_model_dir):
+    config = ServerConfig(port=0, model=str(tiny_model_dir), stream_idle_seconds=0.5)
+    with BackgroundServer(config) as running:
+        stop = threading.Event()
+
+        def stalls():
+            yield pb.StreamRequest(config=pb.StreamConfig())
+            stop.wait(20)  # sends nothing more and does not close
+
+        with ExplainerClient(running.target, timeout=30) as client:
+            started = time.monotonic()
+            with pytest.raises(grpc.RpcError) as closed:
+                list(client.stub.StreamExplain(stalls()))
+            took = time.monotonic() - started
+            stop.set()
+        assert closed.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        assert "stream_idle_seconds" in closed.value.details() and took < 10
+        assert running.servicer.sessions.active == 0
+
+
+def test_a_stream_sent_faster_than_served_drops_its_oldest_frames_and_says_so(tiny_model_dir):
+    # A queue of 4 frames and windows that need 13 frames: an unpaced burst must overflow it.
+    config = ServerConfig(port=0, model=str(tiny_model_dir), max_pending_frames=4, metrics_port=0)
+    with BackgroundServer(config) as running:
+        with ExplainerClient(running.target, timeout=60) as client:
+            sent = frames(300, 320, 240)
+            lossy = list(client.explain_frames(sent, 25.0, speed=0, lossless=False))
+            lossless = list(client.explain_frames(sent, 25.0, speed=0, lossless=True))
+        samples = scrape(running.running.metrics_port)
+
+    def summary(events):
+        ack = [event.ack for event in events if event.WhichOneof("event") == "ack"][-1]
+        windows = [event.explanation.window_index for event in events if event.WhichOneof("event") == "explanation"]
+        return ack, windows
+
+    ack, windows = summary(lossy)
+    assert ack.received == 300 and ack.dropped > 0
+    assert windows == sorted(windows) and len(windows) + ack.windows_skipped == 300 // 13
+    assert samples["staa_dropped_frames_total"] == ack.dropped
+    ack, windows = summary(lossless)
+    assert (ack.received, ack.dropped, ack.windows_skipped) == (300, 0, 0) and windows == list(range(300 // 13))
