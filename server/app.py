@@ -89,7 +89,14 @@ async def start_server(config: ServerConfig) -> RunningServer:
 
 async def load_and_warm(running: RunningServer, config: ServerConfig) -> None:
     def load() -> ExplainEngine:
-        engine = ExplainEngine(load_model(config.model), config, running.metrics)
+        loaded = load_model(config.model)
+        if config.ray:
+            from server.ray_backend import RayBackend  # Ray is imported only when asked for
+
+            backend = RayBackend(config.model, config.ray_replicas, config.ray_address, config.max_batch)
+            engine = ExplainEngine(loaded, config, running.metrics, batcher=backend.batcher(), on_shutdown=backend.stop)
+        else:
+            engine = ExplainEngine(loaded, config, running.metrics)
         engine.warm_up()
         return engine
 
@@ -175,6 +182,11 @@ def parse_args(argv=None) -> ServerConfig:
     parser.add_argument("--stream-idle-seconds", type=float, default=ServerConfig.stream_idle_seconds)
     parser.add_argument("--allow-decord", action="store_true",
                         help="let clients pick decoder 'decord' (it can crash on malformed bytes: trusted clients only)")
+    parser.add_argument("--ray", action="store_true",
+                        help="run the model workers as a Ray Serve deployment (a private Ray on 127.0.0.1 "
+                             "unless --ray-address is given)")
+    parser.add_argument("--ray-address", default=None, help="join this running Ray cluster (e.g. 10.0.0.5:6379)")
+    parser.add_argument("--ray-replicas", type=int, default=None, help="replicas (default: one per GPU, one on CPU)")
     parser.add_argument("--grace", type=float, default=ServerConfig.grace_seconds, help="drain grace period, s")
     parser.add_argument("--metrics-port", type=int, default=None, help="serve Prometheus /metrics here (0 = any)")
     parser.add_argument("--tls-cert", default=None, help="PEM certificate chain (with --tls-key: serve TLS)")
@@ -190,7 +202,9 @@ def parse_args(argv=None) -> ServerConfig:
                             max_batch=args.max_batch, max_batch_wait_ms=args.max_batch_wait_ms,
                             max_pending_frames=args.max_pending_frames, stream_idle_seconds=args.stream_idle_seconds,
                             allow_decord=args.allow_decord, grace_seconds=args.grace, metrics_port=args.metrics_port, tls_cert=args.tls_cert,
-                            tls_key=args.tls_key, auth_token=token)
+                            tls_key=args.tls_key, auth_token=token,
+                            ray=args.ray or args.ray_address is not None, ray_address=args.ray_address,
+                            ray_replicas=args.ray_replicas)
     except (ValueError, OSError) as error:
         parser.error(str(error))
 

@@ -50,6 +50,11 @@ class ServerConfig:
     tls_cert: str | None = None
     tls_key: str | None = None
     auth_token: str | None = None
+    # Model workers as a Ray Serve deployment (server/ray_backend.py): off by default; with no
+    # address, a private single-node Ray on 127.0.0.1; replicas default to one per GPU (one on CPU).
+    ray: bool = False
+    ray_address: str | None = None
+    ray_replicas: int | None = None
 
     def __post_init__(self):
         for item in fields(self):

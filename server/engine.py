@@ -58,7 +58,10 @@ class PendingRobustness:
 
 
 class ExplainEngine:
-    def __init__(self, loaded: LoadedModel, config: ServerConfig, metrics: ServerMetrics | None = None):
+    def __init__(self, loaded: LoadedModel, config: ServerConfig, metrics: ServerMetrics | None = None,
+                 batcher=None, on_shutdown=None):
+        """``batcher``: where windows are explained (default: a MicroBatcher on this process's model
+        thread; server/ray_backend.py gives one over Ray Serve replicas); ``on_shutdown`` runs last."""
         self.loaded = loaded
         self.config = config
         self.metrics = metrics
@@ -66,9 +69,10 @@ class ExplainEngine:
         self.model_executor = ThreadPoolExecutor(1, thread_name_prefix="staa-model")
         self.decode_executor = ThreadPoolExecutor(config.decode_workers, thread_name_prefix="staa-decode")
         self.limits = DecodeLimits(config.max_clip_frames, config.max_frame_width, config.max_frame_height)
-        self.batcher = MicroBatcher(self._explain_batch, self.model_executor, config.max_batch,
-                                    config.max_batch_wait_ms / 1e3,
-                                    on_batch=(lambda size, waits: metrics.observe_batch(size)) if metrics else None)
+        self.batcher = batcher or MicroBatcher(
+            self._explain_batch, self.model_executor, config.max_batch, config.max_batch_wait_ms / 1e3,
+            on_batch=(lambda size, waits: metrics.observe_batch(size)) if metrics else None)
+        self.on_shutdown = on_shutdown
         self.explanation_idle = self.batcher.idle  # set while no explanation is queued or running
         self.cadence = WindowCadence()  # live streams' window timing, so robustness work fits between windows
         self.lane = RobustnessLane(loaded, config.max_robustness_jobs, self.explanation_idle, self.cadence,
@@ -146,3 +150,5 @@ class ExplainEngine:
         self.lane.shutdown()
         self.decode_executor.shutdown(wait=False, cancel_futures=True)
         self.model_executor.shutdown(wait=False, cancel_futures=True)
+        if self.on_shutdown is not None:
+            self.on_shutdown()

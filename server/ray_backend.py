@@ -1,0 +1,160 @@
+"""Past one machine: the model workers as a Ray Serve deployment, called from our own gRPC front end.
+
+The front end (sessions, decoding, windowing, limits, auth, metrics) stays ours and stays local to
+the streams; only the forward + STAA of prepared windows goes to the replicas, one per accelerator
+(one on a CPU-only node), each batching with ``@serve.batch``. A window travels as its normalised
+pixels (``[T, 3, H, W]`` float32, about 0.9 MB for the default model) and comes back as a
+WindowExplanation. Ray's own gRPC/HTTP proxies are not used: ours is the only public port.
+
+Ray listens and connects on the machine's external address unless told otherwise, and its
+dashboard process probes cloud metadata services (169.254.169.254, metadata.google.internal) to
+guess the cloud, even with usage stats off, whenever ``~/ray_bootstrap_config.yaml`` is missing.
+A private single-node cluster (``RayBackend`` without an address: tests, a workstation) is pinned
+to 127.0.0.1 and given a private HOME holding that file, so it never leaves the loopback range.
+On a real cluster, start Ray on the nodes first and pass ``--ray-address`` (README, "Running on
+a Ray cluster").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Hashable
+
+logger = logging.getLogger(__name__)
+
+DEPLOYMENT_NAME = "staa-explainer"
+LOOPBACK_ENVIRONMENT = {
+    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",  # with this Ray takes 127.0.0.1 as the node address
+    "RAY_USAGE_STATS_ENABLED": "0",  # no usage report...
+    "RAY_USAGE_STATS_REPORT_URL": "http://127.0.0.1:9/",  # ...and were one sent, it stays on loopback
+}
+# Read by Ray's usage module instead of asking cloud metadata services what this machine is.
+BOOTSTRAP_CONFIG = "# written by STAA Serve: a private single-node Ray on 127.0.0.1\nprovider:\n  type: local\n"
+
+
+def isolate_for_loopback() -> Path:
+    """Environment for a private Ray that stays on 127.0.0.1; returns the private HOME it set.
+    Must run before ``import ray`` (the node-address rule is read at import time).
+
+    Every Ray process inherits this process's environment, HOME included (Ray reads
+    ~/ray_bootstrap_config.yaml and keeps its auth token under ~/.ray); the Hugging Face cache
+    keeps pointing at the user's real one, so hub ids cached there still load.
+    """
+    for name, value in LOOPBACK_ENVIRONMENT.items():
+        os.environ[name] = value
+    os.environ.pop("RAY_ADDRESS", None)
+    os.environ.setdefault("HF_HOME", str(Path.home() / ".cache" / "huggingface"))
+    home = Path(tempfile.mkdtemp(prefix="staa-ray-home-"))
+    (home / "ray_bootstrap_config.yaml").write_text(BOOTSTRAP_CONFIG)
+    os.environ["HOME"] = str(home)
+    return home
+
+
+def _replica_class():
+    """The deployment, defined on first use so that a server without --ray never imports Ray."""
+    from ray import serve
+
+    from models.pipeline import ExplanationPipeline
+    from models.registry import load_model
+
+    class ExplainerReplica:
+        def __init__(self, model: str | None, max_batch: int):
+            self.loaded = load_model(model)
+            self.pipeline = ExplanationPipeline(self.loaded)
+            self.explain.set_max_batch_size(max_batch)
+
+        @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.002)
+        async def explain(self, requests: list) -> list:
+            """``requests``: (window, (params, top_k)) pairs -> one WindowExplanation each, in order.
+            Windows asking for different parameters go through separate forwards."""
+            results: list = [None] * len(requests)
+            groups: dict[Hashable, list[int]] = {}
+            for position, (_, key) in enumerate(requests):
+                groups.setdefault(key, []).append(position)
+            for (params, top_k), positions in groups.items():
+                started = time.perf_counter()
+                explained = self.pipeline.explain([requests[position][0] for position in positions], params, top_k)
+                replica_ms = (time.perf_counter() - started) * 1e3 / len(positions)
+                for position, explanation in zip(positions, explained):
+                    explanation.timings_ms["replica_ms"] = replica_ms
+                    results[position] = explanation
+            return results
+
+        def model_id(self) -> str:
+            return self.loaded.model_id
+
+    return serve.deployment(ExplainerReplica, name=DEPLOYMENT_NAME)
+
+
+class RayBatcher:
+    """The MicroBatcher's interface (``submit``, ``idle``, ``close``) over a Ray Serve deployment handle."""
+
+    def __init__(self, handle):
+        self.handle = handle
+        self.idle = threading.Event()
+        self.idle.set()
+        self._outstanding = 0
+
+    async def submit(self, item, key: Hashable):
+        self._outstanding += 1
+        self.idle.clear()
+        started = time.perf_counter()
+        try:
+            explanation = await self.handle.explain.remote((item, key))
+        finally:
+            self._outstanding -= 1
+            if not self._outstanding:
+                self.idle.set()
+        round_trip = time.perf_counter() - started
+        return explanation, max(0.0, round_trip - explanation.timings_ms.get("replica_ms", 0.0) / 1e3)
+
+    def close(self) -> None:
+        self.idle.set()
+
+
+class RayBackend:
+    """Starts (or joins) Ray, deploys the replicas, and hands out a RayBatcher; ``stop`` undoes it."""
+
+    def __init__(self, model: str | None, replicas: int | None = None, address: str | None = None,
+                 max_batch: int = 8):
+        if address is None:  # a private single-node cluster on loopback
+            isolate_for_loopback()  # before Ray is imported: it reads some of these at import time
+        import ray
+        from ray import serve
+
+        if address is None:
+            ray.init(_node_ip_address="127.0.0.1", include_dashboard=False, log_to_driver=False)
+        else:
+            ray.init(address=address, log_to_driver=False)
+        gpus = int(ray.cluster_resources().get("GPU", 0))
+        self.replicas = replicas or max(1, gpus)
+        serve.start(proxy_location="Disabled", http_options={"host": "127.0.0.1"})
+        deployment = _replica_class().options(
+            num_replicas=self.replicas,
+            ray_actor_options={"num_cpus": 1, "num_gpus": 1 if gpus else 0},
+        )
+        self.handle = serve.run(deployment.bind(model, max_batch), name=DEPLOYMENT_NAME, route_prefix=None)
+        self.model_id = self.handle.model_id.remote().result()
+        logger.info("Ray Serve deployment %s: %d replica(s) of %s", DEPLOYMENT_NAME, self.replicas, self.model_id)
+
+    def batcher(self) -> RayBatcher:
+        return RayBatcher(self.handle)
+
+    def stop(self) -> None:
+        import ray
+        from ray import serve
+
+        try:
+            serve.shutdown()
+        finally:
+            ray.shutdown()
+
+
+async def stop_in_thread(backend: RayBackend) -> None:
+    await asyncio.to_thread(backend.stop)
