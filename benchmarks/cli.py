@@ -3,13 +3,15 @@
     staa-bench compare [--quick] ...      STAA vs gradient-based XAI (benchmarks/compare.py)
     staa-bench robustness [--quick] ...   attacks, explanation deviation, lane cost (benchmarks/robustness.py)
     staa-bench load [--sweep] ...         paced live streams: latency, throughput, drops (benchmarks/load.py)
+    staa-bench soak ...                   live streams for minutes: server RSS and latency over time (benchmarks/soak.py)
 """
 
 from __future__ import annotations
 
 import sys
 
-COMMANDS = {"compare": "benchmarks.compare", "robustness": "benchmarks.robustness", "load": "benchmarks.load"}
+COMMANDS = {"compare": "benchmarks.compare", "robustness": "benchmarks.robustness", "load": "benchmarks.load",
+            "soak": "benchmarks.soak"}
 
 
 def main(argv=None) -> None:

@@ -22,6 +22,8 @@ from staa.v1 import explainer_pb2 as pb
 @dataclass
 class StreamRun:
     latencies_ms: list[float] = field(default_factory=list)
+    received_at: list[float] = field(default_factory=list)  # seconds after ``opened``, one per latency
+    opened: float = 0.0  # perf_counter() when the stream started
     frames_sent: int = 0
     frames_skipped: int = 0  # the sender fell behind its clock
     server_dropped: int = 0  # from the last Ack
@@ -53,14 +55,16 @@ def paced_stream(target: str, frames: list[np.ndarray], fps: float, hop: int = 0
             run.frames_sent += 1
             yield request
 
-    started = time.perf_counter()
+    started = run.opened = time.perf_counter()
     try:
         with ExplainerClient(target, timeout=timeout) as client:
             for event in client.stub.StreamExplain(requests(), timeout=timeout):
                 kind_of = event.WhichOneof("event")
                 if kind_of == "explanation":
                     last = event.explanation.source_frames[-1]
-                    run.latencies_ms.append((time.perf_counter() - sent_at[last]) * 1e3)
+                    now = time.perf_counter()
+                    run.latencies_ms.append((now - sent_at[last]) * 1e3)
+                    run.received_at.append(now - started)
                 elif kind_of == "robustness":
                     run.robustness.append(event.robustness)
                 elif kind_of == "ack":

@@ -92,6 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="staa-client", description="Explain video with a STAA Serve server.")
     parser.add_argument("--server", default="127.0.0.1:50051", help="HOST:PORT")
     parser.add_argument("--timeout", type=float, default=None, help="per-call deadline, seconds")
+    parser.add_argument("--tls-ca", type=Path, default=None, help="PEM file to verify a TLS server against")
+    parser.add_argument("--token-file", type=Path, default=None, help="file holding the server's bearer token")
     commands = parser.add_subparsers(dest="command", required=True)
     explain = commands.add_parser("explain", help="explain a clip file")
     explain.add_argument("clip", type=Path)
@@ -116,7 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        with ExplainerClient(args.server, timeout=args.timeout) as client:
+        with ExplainerClient(args.server, timeout=args.timeout,
+                             root_certificates=args.tls_ca.read_bytes() if args.tls_ca else None,
+                             token=args.token_file.read_text().strip() if args.token_file else None) as client:
             if args.command == "info":
                 print(json.dumps(model_to_dict(client.model_info()), indent=2))
                 return 0

@@ -143,13 +143,17 @@ class ExplainerClient:
 class AsyncExplainerClient:
     """asyncio client with the same methods (``async with AsyncExplainerClient(target) as client``)."""
 
-    def __init__(self, target: str, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, timeout: float | None = None):
-        self.channel = grpc.aio.insecure_channel(target, options=channel_options(max_message_bytes))
+    def __init__(self, target: str, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, timeout: float | None = None,
+                 root_certificates: bytes | None = None, token: str | None = None):
+        options = channel_options(max_message_bytes)
+        self.channel = (grpc.aio.insecure_channel(target, options=options) if root_certificates is None else
+                        grpc.aio.secure_channel(target, grpc.ssl_channel_credentials(root_certificates), options=options))
         self.stub = pb_grpc.VideoExplainerStub(self.channel)
         self.timeout = timeout
+        self.metadata = auth_metadata(token)
 
     async def model_info(self) -> pb.ModelInfo:
-        return await self.stub.GetModelInfo(pb.ModelInfoRequest(), timeout=self.timeout)
+        return await self.stub.GetModelInfo(pb.ModelInfoRequest(), timeout=self.timeout, metadata=self.metadata)
 
     async def explain_clip(self, clip: bytes | str | Path, **options) -> AsyncIterator[pb.Explanation]:
         async for response in self.explain_clip_events(clip, **options):
@@ -157,7 +161,8 @@ class AsyncExplainerClient:
                 yield response.explanation
 
     async def explain_clip_events(self, clip: bytes | str | Path, **options) -> AsyncIterator[pb.ClipResponse]:
-        async for response in self.stub.ExplainClip(clip_request(clip, **options), timeout=self.timeout):
+        async for response in self.stub.ExplainClip(clip_request(clip, **options), timeout=self.timeout,
+                                                    metadata=self.metadata):
             yield response
 
     async def explain_frames(self, frames: Iterable[np.ndarray], fps: float, speed: float = 1.0,
@@ -165,12 +170,14 @@ class AsyncExplainerClient:
         async def requests():
             # Pacing sleeps must not block the event loop: pace here, send unpaced.
             started = time.perf_counter()
-            for index, request in enumerate(stream_requests(frames, fps, speed=0, **options)):
+            lossless = options.pop("lossless", None)
+            lossless = speed <= 0 if lossless is None else lossless
+            for index, request in enumerate(stream_requests(frames, fps, speed=0, lossless=lossless, **options)):
                 if speed > 0 and index > 0:
                     await asyncio.sleep(max(0.0, started + (index - 1) / (fps * speed) - time.perf_counter()))
                 yield request
 
-        async for response in self.stub.StreamExplain(requests(), timeout=self.timeout):
+        async for response in self.stub.StreamExplain(requests(), timeout=self.timeout, metadata=self.metadata):
             yield response
 
     async def close(self) -> None:

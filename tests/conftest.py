@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 # Triton kernels run on CPU through the interpreter in tests; it must be set before any kernel
@@ -16,6 +17,17 @@ CLIPS = Path(os.environ.get("STAA_SHARED_CLIPS", REPO.parent / "shared" / "clips
 SHARED_CLIPS = ("arm_wrestling.mp4", "flipping_pancake.mkv", "ucf101_apply_eye_makeup.avi")
 # Frame counts agreed by three decoders (../shared/clips/README.md).
 SHARED_FRAME_COUNTS = {"arm_wrestling.mp4": 280, "flipping_pancake.mkv": 310, "ucf101_apply_eye_makeup.avi": 164}
+
+
+def wait_for(condition, timeout: float = 15.0) -> bool:
+    """Poll ``condition`` until it holds or ``timeout`` passes (the server frees a stream just after
+    its status reaches the client)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return condition()
 
 
 def clip_path(name: str) -> Path:

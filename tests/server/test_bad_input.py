@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from staa.v1 import explainer_pb2 as pb
-from tests.conftest import clip_path
+from tests.conftest import clip_path, wait_for
 
 SMALL_CLIP = "edge/unordered.mov"
 
@@ -111,15 +111,6 @@ def test_explanations_sent_before_an_error_are_kept(client):
             received.append(event)
     assert failure.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert [event.explanation.window_index for event in received if event.HasField("explanation")] == [0]
-
-
-def wait_for(condition, timeout=10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return condition()
 
 
 def test_client_cancel_mid_stream_frees_the_session(client, server):

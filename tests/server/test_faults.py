@@ -23,7 +23,7 @@ from server.app import BackgroundServer
 from server.config import ServerConfig
 from staa.v1 import explainer_pb2 as pb
 from staa.v1 import explainer_pb2_grpc as pb_grpc
-from tests.conftest import REPO, clip_path
+from tests.conftest import REPO, clip_path, wait_for
 
 FUZZ_CASES = 2000
 ALLOWED = {grpc.StatusCode.OK, grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED}
@@ -41,15 +41,6 @@ def fault_server(tiny_model_dir):
 def rss_mib(pid: int | None = None) -> float:
     with open(f"/proc/{pid or os.getpid()}/status") as handle:
         return int(re.search(r"VmRSS:\s+(\d+)", handle.read()).group(1)) / 1024
-
-
-def wait_for(condition, timeout: float = 15.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return condition()
 
 
 # ---------------------------------------------------------------- fuzz

@@ -16,7 +16,7 @@ from server.app import BackgroundServer
 from server.config import ServerConfig
 from staa.v1 import explainer_pb2 as pb
 from staa.v1 import explainer_pb2_grpc as pb_grpc
-from tests.conftest import clip_path
+from tests.conftest import clip_path, wait_for
 
 CLIP = "ucf101_apply_eye_makeup.avi"
 
@@ -136,7 +136,7 @@ def test_streams_past_the_admission_limit_get_resource_exhausted(tiny_model_dir)
         for call in held:
             assert [event.WhichOneof("event") for event in call] == ["ack"]
         channel.close()
-        assert running.servicer.sessions.active == 0
+        assert wait_for(lambda: running.servicer.sessions.active == 0)
 
 
 def test_an_idle_stream_is_closed_with_deadline_exceeded(tiny_model_dir):
@@ -156,7 +156,7 @@ def test_an_idle_stream_is_closed_with_deadline_exceeded(tiny_model_dir):
             stop.set()
         assert closed.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
         assert "stream_idle_seconds" in closed.value.details() and took < 10
-        assert running.servicer.sessions.active == 0
+        assert wait_for(lambda: running.servicer.sessions.active == 0)
 
 
 def test_a_stream_sent_faster_than_served_drops_its_oldest_frames_and_says_so(tiny_model_dir):
