@@ -52,17 +52,25 @@ def write_markdown(path: Path, title: str, conditions_: dict[str, str], sections
 
 
 def interleaved(first: Callable[[], None], second: Callable[[], None], pairs: int, warmup: int = 3):
-    """Time A, B, A, B ... after warm-up; returns (A seconds list, B seconds list, median of B/A ratios)."""
+    """Time A and B in pairs after warm-up, alternating which goes first (A B, B A, A B ...) so that
+    neither always runs on the caches and allocations the other left; returns (A seconds list,
+    B seconds list, median of the per-pair B/A ratios)."""
     for _ in range(warmup):
         first()
         second()
-    times_a, times_b = [], []
-    for _ in range(pairs):
+
+    def timed(call) -> float:
         started = time.perf_counter()
-        first()
-        middle = time.perf_counter()
-        second()
-        times_a.append(middle - started)
-        times_b.append(time.perf_counter() - middle)
+        call()
+        return time.perf_counter() - started
+
+    times_a, times_b = [], []
+    for index in range(pairs):
+        if index % 2 == 0:
+            times_a.append(timed(first))
+            times_b.append(timed(second))
+        else:
+            times_b.append(timed(second))
+            times_a.append(timed(first))
     ratio = statistics.median(b / a for a, b in zip(times_a, times_b))
     return times_a, times_b, ratio
