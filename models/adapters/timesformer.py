@@ -64,6 +64,8 @@ class _Tap(torch.nn.Module):
     def forward(self, probs: torch.Tensor) -> torch.Tensor:
         if self.record is not None:
             self.reduce(probs, self.record)
+        if not self.original.training:  # Dropout in eval mode is the identity: skip its call
+            return probs
         return self.original(probs)
 
 
