@@ -40,6 +40,9 @@ class FrameQueue:
         return len(self._frames)
 
     async def put(self, item: QueuedFrame) -> None:
+        if self._ended:  # the server is draining: frames that come after the end are not explained
+            self.dropped += 1
+            return
         while self.lossless and len(self._frames) >= self.capacity:
             self._room.clear()
             await self._room.wait()

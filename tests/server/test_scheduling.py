@@ -35,6 +35,17 @@ def test_a_full_queue_drops_its_oldest_frames_and_counts_them():
     assert asyncio.run(scenario()) == ([4, 5, 6], 4)
 
 
+def test_frames_after_the_end_are_dropped_not_queued():
+    async def scenario():
+        queue = FrameQueue(capacity=4)
+        await queue.put(item(0))
+        queue.end()  # a draining server ends every stream's queue while its reader still runs
+        await queue.put(item(1))
+        return await drain(queue), queue.dropped
+
+    assert asyncio.run(scenario()) == ([0], 1)
+
+
 def test_a_lossless_queue_holds_the_sender_instead_of_dropping():
     async def scenario():
         queue = FrameQueue(capacity=2, lossless=True)
