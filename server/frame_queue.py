@@ -40,12 +40,12 @@ class FrameQueue:
         return len(self._frames)
 
     async def put(self, item: QueuedFrame) -> None:
+        while self.lossless and len(self._frames) >= self.capacity and not self._ended:
+            self._room.clear()
+            await self._room.wait()
         if self._ended:  # the server is draining: frames that come after the end are not explained
             self.dropped += 1
             return
-        while self.lossless and len(self._frames) >= self.capacity:
-            self._room.clear()
-            await self._room.wait()
         if len(self._frames) >= self.capacity:
             self._frames.popleft()
             self.dropped += 1
@@ -56,6 +56,7 @@ class FrameQueue:
         """No more frames; with ``error``, raised once the frames before it are taken."""
         self._ended, self._error = True, error
         self._arrived.set()
+        self._room.set()
 
     async def get(self, idle_seconds: float) -> QueuedFrame | None:
         """The oldest frame; None once ended and empty; the reader's error once empty; or IdleTimeout."""
