@@ -32,7 +32,7 @@ from benchmarks.streams import concurrent_streams, percentiles
 COLUMNS = ["streams", "fps", "hop", "seconds", "windows", "windows_per_s", "windows_per_s_per_stream", "p50_ms",
            "p90_ms", "p95_ms", "p99_ms", "dropped_pct", "errors", "server_rss_mb", "sustained"]
 SHARED_CLIP = Path(__file__).resolve().parents[2] / "shared" / "clips" / "arm_wrestling.mp4"
-SWEEP = (1, 2, 4, 6, 8, 10, 12, 16, 20, 24)
+SWEEP = (1, 2, 4, 6, 8, 10, 12, 16, 20, 24, 28, 32)  # 32: the default max_streams
 
 
 def source_frames(seconds: float, fps: float) -> tuple[list[np.ndarray], str]:
