@@ -23,7 +23,7 @@ from benchmarks.load import SpawnedServer, source_frames
 from benchmarks.report import REPORTS, conditions, markdown_table, write_csv, write_markdown
 from benchmarks.streams import StreamRun, paced_stream, percentiles
 
-COLUMNS = ["minute", "server_rss_mb", "windows", "p50_ms", "p99_ms", "errors"]
+COLUMNS = ["minute", "server_rss_mb", "windows", "p50_ms", "p99_ms"]
 
 
 def main(argv=None) -> None:
@@ -45,7 +45,7 @@ def main(argv=None) -> None:
     started = time.perf_counter()
 
     def one(slot: int) -> None:
-        runs[slot] = paced_stream(target, frames, args.fps, hop=args.hop)
+        runs[slot] = paced_stream(target, frames, args.fps, hop=args.hop, timeout=seconds + 300)  # deadline past the run
 
     threads = [threading.Thread(target=one, args=(slot,)) for slot in range(args.streams)]
     for thread in threads:
@@ -67,20 +67,21 @@ def main(argv=None) -> None:
     # Latency per minute of the run, from every stream's (received at, latency) pairs.
     received = [(at + run.opened - started, latency) for run in runs for at, latency in zip(run.received_at, run.latencies_ms)]
     errors = sum(run.error is not None for run in runs)
+    messages = sorted({run.error for run in runs if run.error is not None})
     rows = []
     for minute in range(int(np.ceil(args.minutes))):
         in_minute = [latency for at, latency in received if minute * 60 <= at < (minute + 1) * 60]
         rss = [value for at, value in samples if minute * 60 <= at < (minute + 1) * 60]
         rows.append({"minute": minute + 1, "server_rss_mb": max(rss) if rss else float("nan"),
                      "windows": len(in_minute), **{key: value for key, value in percentiles(in_minute).items()
-                                                   if key in ("p50_ms", "p99_ms")}, "errors": errors})
+                                                   if key in ("p50_ms", "p99_ms")}})
     args.out_dir.mkdir(parents=True, exist_ok=True)
     write_csv(args.out_dir / "soak.csv", rows, COLUMNS)
     plot(samples, received, args.out_dir / "soak.png")
     first, last = rows[0]["server_rss_mb"], rows[-1]["server_rss_mb"]
     settled = rows[min(1, len(rows) - 1)]["server_rss_mb"]
     summary = (f"{args.streams} streams x {args.fps:g} fps for {args.minutes:g} min: {len(received)} windows, "
-               f"{errors} stream errors; server RSS {first:.0f} MiB in minute 1, {settled:.0f} MiB in minute 2, "
+               f"{errors} stream errors{' (' + '; '.join(messages) + ')' if messages else ''}; server RSS {first:.0f} MiB in minute 1, {settled:.0f} MiB in minute 2, "
                f"{last:.0f} MiB in the last minute ({last - settled:+.0f} MiB after warm-up).")
     write_markdown(args.out_dir / "soak.md", "Soak: paced live streams over time", conditions({
         "server": args.server or "staa-serve --port 0 (spawned, default model)",
