@@ -73,6 +73,15 @@ class SpawnedServer:
         self.process.wait(timeout=60)
 
 
+def stream_conditions(server: str | None, clip_name: str, kind: str, fps: float, hop: int) -> dict[str, str]:
+    """The report header of a benchmark of paced live streams."""
+    return conditions({
+        "server": server or "staa-serve --port 0 (spawned, default model)",
+        "frames": f"{clip_name} looped, {kind}, {fps:g} fps, window every {hop} frames",
+        "cpu count": str(os.cpu_count()),
+    })
+
+
 def one_run(target: str, streams: int, fps: float, hop: int, seconds: float, frames, kind: str, server,
             budget_ms: float, min_rate: float) -> dict:
     runs = concurrent_streams(target, streams, frames, fps, hop=hop, kind=kind)
@@ -125,11 +134,8 @@ def main(argv=None) -> None:
     verdict = (f"Most streams sustained at {args.fps:g} fps input (p99 <= {args.budget_ms:g} ms, >= "
                f"{args.min_windows_per_s:g} explanations/s per stream, no errors, <= 1 % dropped): "
                f"**{max(sustained) if sustained else 0}**.")
-    write_markdown(args.out_dir / "load.md", "Load: paced live streams against one server", conditions({
-        "server": args.server or "staa-serve --port 0 (spawned, default model)",
-        "frames": f"{clip_name} looped, {kind}, {args.fps:g} fps, window every {args.hop} frames",
-        "cpu count": str(os.cpu_count()),
-    }), [verdict, "", markdown_table(rows, COLUMNS), "",
+    write_markdown(args.out_dir / "load.md", "Load: paced live streams against one server",
+                   stream_conditions(args.server, clip_name, kind, args.fps, args.hop), [verdict, "", markdown_table(rows, COLUMNS), "",
          "Latency: client side, last frame of a window sent -> its explanation received (127.0.0.1). "
          "dropped_pct: frames the sender skipped because it fell behind its clock plus frames the server dropped."])
     print((args.out_dir / "load.md").read_text())

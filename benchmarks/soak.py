@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import os
 import threading
 import time
 from pathlib import Path
@@ -19,8 +18,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from benchmarks.load import SpawnedServer, source_frames
-from benchmarks.report import REPORTS, conditions, markdown_table, write_csv, write_markdown
+from benchmarks.load import SpawnedServer, source_frames, stream_conditions
+from benchmarks.report import REPORTS, markdown_table, write_csv, write_markdown
 from benchmarks.streams import StreamRun, paced_stream, percentiles
 
 COLUMNS = ["minute", "server_rss_mb", "windows", "p50_ms", "p99_ms"]
@@ -80,14 +79,12 @@ def main(argv=None) -> None:
     plot(samples, received, args.out_dir / "soak.png")
     first, last = rows[0]["server_rss_mb"], rows[-1]["server_rss_mb"]
     settled = rows[min(1, len(rows) - 1)]["server_rss_mb"]
+    failures = f" ({'; '.join(messages)})" if messages else ""
     summary = (f"{args.streams} streams x {args.fps:g} fps for {args.minutes:g} min: {len(received)} windows, "
-               f"{errors} stream errors{' (' + '; '.join(messages) + ')' if messages else ''}; server RSS {first:.0f} MiB in minute 1, {settled:.0f} MiB in minute 2, "
-               f"{last:.0f} MiB in the last minute ({last - settled:+.0f} MiB after warm-up).")
-    write_markdown(args.out_dir / "soak.md", "Soak: paced live streams over time", conditions({
-        "server": args.server or "staa-serve --port 0 (spawned, default model)",
-        "frames": f"{clip_name} looped, rgb24, {args.fps:g} fps, window every {args.hop} frames",
-        "cpu count": str(os.cpu_count()),
-    }), [summary, "", markdown_table(rows, COLUMNS), "", "![RSS and latency over time](soak.png)"])
+               f"{errors} stream errors{failures}; server RSS {first:.0f} MiB in minute 1, {settled:.0f} MiB in "
+               f"minute 2, {last:.0f} MiB in the last minute ({last - settled:+.0f} MiB after warm-up).")
+    write_markdown(args.out_dir / "soak.md", "Soak: paced live streams over time",
+                   stream_conditions(args.server, clip_name, "rgb24", args.fps, args.hop), [summary, "", markdown_table(rows, COLUMNS), "", "![RSS and latency over time](soak.png)"])
     print((args.out_dir / "soak.md").read_text())
 
 
