@@ -55,15 +55,16 @@ class _Tap(torch.nn.Module):
     the reductions themselves on a small model.
     """
 
-    def __init__(self, original: torch.nn.Module, reduce):
+    def __init__(self, original: torch.nn.Module, reduce, owner: "TimesformerAdapter"):
         super().__init__()
         self.original = original
         self.reduce = reduce
-        self.record: AttentionRecord | None = None
+        self.owner = owner  # holds the capture's record: setting it on 2L taps (nn.Module.__setattr__) cost ~50 us
 
     def forward(self, probs: torch.Tensor) -> torch.Tensor:
-        if self.record is not None:
-            self.reduce(probs, self.record)
+        record = self.owner.record
+        if record is not None:
+            self.reduce(probs, record)
         if not self.original.training:  # Dropout in eval mode is the identity: skip its call
             return probs
         return self.original(probs)
@@ -83,6 +84,8 @@ class TimesformerAdapter:
         self.layers = list(model.timesformer.encoder.layer)
         self._taps: list[tuple[torch.nn.Module, _Tap]] | None = None
         self._cls_row, self._received = cls_row_mean, received_mean
+        self._parameter = next(model.parameters())  # its .device follows model.to(...)
+        self.record: AttentionRecord | None = None  # the capture in progress, read by every tap
 
     def _installed_taps(self) -> list[tuple[torch.nn.Module, _Tap]]:
         """(attention module, its tap) for every layer's temporal and spatial ``attn_drop``, built once."""
@@ -93,24 +96,24 @@ class TimesformerAdapter:
                                           (layer.attention.attention, self._reduce_spatial)):
                     original = attention.attn_drop  # another adapter's tap while it captures: unwrap
                     original = original.original if isinstance(original, _Tap) else original
-                    self._taps.append((attention, _Tap(original, reduce)))
+                    self._taps.append((attention, _Tap(original, reduce, self)))
         return self._taps
 
     @contextmanager
     def capture(self):
         """Taps in place of every layer's temporal and spatial ``attn_drop``; yields the AttentionRecord."""
         record = AttentionRecord()
-        self._cls_row, self._received = reducers_for(next(self.model.parameters()).device)
+        self._cls_row, self._received = reducers_for(self._parameter.device)
         taps = self._installed_taps()
         for attention, tap in taps:
-            tap.record = record
             attention._modules["attn_drop"] = tap
+        self.record = record
         try:
             yield record
         finally:
+            self.record = None
             for attention, tap in taps:
                 attention._modules["attn_drop"] = tap.original
-                tap.record = None
 
     def _reduce_spatial(self, probs: torch.Tensor, record: AttentionRecord) -> None:
         started = time.perf_counter()
