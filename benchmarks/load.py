@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from benchmarks.report import REPORTS, conditions, markdown_table, write_csv, write_markdown
+from benchmarks.report import REPORTS, conditions, rss_mb, markdown_table, write_csv, write_markdown
 from benchmarks.streams import concurrent_streams, percentiles
 
 COLUMNS = ["streams", "fps", "hop", "seconds", "windows", "windows_per_s", "windows_per_s_per_stream", "p50_ms",
@@ -63,10 +63,7 @@ class SpawnedServer:
             raise RuntimeError(f"staa-serve did not get ready: {ready!r}")
 
     def rss_mb(self) -> float:
-        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-        return float("nan")
+        return rss_mb(self.process.pid)
 
     def stop(self) -> None:
         self.process.send_signal(signal.SIGTERM)

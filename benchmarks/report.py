@@ -16,6 +16,14 @@ import torch
 REPORTS = Path(__file__).resolve().parent / "reports"
 
 
+def rss_mb(pid: int | None = None) -> float:
+    """Resident set size of process ``pid`` (this one by default), MiB, from /proc."""
+    for line in Path(f"/proc/{pid or os.getpid()}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 def conditions(extra: dict[str, str]) -> dict[str, str]:
     """What every report states about how it was measured."""
     return {

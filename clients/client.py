@@ -42,12 +42,13 @@ def robustness_options(attack: str = "off", epsilon: float | None = None, every:
 
 
 def open_channel(target: str, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
-                 root_certificates: bytes | None = None) -> grpc.Channel:
-    """Plain channel, or TLS verified against ``root_certificates`` (PEM) when given."""
+                 root_certificates: bytes | None = None, module=grpc):
+    """Plain channel, or TLS verified against ``root_certificates`` (PEM) when given;
+    ``module=grpc.aio`` for an asyncio channel."""
     options = channel_options(max_message_bytes)
     if root_certificates is None:
-        return grpc.insecure_channel(target, options=options)
-    return grpc.secure_channel(target, grpc.ssl_channel_credentials(root_certificates), options=options)
+        return module.insecure_channel(target, options=options)
+    return module.secure_channel(target, grpc.ssl_channel_credentials(root_certificates), options=options)
 
 
 def auth_metadata(token: str | None) -> tuple[tuple[str, str], ...] | None:
@@ -145,9 +146,7 @@ class AsyncExplainerClient:
 
     def __init__(self, target: str, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, timeout: float | None = None,
                  root_certificates: bytes | None = None, token: str | None = None):
-        options = channel_options(max_message_bytes)
-        self.channel = (grpc.aio.insecure_channel(target, options=options) if root_certificates is None else
-                        grpc.aio.secure_channel(target, grpc.ssl_channel_credentials(root_certificates), options=options))
+        self.channel = open_channel(target, max_message_bytes, root_certificates, module=grpc.aio)
         self.stub = pb_grpc.VideoExplainerStub(self.channel)
         self.timeout = timeout
         self.metadata = auth_metadata(token)

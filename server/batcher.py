@@ -27,6 +27,25 @@ class _Job:
     queued: float = field(default_factory=time.perf_counter)
 
 
+class BusyTracker:
+    """Counts requests in flight (event-loop thread only); ``idle`` is set while there are none.
+    ``with tracker:`` around each request."""
+
+    def __init__(self):
+        self.idle = threading.Event()
+        self.idle.set()
+        self.outstanding = 0
+
+    def __enter__(self):
+        self.outstanding += 1
+        self.idle.clear()
+
+    def __exit__(self, *exc_info):
+        self.outstanding -= 1
+        if not self.outstanding:
+            self.idle.set()
+
+
 class MicroBatcher:
     """``await submit(item, key)`` -> ``run(items, key)[i]``; ``run`` goes on ``executor`` (the model thread).
 
@@ -41,12 +60,11 @@ class MicroBatcher:
         self.run, self.executor = run, executor
         self.max_batch, self.max_wait = max_batch, max_wait
         self.on_batch = on_batch
-        self.idle = threading.Event()
-        self.idle.set()
+        self.busy = BusyTracker()
+        self.idle = self.busy.idle
         self._jobs: deque[_Job] = deque()
         self._wake: asyncio.Event | None = None
         self._worker: asyncio.Task | None = None
-        self._outstanding = 0  # submitted and not yet answered (event-loop thread only)
         self.batches = 0
         self.windows = 0
 
@@ -55,15 +73,9 @@ class MicroBatcher:
         self._start()
         future = asyncio.get_running_loop().create_future()
         self._jobs.append(_Job(item, key, future))
-        self._outstanding += 1
-        self.idle.clear()
         self._wake.set()
-        try:
+        with self.busy:
             return await future
-        finally:
-            self._outstanding -= 1
-            if not self._outstanding:
-                self.idle.set()
 
     def _start(self) -> None:
         if self._worker is None or self._worker.done():

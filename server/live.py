@@ -35,8 +35,6 @@ async def read_frames(frames: AsyncIterator[FrameInput], session: StreamSession)
             await queue.put(QueuedFrame(session.received, frame, time.perf_counter()))
             session.received += 1
         queue.end()
-    except asyncio.CancelledError:
-        raise
     except Exception as error:  # noqa: BLE001 - handed to the processor, which ends the stream with it
         queue.end(error)
 

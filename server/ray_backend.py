@@ -17,14 +17,14 @@ a Ray cluster").
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Hashable
+
+from server.batcher import BusyTracker
 
 logger = logging.getLogger(__name__)
 
@@ -97,20 +97,13 @@ class RayBatcher:
 
     def __init__(self, handle):
         self.handle = handle
-        self.idle = threading.Event()
-        self.idle.set()
-        self._outstanding = 0
+        self.busy = BusyTracker()
+        self.idle = self.busy.idle
 
     async def submit(self, item, key: Hashable):
-        self._outstanding += 1
-        self.idle.clear()
         started = time.perf_counter()
-        try:
+        with self.busy:
             explanation = await self.handle.explain.remote((item, key))
-        finally:
-            self._outstanding -= 1
-            if not self._outstanding:
-                self.idle.set()
         round_trip = time.perf_counter() - started
         return explanation, max(0.0, round_trip - explanation.timings_ms.get("replica_ms", 0.0) / 1e3)
 
@@ -155,6 +148,3 @@ class RayBackend:
         finally:
             ray.shutdown()
 
-
-async def stop_in_thread(backend: RayBackend) -> None:
-    await asyncio.to_thread(backend.stop)

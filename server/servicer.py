@@ -117,9 +117,9 @@ class VideoExplainerServicer(pb_grpc.VideoExplainerServicer):
             engine, loaded = self._ready()
             requests = aiter(request_iterator)
             first = parsed(await anext(requests, None))
-            kind = first.WhichOneof("request") if first is not None else None
             if first is None:
                 raise InvalidInput("the stream ended before its StreamConfig")
+            kind = first.WhichOneof("request")
             if kind != "config":
                 raise InvalidInput(f"the first StreamRequest must carry a StreamConfig, got {kind or 'nothing'}")
             config = first.config

@@ -4,7 +4,6 @@ so the time goes to the server's own handling."""
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import subprocess
@@ -17,6 +16,7 @@ import grpc
 import numpy as np
 import pytest
 
+from benchmarks.report import rss_mb
 from clients.client import ExplainerClient, open_channel
 from models.frames import encode_frame
 from server.app import BackgroundServer
@@ -36,11 +36,6 @@ def fault_server(tiny_model_dir):
                           max_clip_requests=16, stream_idle_seconds=5)
     with BackgroundServer(config) as running:
         yield running
-
-
-def rss_mib(pid: int | None = None) -> float:
-    with open(f"/proc/{pid or os.getpid()}/status") as handle:
-        return int(re.search(r"VmRSS:\s+(\d+)", handle.read()).group(1)) / 1024
 
 
 # ---------------------------------------------------------------- fuzz
@@ -205,9 +200,9 @@ def test_two_hundred_clients_that_vanish_mid_stream_leave_no_streams_and_no_memo
         assert wait_for(lambda: servicer.sessions.active == 0), f"{servicer.sessions.active} streams left open"
 
     wave(0)  # warms every allocation path
-    settled = rss_mib()
+    settled = rss_mb()
     wave(100)
-    grown = rss_mib() - settled
+    grown = rss_mb() - settled
     print(f"RSS after 100 vanished clients {settled:.0f} MiB; after 100 more: {grown:+.1f} MiB")
     assert grown < 40, f"RSS grew {grown:.1f} MiB over 100 vanished clients"
 

@@ -92,8 +92,7 @@ def hold_lane(server: BackgroundServer, held: bool) -> None:
     engine = server.servicer.engine
 
     async def flip():
-        engine.batcher._outstanding += 1 if held else -1
-        engine.explanation_idle.clear() if held else engine.explanation_idle.set()
+        engine.batcher.busy.__enter__() if held else engine.batcher.busy.__exit__(None, None, None)
 
     server._call(flip())
 
