@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from tqdm import tqdm
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from transformers import TimesformerForVideoClassification
 
 from models.preprocess import ProcessorSettings
@@ -63,14 +64,21 @@ def accuracy(model, windows: WindowSet, settings: ProcessorSettings, batch: int 
 
 def train(model, stages: list[tuple[WindowSet, int]], validation: WindowSet, settings: ProcessorSettings,
           peak_lr: float, warmup: int, batch: int, evaluate_every: int, seed: int = 0, log=print,
-          checkpoint=None) -> list[dict]:
-    """Run the curriculum ``stages`` ([(windows, steps)]) with one LR schedule; returns the history.
+          checkpoint=None, compile: bool = False, ema_decay: float = 0.0) -> tuple[torch.nn.Module, list[dict]]:
+    """Run the curriculum ``stages`` ([(windows, steps)]) with one LR schedule.
 
-    ``checkpoint(model, history)``, when given, runs after every evaluation, so a long run can be
-    saved (and committed) before it finishes.
+    Returns the weights to keep and the history. With ``ema_decay`` an exponential moving average
+    of the weights is kept beside them; at each evaluation the one with the better validation
+    accuracy is the one to keep (and the history records both). ``compile`` runs the training
+    forward and backward through ``torch.compile`` (about 1.4x faster per step on the 2-core CPU
+    machine, after about a minute of compiling). ``checkpoint(weights, history)``, when given, runs
+    after every evaluation, so a long run can be saved (and committed) before it finishes.
     """
     generator = np.random.default_rng(seed)
     device = next(model.parameters()).device
+    forward = torch.compile(model) if compile else model
+    average = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(ema_decay)) if ema_decay else None
+    keep = model
     optimizer = torch.optim.AdamW(model.parameters(), lr=peak_lr, weight_decay=0.05)
     total = sum(steps for _, steps in stages)
     history, step, started = [], 0, time.perf_counter()
@@ -82,11 +90,13 @@ def train(model, stages: list[tuple[WindowSet, int]], validation: WindowSet, set
             pixels, labels = windows.batch(indices, settings, flip=generator.random(batch) < 0.5)
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(step, total, peak_lr, warmup)
-            loss = torch.nn.functional.cross_entropy(model(pixel_values=pixels.to(device)).logits, labels.to(device))
+            loss = torch.nn.functional.cross_entropy(forward(pixel_values=pixels.to(device)).logits, labels.to(device))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
+            if average is not None:
+                average.update_parameters(model)
             step += 1
             progress.update(1)
             progress.set_postfix(stage=stage, loss=f"{loss.item():.3f}")
@@ -96,12 +106,16 @@ def train(model, stages: list[tuple[WindowSet, int]], validation: WindowSet, set
                           "stage_accuracy": round(accuracy(model, seen, settings), 4),
                           "val_accuracy": round(accuracy(model, validation, settings), 4),
                           "minutes": round((time.perf_counter() - started) / 60, 2)}
+                keep = model
+                if average is not None:
+                    record["val_accuracy_ema"] = round(accuracy(average.module, validation, settings), 4)
+                    keep = average.module if record["val_accuracy_ema"] > record["val_accuracy"] else model
                 history.append(record)
                 log(json.dumps(record))
                 if checkpoint is not None:
-                    checkpoint(model, history)
+                    checkpoint(keep, history)
     progress.close()
-    return history
+    return keep, history
 
 
 def save(model, out: Path, history: list[dict], arguments: dict) -> None:
@@ -125,7 +139,7 @@ class Stage:
     palette: tuple[float, float] = (1.0, 1.0)  # colour variation drawn per clip in this range (1: random colours)
 
 
-def curriculum(scale: float = 1.0) -> list[Stage]:
+def curriculum(scale: float = 1.0, final_steps: int | None = None) -> list[Stage]:
     """White figure centred on grey, action all clip long -> random colours, anywhere, cluttered, sub-interval.
 
     Colour is the hard nuisance: from random colours the model sits at chance for 1000+ steps even
@@ -136,7 +150,7 @@ def curriculum(scale: float = 1.0) -> list[Stage]:
         Stage("white-on-grey-centred", int(1500 * scale), int(500 * scale), (0.0, 0.1), 0.0, (32, 32), (0.0, 0.0)),
         Stage("some-colour-placed", int(2500 * scale), int(800 * scale), (0.0, 0.4), 0.5, None, (0.0, 0.5)),
         Stage("more-colour-cluttered", int(4000 * scale), int(1500 * scale), (0.0, 0.8), 1.0, None, (0.0, 1.0)),
-        Stage("full", int(12000 * scale), int(6000 * scale), (0.0, 1.0), 1.0, None, (1.0, 1.0)),
+        Stage("full", int(12000 * scale), final_steps or int(6000 * scale), (0.0, 1.0), 1.0, None, (1.0, 1.0)),
     ]
 
 
@@ -145,6 +159,8 @@ def main(argv=None) -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--scale", type=float, default=2.0, help="multiply every stage's clips and steps")
     parser.add_argument("--validation-clips", type=int, default=512)
+    parser.add_argument("--final-steps", type=int, default=None,
+                        help="steps of the last (full-difficulty) stage; default 6000 x scale")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--warmup", type=int, default=300)
@@ -152,6 +168,9 @@ def main(argv=None) -> None:
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--heads", type=int, default=4)
     parser.add_argument("--mlp-ratio", type=int, default=2, help="MLP width as a multiple of --hidden")
+    parser.add_argument("--ema", type=float, default=0.0,
+                        help="also keep an exponential moving average of the weights with this decay (e.g. 0.998)")
+    parser.add_argument("--compile", action="store_true", help="train through torch.compile (faster after warm-up)")
     parser.add_argument("--evaluate-every", type=int, default=500)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--workers", type=int, default=2, help="processes rendering the training windows")
@@ -166,7 +185,7 @@ def main(argv=None) -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     settings = ProcessorSettings.from_dict(processor_config_for(IMAGE_SIZE))
-    stages, start, built = curriculum(args.scale), 0, []
+    stages, start, built = curriculum(args.scale, args.final_steps), 0, []
     chosen = [stage for stage in stages if args.stages == "all" or stage.name in args.stages.split(",")]
 
     def rendered(name: str, seed_list: list[int], **options) -> WindowSet:
@@ -201,9 +220,9 @@ def main(argv=None) -> None:
     arguments = vars(args) | {"out": str(args.out), "init": str(args.init) if args.init else None,
                               "cache": str(args.cache) if args.cache else None,
                               "stages": [asdict(stage) for stage in chosen]}
-    history = train(model, built, validation, settings, args.lr, args.warmup, args.batch, args.evaluate_every,
-                    log=lambda line: tqdm.write(line),
-                    checkpoint=lambda model, history: save(model, args.out, history, arguments))
+    model, history = train(model, built, validation, settings, args.lr, args.warmup, args.batch, args.evaluate_every,
+                           log=lambda line: tqdm.write(line), compile=args.compile, ema_decay=args.ema,
+                           checkpoint=lambda model, history: save(model, args.out, history, arguments))
     save(model, args.out, history, arguments)
     print(f"saved {args.out}; final validation accuracy {history[-1]['val_accuracy']:.3f}")
 

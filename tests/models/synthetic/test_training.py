@@ -26,7 +26,7 @@ def test_a_few_steps_lower_the_loss_and_the_checkpoint_loads(tmp_path):
     assert windows.pixels.shape == (16, FRAMES, IMAGE_SIZE, IMAGE_SIZE, 3)
     model = TimesformerForVideoClassification(model_config(hidden=32, layers=2, heads=2))
     before = mean_loss(model, windows, settings)
-    history = train(model, [(windows, 25)], windows, settings, peak_lr=2e-3, warmup=3, batch=16,
+    model, history = train(model, [(windows, 25)], windows, settings, peak_lr=2e-3, warmup=3, batch=16,
                     evaluate_every=25, log=lambda line: None)
     after = mean_loss(model, windows, settings)
     assert after < before - 0.3, (before, after)
