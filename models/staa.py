@@ -65,35 +65,43 @@ def _check_range(name: str, value, low, high) -> None:
         raise ValueError(f"StaaParams.{name} must be in [{low}, {high}], got {value}")
 
 
-def aggregate_layers(per_layer: list[torch.Tensor], how: str, last_k: int) -> torch.Tensor:
-    """Combine a list of L same-shaped per-layer tensors into one."""
+def aggregate_layers(per_layer: torch.Tensor | list[torch.Tensor], how: str, last_k: int) -> torch.Tensor:
+    """Combine L same-shaped per-layer tensors (stacked ``[L, ...]``, or a list) into one ``[...]``:
+    the last layer, or the sum over all (``mean``) or the last k (``mean_last_k``) layers.
+
+    A sum where the option says mean: every STAA map is normalised afterwards, where the constant
+    1/L cancels, and on CPU a scalar divide costs five operator calls per explanation.
+    """
     if how == "last":
         return per_layer[-1]
     chosen = per_layer[-last_k:] if how == "mean_last_k" else per_layer
-    return torch.stack(chosen).mean(dim=0)
+    return (chosen if isinstance(chosen, torch.Tensor) else torch.stack(chosen)).sum(dim=0)
 
 
 def normalise(values: torch.Tensor, dim: int) -> torch.Tensor:
     """Sum to 1 along ``dim``; a slice summing to 0 becomes uniform."""
     total = values.sum(dim=dim, keepdim=True)
-    # The usual case in fewer ops (this runs on every explanation); on a GPU the check would be a
-    # host-device sync per call, so there the one-pass form below serves every case.
-    if values.device.type == "cpu" and bool((total > 0).all()):
+    # The usual case in fewer ops (this runs on every explanation; min() is 3 operator calls where
+    # (total > 0).all() is 11); on a GPU the check would be a host-device sync per call, so there the
+    # one-pass form below serves every case. A NaN total fails the check, as it should.
+    if values.device.type == "cpu" and total.min().item() > 0:
         return values / total
     uniform = torch.full_like(values, 1.0 / values.shape[dim])
     return torch.where(total > 0, values / total.clamp_min(1e-30), uniform)
 
 
-def staa_spatial(spatial_cls: list[torch.Tensor], params: StaaParams) -> torch.Tensor:
-    """Per-layer CLS rows ``L x [B, T, N]`` -> spatial map ``[B, T, N]``, each frame summing to 1."""
+def staa_spatial(spatial_cls: torch.Tensor | list[torch.Tensor], params: StaaParams) -> torch.Tensor:
+    """Per-layer CLS rows ``[L, B, T, N]`` (or a list of L) -> spatial map ``[B, T, N]``, each frame summing to 1."""
     return normalise(aggregate_layers(spatial_cls, params.spatial_aggregation, params.last_k), dim=-1)
 
 
-def staa_temporal(temporal_received: list[torch.Tensor], spatial: torch.Tensor, params: StaaParams) -> torch.Tensor:
-    """Per-layer received attention ``L x [B, N, T]`` weighted by ``spatial`` ``[B, T, N]`` -> ``[B, T]`` summing to 1."""
-    patch_weights = spatial.mean(dim=1)  # [B, T, N] -> [B, N]; sums to 1 already (each frame's map does)
+def staa_temporal(temporal_received: torch.Tensor | list[torch.Tensor], spatial: torch.Tensor,
+                  params: StaaParams) -> torch.Tensor:
+    """Per-layer received attention ``[L, B, N, T]`` (or a list of L) weighted by ``spatial`` ``[B, T, N]`` -> ``[B, T]`` summing to 1."""
+    # w[p] = mean_t s[t, p]: a sum here, as the constant 1/T cancels in the final normalise.
+    patch_weights = spatial.sum(dim=1)  # [B, T, N] -> [B, N], sums to T
     if params.temporal_weighting == "uniform":
-        patch_weights = torch.full_like(patch_weights, 1.0 / patch_weights.shape[-1])
+        patch_weights = torch.ones_like(patch_weights)
     # Weighting is linear, so aggregate the layers first and weight once: one product, not L.
     received = aggregate_layers(temporal_received, params.temporal_aggregation, params.last_k)  # [B, N, T]
     weighted = torch.bmm(patch_weights.unsqueeze(1), received).squeeze(1)  # [B, 1, N] @ [B, N, T] -> [B, T]

@@ -23,7 +23,7 @@ from contextlib import contextmanager
 
 import torch
 
-from kernels.attention_reduce import received_mean
+from kernels.attention_reduce import received_sum
 from models.adapters.timesformer import AttentionRecord
 from models.errors import UnsupportedModel
 
@@ -47,24 +47,28 @@ class VideoMAEAdapter:
     @contextmanager
     def capture(self):
         """A hook on every layer's self-attention; yields the AttentionRecord."""
-        record = AttentionRecord()
-        handles = [layer.attention.attention.register_forward_hook(self._hook(record)) for layer in self.layers]
+        record = AttentionRecord(len(self.layers))
+        handles = [layer.attention.attention.register_forward_hook(self._hook(record, index))
+                   for index, layer in enumerate(self.layers)]
         try:
             yield record
         finally:
             for handle in handles:
                 handle.remove()
 
-    def _hook(self, record: AttentionRecord):
-        slots, patches, tubelet = self.slots, self.num_patches, self.tubelet
+    def _hook(self, record: AttentionRecord, layer: int):
+        slots, patches, tubelet, frames = self.slots, self.num_patches, self.tubelet, self.num_frames
 
         def hook(module, inputs, outputs):
             started = time.perf_counter()
             probs = outputs[1]  # [B, H, S, S]
             assert probs is not None and probs.shape[-1] == slots * patches, "VideoMAE attention missing or unexpected"
-            row = received_mean(probs).reshape(-1, slots, patches)  # mean over heads and queries: [B, S] -> [B, T', N]
-            record.spatial_cls.append(row.repeat_interleave(tubelet, dim=1))  # [B, T, N]
-            record.temporal_received.append(row.transpose(1, 2).repeat_interleave(tubelet, dim=2))  # [B, N, T]
+            row = received_sum(probs).reshape(-1, slots, patches)  # sum over heads and queries: [B, S] -> [B, T', N]
+            batch = row.shape[0]
+            record.slot("spatial_cls", layer, (batch, frames, patches), probs).view(batch, frames, patches).copy_(
+                row.repeat_interleave(tubelet, dim=1))  # [B, T, N]
+            record.slot("temporal_received", layer, (batch, patches, frames), probs).view(batch, patches, frames).copy_(
+                row.transpose(1, 2).repeat_interleave(tubelet, dim=2))  # [B, N, T]
             record.seconds += time.perf_counter() - started
 
         return hook

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from models.adapters import TimesformerAdapter
+from models.adapters.timesformer import AttentionRecord
 from models.pipeline import ExplanationPipeline, Staa
 from models.registry import load_model
 from models.sampling import WindowSpec
@@ -22,8 +23,8 @@ def test_spatial_reads_cls_row_of_each_frame():
     model = load_model()
     adapter = TimesformerAdapter(model.model)
     adapter.num_frames, adapter.num_patches = frames, patches  # drive the reducer directly
-    record = type("R", (), {"spatial_cls": [], "seconds": 0.0})()
-    adapter._reduce_spatial(probs, record)
+    record = AttentionRecord(layers=1)
+    adapter._reduce_spatial(probs, record, 0)
     spatial = staa_spatial(record.spatial_cls, StaaParams())  # [1, T, N]
     assert spatial.shape == (1, frames, patches)
     for frame in range(frames):
@@ -55,8 +56,22 @@ def test_temporal_aggregates_layers_before_weighting_exactly_as_after(how):
 def test_layer_aggregation_options():
     layers = [torch.full((1, 2), float(value)) for value in (1, 2, 6)]
     assert aggregate_layers(layers, "last", 2).tolist() == [[6.0, 6.0]]
-    assert aggregate_layers(layers, "mean", 2).tolist() == [[3.0, 3.0]]
-    assert aggregate_layers(layers, "mean_last_k", 2).tolist() == [[4.0, 4.0]]
+    assert aggregate_layers(layers, "mean", 2).tolist() == [[9.0, 9.0]]  # sums: the maps are normalised after
+    assert aggregate_layers(torch.stack(layers), "mean_last_k", 2).tolist() == [[8.0, 8.0]]
+
+
+def test_spatial_map_is_the_normalised_layer_mean_of_head_means():
+    generator = torch.Generator().manual_seed(5)
+    per_layer = torch.rand(3, 2, 4, 6, generator=generator)  # [L, B, T, N] head-sums
+    for how, layers in (("mean", per_layer), ("mean_last_k", per_layer[-2:]), ("last", per_layer[-1:])):
+        means = layers.mean(dim=0)
+        expected = means / means.sum(dim=-1, keepdim=True)
+        torch.testing.assert_close(staa_spatial(per_layer, StaaParams(spatial_aggregation=how)), expected)
+
+
+def test_normalise_makes_zero_and_nan_slices_uniform():
+    values = torch.tensor([[1.0, 3.0], [0.0, 0.0], [float("nan"), 1.0]])
+    assert normalise(values, dim=-1).tolist() == [[0.25, 0.75], [0.5, 0.5], [0.5, 0.5]]
 
 
 @pytest.fixture(scope="module")
@@ -78,8 +93,9 @@ def test_taps_match_the_attentions_hf_returns(model, clip):
     with torch.inference_mode(), adapter.capture() as record:
         adapter.forward(clip)
     for layer, attentions in enumerate(reference):
-        expected = attentions[:, :, 0, 1:].mean(dim=1).reshape(2, model.num_frames, -1)  # -> [B, T, N]
+        expected = attentions[:, :, 0, 1:].sum(dim=1).reshape(2, model.num_frames, -1)  # head-sum -> [B, T, N]
         torch.testing.assert_close(record.spatial_cls[layer], expected)
+    assert record.spatial_cls.shape == (len(reference), 2, model.num_frames, model.grid[0] * model.grid[1])
     assert len(record.temporal_received) == len(reference)
     assert attribution.spatial.shape == (2, model.num_frames, *model.grid)
 
@@ -107,7 +123,7 @@ def test_temporal_taps_reduce_full_temporal_probabilities(model, clip):
             adapter.forward(clip)
     assert len(full) == 1
     probs = full[0]  # [B*N, H, T, T]
-    expected = probs.mean(dim=1).mean(dim=1).reshape(2, -1, model.num_frames)  # -> [B, N, T]
+    expected = probs.sum(dim=(1, 2)).reshape(2, -1, model.num_frames)  # heads and queries summed -> [B, N, T]
     torch.testing.assert_close(record.temporal_received[1], expected)
 
 
