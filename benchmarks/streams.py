@@ -14,8 +14,7 @@ from dataclasses import dataclass, field
 import grpc
 import numpy as np
 
-from clients.client import ExplainerClient
-from models.frames import encode_frame
+from clients.client import ExplainerClient, frame_request
 from staa.v1 import explainer_pb2 as pb
 
 
@@ -48,9 +47,7 @@ def paced_stream(target: str, frames: list[np.ndarray], fps: float, hop: int = 0
             elif now - due > 2.0 / fps:  # too late: a live source would have moved on
                 run.frames_skipped += 1
                 continue
-            height, width = frame.shape[:2]
-            request = pb.StreamRequest(frame=pb.Frame(width=width, height=height, sequence=sequence,
-                                                      pts=sequence / fps, **{kind: encode_frame(frame, kind)}))
+            request = frame_request(frame, sequence, fps, kind)
             sent_at[run.frames_sent] = time.perf_counter()
             run.frames_sent += 1
             yield request

@@ -62,6 +62,13 @@ def clip_request(clip: bytes | str | Path, window: pb.WindowSpec | None = None,
     return pb.ClipRequest(clip=bytes(data), window=window, staa=staa, decoder=decoder, robustness=robustness)
 
 
+def frame_request(frame: np.ndarray, sequence: int, fps: float, kind: str = "rgb24") -> pb.StreamRequest:
+    """One RGB uint8 ``[H, W, 3]`` frame as a StreamRequest, encoded as ``kind``, stamped at ``sequence / fps`` s."""
+    height, width = frame.shape[:2]
+    return pb.StreamRequest(frame=pb.Frame(width=width, height=height, sequence=sequence, pts=sequence / fps,
+                                           **{kind: encode_frame(frame, kind)}))
+
+
 def stream_requests(frames: Iterable[np.ndarray], fps: float, kind: str = "rgb24",
                     window: pb.WindowSpec | None = None, staa: pb.StaaOptions | None = None,
                     speed: float = 1.0, robustness: pb.RobustnessOptions | None = None,
@@ -79,9 +86,7 @@ def stream_requests(frames: Iterable[np.ndarray], fps: float, kind: str = "rgb24
             delay = started + sequence / (fps * speed) - time.perf_counter()
             if delay > 0:
                 time.sleep(delay)
-        height, width = frame.shape[:2]
-        yield pb.StreamRequest(frame=pb.Frame(
-            width=width, height=height, sequence=sequence, pts=sequence / fps, **{kind: encode_frame(frame, kind)}))
+        yield frame_request(frame, sequence, fps, kind)
 
 
 class ExplainerClient:

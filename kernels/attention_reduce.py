@@ -1,20 +1,20 @@
 """Reduce one layer's attention probabilities to what STAA needs, as soon as they exist.
 
-STAA reads two small things per layer (ARCHITECTURE §4), here as sums; the caller divides once
-per capture (by H, and H*T) for all layers together, since a mean per layer costs twice the
-operations of a sum on CPU (the divide and a scalar copy) and every STAA map is normalised anyway:
-- spatial:  cls_row[r, p]  = sum_h A_s[r, h, 0, 1+p]       A_s: [B*T, H, 1+N, 1+N] -> [B*T, N]
+STAA reads two small things per layer (ARCHITECTURE §4), here as sums (every STAA map is
+normalised, so the constant factors of a mean, 1/H and 1/(H*T), would be work without effect; on
+CPU a scalar divide costs five operator calls):
+- spatial:  cls_row[r, k]  = sum_h A_s[r, h, 0, k]          A_s: [B*T, H, 1+N, 1+N] -> [B*T, 1+N]
 - temporal: received[r, t] = sum_h sum_t' A_t[r, h, t', t]  A_t: [B*N, H, T, T]   -> [B*N, T]
-The CLS reduction touches only row 0 of each head (H*(1+N) of the H*(1+N)^2 entries: 1/(1+N) of
-the tensor); the received reduction reads the whole small temporal tensor once. Called from the
-adapter's hooks, so no layer's full attention outlives its layer: per window the explanation keeps
-L*(B*T*N + B*N*T) floats instead of L*(B*T*H*(1+N)^2 + B*N*H*T^2).
+The CLS row keeps its CLS key (k = 0): dropping it is a slice, which callers do once for all layers
+rather than per layer (each operator call inside a forward costs several microseconds on CPU).
+The CLS reduction touches only row 0 of each head (1/(1+N) of the tensor); the received reduction
+reads the whole small temporal tensor once. Called from the adapter's taps, so no layer's full
+attention outlives its layer: per window the explanation keeps L*(B*T*(1+N) + B*N*T) floats instead
+of L*(B*T*H*(1+N)^2 + B*N*H*T^2).
 
 Each reduction has a Triton kernel (one program per output row) and a PyTorch twin with the same
-signature; both write into ``out`` when given (the taps pass one layer's slice of a per-capture
-buffer, so no per-layer tensor is allocated and none is stacked afterwards). ``cls_row_sum`` and
-``received_sum`` dispatch: CUDA -> Triton, CPU -> PyTorch, ``STAA_KERNELS`` forces either (as in
-threshold_focus).
+signature; ``cls_row_sum`` and ``received_sum`` dispatch: CUDA -> Triton, CPU -> PyTorch,
+``STAA_KERNELS`` forces either (as in threshold_focus).
 """
 
 from __future__ import annotations
@@ -26,27 +26,17 @@ import torch
 from kernels.dispatch import use_triton
 
 
-def _output(out: torch.Tensor | None, shape: tuple[int, int], device) -> torch.Tensor:
-    if out is None:
-        return torch.empty(shape, dtype=torch.float32, device=device)
-    if out.shape != shape or out.dtype != torch.float32:
-        raise ValueError(f"out must be float32 {list(shape)}, got {out.dtype} {list(out.shape)}")
-    return out
+def cls_row_sum_reference(probs: torch.Tensor) -> torch.Tensor:
+    """``[R, H, 1+N, 1+N]`` -> float32 ``[R, 1+N]``: head-sum of the CLS query row (CLS key included)."""
+    row = probs.select(2, 0)  # [R, H, 1+N, 1+N] -> [R, H, 1+N]
+    return row.sum(dim=1) if row.dtype == torch.float32 else row.sum(dim=1, dtype=torch.float32)  # -> [R, 1+N]
 
 
-def cls_row_sum_reference(probs: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
-    """``[R, H, 1+N, 1+N]`` -> float32 ``[R, N]``: head-sum of the CLS query row, CLS key dropped."""
-    rows = probs[:, :, 0, 1:]  # [R, H, 1+N, 1+N] -> [R, H, N]
-    if out is None:
-        return rows.sum(dim=1, dtype=torch.float32)  # -> [R, N]
-    return torch.sum(rows, dim=1, dtype=torch.float32, out=_output(out, (rows.shape[0], rows.shape[2]), probs.device))
-
-
-def received_sum_reference(probs: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+def received_sum_reference(probs: torch.Tensor) -> torch.Tensor:
     """``[R, H, T, T]`` -> float32 ``[R, T]``: attention each key frame receives, summed over heads and queries."""
-    if out is None:
-        return probs.sum(dim=(1, 2), dtype=torch.float32)  # [R, H, T(query), T(key)] -> [R, T]
-    return torch.sum(probs, dim=(1, 2), dtype=torch.float32, out=_output(out, (probs.shape[0], probs.shape[3]), probs.device))
+    if probs.dtype == torch.float32:
+        return probs.sum(dim=(1, 2))  # [R, H, T(query), T(key)] -> [R, T]
+    return probs.sum(dim=(1, 2), dtype=torch.float32)
 
 
 @functools.cache
@@ -55,16 +45,16 @@ def _kernels():
     import triton.language as tl
 
     @triton.jit
-    def cls_row_kernel(probs_ptr, out_ptr, heads, patches, stride_row, stride_head, stride_key,
+    def cls_row_kernel(probs_ptr, out_ptr, heads, tokens, stride_row, stride_head, stride_key,
                        BLOCK: tl.constexpr):
         row = tl.program_id(0)
         keys = tl.arange(0, BLOCK)
-        valid = keys < patches
+        valid = keys < tokens
         total = tl.zeros([BLOCK], dtype=tl.float32)
-        for head in range(heads):  # query 0 of each head, keys 1..N
-            pointer = probs_ptr + row * stride_row + head * stride_head + (keys + 1) * stride_key
+        for head in range(heads):  # query 0 of each head, keys 0..N
+            pointer = probs_ptr + row * stride_row + head * stride_head + keys * stride_key
             total += tl.load(pointer, mask=valid, other=0.0).to(tl.float32)
-        tl.store(out_ptr + row * patches + keys, total, mask=valid)
+        tl.store(out_ptr + row * tokens + keys, total, mask=valid)
 
     @triton.jit
     def received_kernel(probs_ptr, out_ptr, heads, frames, stride_row, stride_head, stride_query, stride_key,
@@ -82,25 +72,23 @@ def _kernels():
     return cls_row_kernel, received_kernel
 
 
-def cls_row_sum_triton(probs: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+def cls_row_sum_triton(probs: torch.Tensor) -> torch.Tensor:
     import triton
 
     rows, heads, tokens, _ = probs.shape
-    out = _output(out, (rows, tokens - 1), probs.device)
-    if rows:  # the kernel writes rows of a contiguous [R, N]: a strided ``out`` would need its strides
-        assert out.is_contiguous(), "out must be contiguous"
-        _kernels()[0][(rows,)](probs, out, heads, tokens - 1, probs.stride(0), probs.stride(1), probs.stride(3),
-                               BLOCK=triton.next_power_of_2(tokens - 1))
+    out = torch.empty((rows, tokens), dtype=torch.float32, device=probs.device)
+    if rows:
+        _kernels()[0][(rows,)](probs, out, heads, tokens, probs.stride(0), probs.stride(1), probs.stride(3),
+                               BLOCK=triton.next_power_of_2(tokens))
     return out
 
 
-def received_sum_triton(probs: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+def received_sum_triton(probs: torch.Tensor) -> torch.Tensor:
     import triton
 
     rows, heads, frames, _ = probs.shape
-    out = _output(out, (rows, frames), probs.device)
+    out = torch.empty((rows, frames), dtype=torch.float32, device=probs.device)
     if rows:
-        assert out.is_contiguous(), "out must be contiguous"
         _kernels()[1][(rows,)](probs, out, heads, frames, probs.stride(0), probs.stride(1), probs.stride(2),
                                probs.stride(3), BLOCK=triton.next_power_of_2(frames))
     return out
@@ -114,9 +102,9 @@ def reducers_for(device: torch.device):
     return cls_row_sum_reference, received_sum_reference
 
 
-def cls_row_sum(probs: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
-    return (cls_row_sum_triton if use_triton(probs.is_cuda) else cls_row_sum_reference)(probs, out)
+def cls_row_sum(probs: torch.Tensor) -> torch.Tensor:
+    return (cls_row_sum_triton if use_triton(probs.is_cuda) else cls_row_sum_reference)(probs)
 
 
-def received_sum(probs: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
-    return (received_sum_triton if use_triton(probs.is_cuda) else received_sum_reference)(probs, out)
+def received_sum(probs: torch.Tensor) -> torch.Tensor:
+    return (received_sum_triton if use_triton(probs.is_cuda) else received_sum_reference)(probs)

@@ -27,11 +27,10 @@ import cv2
 import grpc
 from aiohttp import WSMsgType, web
 
-from clients.client import AsyncExplainerClient, robustness_options
+from clients.client import AsyncExplainerClient, frame_request, robustness_options
 from clients.overlay import COLORMAPS, DEFAULT_ALPHA, DEFAULT_COLORMAP, colormap_lut
 from clients.results import robustness_to_dict
 from clients.viewer.sources import open_source
-from models.frames import encode_frame
 from staa.v1 import explainer_pb2 as pb
 
 STATIC = Path(__file__).parent / "static"
@@ -139,8 +138,7 @@ async def stream_once(client: AsyncExplainerClient, frames, fps: float, first_id
             state.frames_sent += 1
             state.send_times.append(time.perf_counter())
             kind = "jpeg" if args.jpeg else "rgb24"
-            yield pb.StreamRequest(frame=pb.Frame(width=frame.shape[1], height=frame.shape[0], sequence=sequence,
-                                                  pts=sequence / fps, **{kind: encode_frame(frame, kind)}))
+            yield frame_request(frame, sequence, fps, kind)
             sequence += 1
         exhausted = True
 

@@ -12,8 +12,8 @@ Facts of ``transformers`` 5.x ``modeling_timesformer`` this relies on:
 
 Taps attach from outside for the length of one capture (the HF model's code is never edited; its
 ``attn_drop`` modules are swapped and restored) and reduce each probability tensor as soon as it
-exists, so no layer's full ``[B*T, H, 1+N, 1+N]`` tensor outlives its layer. Each reduction writes
-into its layer's slice of one buffer per capture: no per-layer allocation, nothing to stack later.
+exists, so no layer's full ``[B*T, H, 1+N, 1+N]`` tensor outlives its layer. A tap does one
+reduction and one list append; everything else waits for the end of the capture.
 
 Letters: B batch, T frames, N = h*w patches per frame, H heads, L layers.
 """
@@ -33,35 +33,23 @@ from models.errors import UnsupportedModel
 @dataclass
 class AttentionRecord:
     """Attention reduced per layer during one forward pass, as sums: STAA normalises every map, so
-    the constant factors of a mean (1/H, 1/(H*T)) would be work without effect (on CPU each scalar
-    divide is five operator calls).
+    the constant factors of a mean (1/H, 1/(H*T)) would be work without effect.
 
     Attributes:
-        layers: L, the number of layers the buffers hold.
         spatial_cls: ``[L, B, T, N]``: per layer, head-sum of the CLS->patch row of each frame's block.
         temporal_received: ``[L, B, N, T]``: per layer, head- and query-sum of the attention that
             each patch position's frame t *receives* in temporal attention.
         seconds: wall time spent inside the taps (part of attribution, not of the forward).
-
-    Adapters write each layer's rows into ``slot``: one buffer per map, allocated at the first layer
-    (when the batch size is known), so nothing is allocated per layer and nothing stacked afterwards.
+        spatial_rows, temporal_rows: what the taps produced, layer by layer, while the capture runs;
+            the adapter stacks them into the two tensors above when it ends (one stack per map, and
+            the CLS key dropped once for all layers: fewer operator calls inside the forward).
     """
 
-    layers: int
     spatial_cls: torch.Tensor | None = None
     temporal_received: torch.Tensor | None = None
     seconds: float = 0.0
-    _slots: dict = field(default_factory=dict, repr=False)
-
-    def slot(self, name: str, layer: int, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
-        """Layer ``layer``'s part of buffer ``name`` (float32 ``[L, *shape]``, made on first use) as a
-        2-D view ``[prod(shape[:-1]), shape[-1]]``, the layout the reductions write."""
-        slots = self._slots.get(name)
-        if slots is None:
-            buffer = torch.empty((self.layers, *shape), dtype=torch.float32, device=like.device)
-            setattr(self, name, buffer)
-            slots = self._slots[name] = buffer.view(self.layers, -1, shape[-1]).unbind(0)  # L x [rows, width]
-        return slots[layer]
+    spatial_rows: list = field(default_factory=list, repr=False)
+    temporal_rows: list = field(default_factory=list, repr=False)
 
 
 class _Tap(torch.nn.Module):
@@ -75,17 +63,16 @@ class _Tap(torch.nn.Module):
     the reductions themselves on a small model.
     """
 
-    def __init__(self, original: torch.nn.Module, reduce, owner: "TimesformerAdapter", layer: int):
+    def __init__(self, original: torch.nn.Module, reduce, owner: "TimesformerAdapter"):
         super().__init__()
         self.original = original
         self.reduce = reduce
         self.owner = owner  # holds the capture's record: setting it on 2L taps (nn.Module.__setattr__) cost ~50 us
-        self.layer = layer
 
     def forward(self, probs: torch.Tensor) -> torch.Tensor:
         record = self.owner.record
         if record is not None:
-            self.reduce(probs, record, self.layer)
+            self.reduce(probs, record)
         if not self.original.training:  # Dropout in eval mode is the identity: skip its call
             return probs
         return self.original(probs)
@@ -112,18 +99,18 @@ class TimesformerAdapter:
         """(attention module, its tap) for every layer's temporal and spatial ``attn_drop``, built once."""
         if self._taps is None:
             self._taps = []
-            for index, layer in enumerate(self.layers):
+            for layer in self.layers:
                 for attention, reduce in ((layer.temporal_attention.attention, self._reduce_temporal),
                                           (layer.attention.attention, self._reduce_spatial)):
                     original = attention.attn_drop  # another adapter's tap while it captures: unwrap
                     original = original.original if isinstance(original, _Tap) else original
-                    self._taps.append((attention, _Tap(original, reduce, self, index)))
+                    self._taps.append((attention, _Tap(original, reduce, self)))
         return self._taps
 
     @contextmanager
     def capture(self):
         """Taps in place of every layer's temporal and spatial ``attn_drop``; yields the AttentionRecord."""
-        record = AttentionRecord(len(self.layers))
+        record = AttentionRecord()
         self._cls_row, self._received = reducers_for(self._parameter.device)
         taps = self._installed_taps()
         for attention, tap in taps:
@@ -131,25 +118,33 @@ class TimesformerAdapter:
         self.record = record
         try:
             yield record
+            started = time.perf_counter()
+            self._stack(record)
+            record.seconds += time.perf_counter() - started
         finally:
             self.record = None
             for attention, tap in taps:
                 attention._modules["attn_drop"] = tap.original
 
-    def _reduce_spatial(self, probs: torch.Tensor, record: AttentionRecord, layer: int) -> None:
+    def _stack(self, record: AttentionRecord) -> None:
+        layers, frames, patches = len(record.spatial_rows), self.num_frames, self.num_patches
+        if layers:
+            rows = torch.stack(record.spatial_rows)  # L x [B*T, 1+N] -> [L, B*T, 1+N]
+            record.spatial_cls = rows[..., 1:].view(layers, -1, frames, patches)  # CLS key dropped -> [L, B, T, N]
+        if record.temporal_rows:
+            rows = torch.stack(record.temporal_rows)  # L x [B*N, T] -> [L, B*N, T]
+            record.temporal_received = rows.view(len(record.temporal_rows), -1, patches, frames)  # -> [L, B, N, T]
+
+    def _reduce_spatial(self, probs: torch.Tensor, record: AttentionRecord) -> None:
         started = time.perf_counter()
-        rows, _, tokens, _ = probs.shape  # [B*T, H, 1+N, 1+N]
-        assert tokens == 1 + self.num_patches, f"spatial attention over {tokens} tokens, expected {1 + self.num_patches}"
-        out = record.slot("spatial_cls", layer, (rows // self.num_frames, self.num_frames, self.num_patches), probs)
-        self._cls_row(probs, out=out)  # [B*T, H, 1+N, 1+N] -> head-sum [B*T, N], a view of [B, T, N]
+        assert probs.shape[2] == 1 + self.num_patches, f"spatial attention over {probs.shape[2]} tokens, expected {1 + self.num_patches}"
+        record.spatial_rows.append(self._cls_row(probs))  # [B*T, H, 1+N, 1+N] -> head-sum [B*T, 1+N]
         record.seconds += time.perf_counter() - started
 
-    def _reduce_temporal(self, probs: torch.Tensor, record: AttentionRecord, layer: int) -> None:
+    def _reduce_temporal(self, probs: torch.Tensor, record: AttentionRecord) -> None:
         started = time.perf_counter()
-        rows, _, queries, _ = probs.shape  # [B*N, H, T, T]
-        assert queries == self.num_frames, f"temporal attention over {queries} frames, expected {self.num_frames}"
-        out = record.slot("temporal_received", layer, (rows // self.num_patches, self.num_patches, self.num_frames), probs)
-        self._received(probs, out=out)  # [B*N, H, T(query), T(key)] -> sum [B*N, T], a view of [B, N, T]
+        assert probs.shape[2] == self.num_frames, f"temporal attention over {probs.shape[2]} frames, expected {self.num_frames}"
+        record.temporal_rows.append(self._received(probs))  # [B*N, H, T(query), T(key)] -> sum [B*N, T]
         record.seconds += time.perf_counter() - started
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:

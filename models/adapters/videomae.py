@@ -47,28 +47,27 @@ class VideoMAEAdapter:
     @contextmanager
     def capture(self):
         """A hook on every layer's self-attention; yields the AttentionRecord."""
-        record = AttentionRecord(len(self.layers))
-        handles = [layer.attention.attention.register_forward_hook(self._hook(record, index))
-                   for index, layer in enumerate(self.layers)]
+        record = AttentionRecord()
+        handles = [layer.attention.attention.register_forward_hook(self._hook(record)) for layer in self.layers]
         try:
             yield record
+            if record.spatial_rows:
+                record.spatial_cls = torch.stack(record.spatial_rows)  # L x [B, T, N] -> [L, B, T, N]
+                record.temporal_received = torch.stack(record.temporal_rows)  # L x [B, N, T] -> [L, B, N, T]
         finally:
             for handle in handles:
                 handle.remove()
 
-    def _hook(self, record: AttentionRecord, layer: int):
-        slots, patches, tubelet, frames = self.slots, self.num_patches, self.tubelet, self.num_frames
+    def _hook(self, record: AttentionRecord):
+        slots, patches, tubelet = self.slots, self.num_patches, self.tubelet
 
         def hook(module, inputs, outputs):
             started = time.perf_counter()
             probs = outputs[1]  # [B, H, S, S]
             assert probs is not None and probs.shape[-1] == slots * patches, "VideoMAE attention missing or unexpected"
             row = received_sum(probs).reshape(-1, slots, patches)  # sum over heads and queries: [B, S] -> [B, T', N]
-            batch = row.shape[0]
-            record.slot("spatial_cls", layer, (batch, frames, patches), probs).view(batch, frames, patches).copy_(
-                row.repeat_interleave(tubelet, dim=1))  # [B, T, N]
-            record.slot("temporal_received", layer, (batch, patches, frames), probs).view(batch, patches, frames).copy_(
-                row.transpose(1, 2).repeat_interleave(tubelet, dim=2))  # [B, N, T]
+            record.spatial_rows.append(row.repeat_interleave(tubelet, dim=1))  # [B, T, N]
+            record.temporal_rows.append(row.transpose(1, 2).repeat_interleave(tubelet, dim=2))  # [B, N, T]
             record.seconds += time.perf_counter() - started
 
         return hook

@@ -40,25 +40,11 @@ def test_non_contiguous_input_and_half_precision():
 
 def test_cls_row_reads_row_zero_only():
     probs = torch.zeros(2, 3, 5, 5, device=DEVICE)
-    probs[:, :, 0, 1:] = torch.tensor([0.1, 0.2, 0.3, 0.4])
-    probs[:, :, 1:, 1:] = 9.0  # other rows must not leak in
-    expected = torch.tensor([[0.3, 0.6, 0.9, 1.2]] * 2, device=DEVICE)  # three heads alike: 3x each
+    probs[:, :, 0] = torch.tensor([0.05, 0.1, 0.2, 0.3, 0.4])
+    probs[:, :, 1:, :] = 9.0  # other rows must not leak in
+    expected = torch.tensor([[0.15, 0.3, 0.6, 0.9, 1.2]] * 2, device=DEVICE)  # three heads alike; CLS key kept
     torch.testing.assert_close(cls_row_sum_triton(probs), expected)
     torch.testing.assert_close(cls_row_sum_reference(probs), expected)
-
-
-@pytest.mark.parametrize("triton", [False, True])
-def test_both_write_into_a_slice_of_a_layer_buffer(triton):
-    spatial, temporal = attention(6, 3, 10, seed=1), attention(12, 3, 4, seed=2)
-    cls_row, received = (cls_row_sum_triton, received_sum_triton) if triton else (cls_row_sum_reference, received_sum_reference)
-    buffer, frames = torch.full((3, 6, 9), -1.0, device=DEVICE), torch.full((2, 12, 4), -1.0, device=DEVICE)
-    assert cls_row(spatial, out=buffer[1]).data_ptr() == buffer[1].data_ptr()
-    received(temporal, out=frames[0])
-    torch.testing.assert_close(buffer[1], spatial[:, :, 0, 1:].sum(dim=1))
-    torch.testing.assert_close(frames[0], temporal.sum(dim=(1, 2)))
-    assert (buffer[0] == -1).all() and (buffer[2] == -1).all() and (frames[1] == -1).all()  # other layers untouched
-    with pytest.raises(ValueError, match="out must be float32"):
-        cls_row(spatial, out=buffer[1, :, :8])
 
 
 @pytest.mark.skipif(DEVICE != "cpu", reason="forcing the kernel onto CPU tensors needs the interpreter")

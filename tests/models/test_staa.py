@@ -23,8 +23,9 @@ def test_spatial_reads_cls_row_of_each_frame():
     model = load_model()
     adapter = TimesformerAdapter(model.model)
     adapter.num_frames, adapter.num_patches = frames, patches  # drive the reducer directly
-    record = AttentionRecord(layers=1)
-    adapter._reduce_spatial(probs, record, 0)
+    record = AttentionRecord()
+    adapter._reduce_spatial(probs, record)
+    adapter._stack(record)
     spatial = staa_spatial(record.spatial_cls, StaaParams())  # [1, T, N]
     assert spatial.shape == (1, frames, patches)
     for frame in range(frames):
