@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from benchmarks.report import REPORTS, conditions, rss_mb, markdown_table, write_csv, write_markdown
+from benchmarks.report import REPORTS, conditions, markdown_table, rss_mb, write_csv, write_markdown
 from benchmarks.streams import concurrent_streams, percentiles
 
 COLUMNS = ["streams", "fps", "hop", "seconds", "windows", "windows_per_s", "windows_per_s_per_stream", "p50_ms",

@@ -127,13 +127,13 @@ class TimesformerAdapter:
                 attention._modules["attn_drop"] = tap.original
 
     def _stack(self, record: AttentionRecord) -> None:
-        layers, frames, patches = len(record.spatial_rows), self.num_frames, self.num_patches
-        if layers:
+        """The taps' per-layer rows as one tensor per map (the capture's end; empty if no layer ran)."""
+        if record.spatial_rows:
             rows = torch.stack(record.spatial_rows)  # L x [B*T, 1+N] -> [L, B*T, 1+N]
-            record.spatial_cls = rows[..., 1:].view(layers, -1, frames, patches)  # CLS key dropped -> [L, B, T, N]
+            record.spatial_cls = rows[..., 1:].view(len(rows), -1, self.num_frames, self.num_patches)  # CLS key dropped -> [L, B, T, N]
         if record.temporal_rows:
             rows = torch.stack(record.temporal_rows)  # L x [B*N, T] -> [L, B*N, T]
-            record.temporal_received = rows.view(len(record.temporal_rows), -1, patches, frames)  # -> [L, B, N, T]
+            record.temporal_received = rows.view(len(rows), -1, self.num_patches, self.num_frames)  # -> [L, B, N, T]
 
     def _reduce_spatial(self, probs: torch.Tensor, record: AttentionRecord) -> None:
         started = time.perf_counter()
