@@ -32,13 +32,18 @@ class WindowSet:
     def head(self, count: int) -> WindowSet:
         return WindowSet(self.pixels[:count], self.labels[:count], self.in_action[:count])
 
-    def batch(self, indices, settings: ProcessorSettings, flip: np.ndarray | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Normalised ``[B, T, 3, h, w]`` float32 and labels ``[B]``, on the windows' device."""
+    def batch(self, indices, settings: ProcessorSettings, flip: np.ndarray | None = None,
+              augment=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Normalised ``[B, T, 3, h, w]`` float32 and labels ``[B]``, on the windows' device.
+
+        ``augment``, when given, maps the ``[B, T, h, w, 3]`` pixels (0-255) to new ones before normalising."""
         indices = torch.as_tensor(indices, device=self.pixels.device)
         pixels = self.pixels[indices]  # [B, T, h, w, 3]
         if flip is not None:  # mirror whole windows: left/right is a nuisance, never the class
             mirror = torch.as_tensor(flip, device=pixels.device)[:, None, None, None, None]
             pixels = torch.where(mirror, pixels.flip(3), pixels)
+        if augment is not None:
+            pixels = augment(pixels)
         return normalise_tensor(pixels, settings), self.labels[indices]
 
     def save(self, path) -> None:
@@ -75,11 +80,14 @@ def build_windows(seeds, difficulty: tuple[float, float], num_frames: int, strid
     """
     jobs = [(seed, float(np.random.default_rng(seed + 2).uniform(*difficulty)), num_frames, stride, settings,
              action_length, placement, float(np.random.default_rng(seed + 3).uniform(*palette))) for seed in seeds]
+    # Filled in place: a list of windows then np.stack would need twice the set's memory at the end.
+    pixels = labels = inside = None
     with ProcessPoolExecutor(workers) as pool:
-        results = []
-        for result in pool.map(_render_window, jobs, chunksize=64):
-            results.append(result)
+        for index, (window, label, in_action) in enumerate(pool.map(_render_window, jobs, chunksize=64)):
+            if pixels is None:
+                pixels = np.empty((len(jobs), *window.shape), dtype=window.dtype)
+                labels, inside = np.empty(len(jobs), dtype=np.int64), np.empty((len(jobs), num_frames), dtype=bool)
+            pixels[index], labels[index], inside[index] = window, label, in_action
             if progress is not None:
                 progress.update(1)
-    return WindowSet(np.stack([pixels for pixels, _, _ in results]), np.array([label for _, label, _ in results]),
-                     np.stack([inside for _, _, inside in results]))
+    return WindowSet(pixels, labels, inside)

@@ -24,6 +24,7 @@ from transformers import TimesformerForVideoClassification
 from models.preprocess import ProcessorSettings
 from models.registry import processor_config_for, tiny_timesformer_config
 from models.synthetic.actions import ACTIONS
+from models.synthetic.augment import augment_windows
 from models.synthetic.dataset import WindowSet, build_windows
 
 TRAIN_SEED, VALIDATION_SEED = 1000, 2000
@@ -34,11 +35,11 @@ def seeds(root: int, count: int, start: int = 0) -> list[int]:
     return [int(np.random.SeedSequence([root, index]).generate_state(1)[0]) for index in range(start, start + count)]
 
 
-def model_config(hidden: int, layers: int, heads: int, mlp_ratio: int = 2):
+def model_config(hidden: int, layers: int, heads: int, mlp_ratio: int = 2, dropout: float = 0.0):
     config = tiny_timesformer_config(image_size=IMAGE_SIZE, patch_size=PATCH, num_frames=FRAMES, hidden_size=hidden,
                                      num_hidden_layers=layers, num_attention_heads=heads,
-                                     intermediate_size=mlp_ratio * hidden,
-                                     num_labels=len(ACTIONS))  # dropout and drop-path default to 0
+                                     intermediate_size=mlp_ratio * hidden, hidden_dropout_prob=dropout,
+                                     num_labels=len(ACTIONS))  # drop-path stays 0: this HF config types it int
     config.id2label = {index: action.name for index, action in enumerate(ACTIONS)}
     config.label2id = {name: index for index, name in config.id2label.items()}
     config.staa_frame_stride = STRIDE
@@ -64,14 +65,16 @@ def accuracy(model, windows: WindowSet, settings: ProcessorSettings, batch: int 
 
 def train(model, stages: list[tuple[WindowSet, int]], validation: WindowSet, settings: ProcessorSettings,
           peak_lr: float, warmup: int, batch: int, evaluate_every: int, seed: int = 0, log=print,
-          checkpoint=None, compile: bool = False, ema_decay: float = 0.0) -> tuple[torch.nn.Module, list[dict]]:
+          checkpoint=None, compile: bool = False, ema_decay: float = 0.0, augment: bool = False,
+          label_smoothing: float = 0.0) -> tuple[torch.nn.Module, list[dict]]:
     """Run the curriculum ``stages`` ([(windows, steps)]) with one LR schedule.
 
     Returns the weights to keep and the history. With ``ema_decay`` an exponential moving average
     of the weights is kept beside them; at each evaluation the one with the better validation
     accuracy is the one to keep (and the history records both). ``compile`` runs the training
     forward and backward through ``torch.compile`` (about 1.4x faster per step on the 2-core CPU
-    machine, after about a minute of compiling). ``checkpoint(weights, history)``, when given, runs
+    machine, after about a minute of compiling). ``augment`` applies ``augment_windows`` (colour,
+    contrast, zoom/shift per window) to every training batch. ``checkpoint(weights, history)``, when given, runs
     after every evaluation, so a long run can be saved (and committed) before it finishes.
     """
     generator = np.random.default_rng(seed)
@@ -87,10 +90,12 @@ def train(model, stages: list[tuple[WindowSet, int]], validation: WindowSet, set
     for stage, (windows, steps) in enumerate(stages):
         for _ in range(steps):
             indices = generator.integers(0, len(windows), batch)
-            pixels, labels = windows.batch(indices, settings, flip=generator.random(batch) < 0.5)
+            pixels, labels = windows.batch(indices, settings, flip=generator.random(batch) < 0.5,
+                                           augment=(lambda raw: augment_windows(raw, generator)) if augment else None)
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(step, total, peak_lr, warmup)
-            loss = torch.nn.functional.cross_entropy(forward(pixel_values=pixels.to(device)).logits, labels.to(device))
+            loss = torch.nn.functional.cross_entropy(forward(pixel_values=pixels.to(device)).logits, labels.to(device),
+                                                     label_smoothing=label_smoothing)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -139,7 +144,7 @@ class Stage:
     palette: tuple[float, float] = (1.0, 1.0)  # colour variation drawn per clip in this range (1: random colours)
 
 
-def curriculum(scale: float = 1.0, final_steps: int | None = None) -> list[Stage]:
+def curriculum(scale: float = 1.0, final_steps: int | None = None, final_clips: int | None = None) -> list[Stage]:
     """White figure centred on grey, action all clip long -> random colours, anywhere, cluttered, sub-interval.
 
     Colour is the hard nuisance: from random colours the model sits at chance for 1000+ steps even
@@ -150,7 +155,8 @@ def curriculum(scale: float = 1.0, final_steps: int | None = None) -> list[Stage
         Stage("white-on-grey-centred", int(1500 * scale), int(500 * scale), (0.0, 0.1), 0.0, (32, 32), (0.0, 0.0)),
         Stage("some-colour-placed", int(2500 * scale), int(800 * scale), (0.0, 0.4), 0.5, None, (0.0, 0.5)),
         Stage("more-colour-cluttered", int(4000 * scale), int(1500 * scale), (0.0, 0.8), 1.0, None, (0.0, 1.0)),
-        Stage("full", int(12000 * scale), final_steps or int(6000 * scale), (0.0, 1.0), 1.0, None, (1.0, 1.0)),
+        Stage("full", final_clips or int(12000 * scale), final_steps or int(6000 * scale), (0.0, 1.0), 1.0, None,
+              (1.0, 1.0)),
     ]
 
 
@@ -161,6 +167,8 @@ def main(argv=None) -> None:
     parser.add_argument("--validation-clips", type=int, default=512)
     parser.add_argument("--final-steps", type=int, default=None,
                         help="steps of the last (full-difficulty) stage; default 6000 x scale")
+    parser.add_argument("--final-clips", type=int, default=None,
+                        help="distinct clips of the last stage; default 12000 x scale")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--warmup", type=int, default=300)
@@ -168,6 +176,10 @@ def main(argv=None) -> None:
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--heads", type=int, default=4)
     parser.add_argument("--mlp-ratio", type=int, default=2, help="MLP width as a multiple of --hidden")
+    parser.add_argument("--dropout", type=float, default=0.0, help="hidden dropout of a new model")
+    parser.add_argument("--label-smoothing", type=float, default=0.0)
+    parser.add_argument("--augment", action="store_true",
+                        help="colour, contrast and zoom/shift per training window (models/synthetic/augment.py)")
     parser.add_argument("--ema", type=float, default=0.0,
                         help="also keep an exponential moving average of the weights with this decay (e.g. 0.998)")
     parser.add_argument("--compile", action="store_true", help="train through torch.compile (faster after warm-up)")
@@ -185,7 +197,7 @@ def main(argv=None) -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     settings = ProcessorSettings.from_dict(processor_config_for(IMAGE_SIZE))
-    stages, start, built = curriculum(args.scale, args.final_steps), 0, []
+    stages, start, built = curriculum(args.scale, args.final_steps, args.final_clips), 0, []
     chosen = [stage for stage in stages if args.stages == "all" or stage.name in args.stages.split(",")]
 
     def rendered(name: str, seed_list: list[int], **options) -> WindowSet:
@@ -215,13 +227,15 @@ def main(argv=None) -> None:
     if args.init is not None:
         model = TimesformerForVideoClassification.from_pretrained(args.init, local_files_only=True, use_safetensors=True)
     else:
-        model = TimesformerForVideoClassification(model_config(args.hidden, args.layers, args.heads, args.mlp_ratio))
+        model = TimesformerForVideoClassification(model_config(args.hidden, args.layers, args.heads, args.mlp_ratio,
+                                                                       args.dropout))
     model.to(args.device)
     arguments = vars(args) | {"out": str(args.out), "init": str(args.init) if args.init else None,
                               "cache": str(args.cache) if args.cache else None,
                               "stages": [asdict(stage) for stage in chosen]}
     model, history = train(model, built, validation, settings, args.lr, args.warmup, args.batch, args.evaluate_every,
                            log=lambda line: tqdm.write(line), compile=args.compile, ema_decay=args.ema,
+                           augment=args.augment, label_smoothing=args.label_smoothing,
                            checkpoint=lambda model, history: save(model, args.out, history, arguments))
     save(model, args.out, history, arguments)
     print(f"saved {args.out}; final validation accuracy {history[-1]['val_accuracy']:.3f}")

@@ -47,3 +47,15 @@ def test_cached_windows_come_back_identical_and_flip_mirrors_width(tmp_path):
     mirrored, _ = windows.batch([2, 0], settings, flip=np.array([True, False]))
     assert plain.shape == (2, FRAMES, 3, IMAGE_SIZE, IMAGE_SIZE) and labels.tolist() == windows.labels[[2, 0]].tolist()
     assert torch.equal(mirrored[0], plain[0].flip(-1)) and torch.equal(mirrored[1], plain[1])
+
+
+def test_augmented_steps_with_label_smoothing_and_dropout_run():
+    torch.manual_seed(1)
+    settings = ProcessorSettings.from_dict(processor_config_for(IMAGE_SIZE))
+    windows = build_windows(seeds(4321, 8), (0.0, 0.5), FRAMES, STRIDE, settings, workers=1)
+    model = TimesformerForVideoClassification(model_config(hidden=32, layers=1, heads=2, dropout=0.1))
+    before = [parameter.clone() for parameter in model.parameters()]
+    model, history = train(model, [(windows, 3)], windows, settings, peak_lr=1e-3, warmup=1, batch=4,
+                           evaluate_every=3, log=lambda line: None, augment=True, label_smoothing=0.1)
+    assert [record["step"] for record in history] == [3] and np.isfinite(history[0]["loss"])
+    assert any(not torch.equal(old, new) for old, new in zip(before, model.parameters()))
