@@ -15,6 +15,11 @@ Taps attach from outside for the length of one capture (the HF model's code is n
 exists, so no layer's full ``[B*T, H, 1+N, 1+N]`` tensor outlives its layer. A tap does one
 reduction and one list append; everything else waits for the end of the capture.
 
+On CPU, when every layer's probabilities together fit in ``keep_whole_bytes`` (32 MiB: 2.4 MB for
+the shipped model at batch 1, about 180 MB for TimeSformer-base), the taps keep them whole instead
+and the capture's end reduces all layers in one call per map: on a small model each call inside
+the forward costs 10-20 us, as much as the reduction itself, and 2(L-1) of them go.
+
 Letters: B batch, T frames, N = h*w patches per frame, H heads, L layers.
 """
 
@@ -43,6 +48,8 @@ class AttentionRecord:
         spatial_rows, temporal_rows: what the taps produced, layer by layer, while the capture runs;
             the adapter stacks them into the two tensors above when it ends (one stack per map, and
             the CLS key dropped once for all layers: fewer operator calls inside the forward).
+        whole: the taps kept each layer's probabilities whole (decided at the capture's first
+            tap; None before it), to be reduced all at once at the end.
     """
 
     spatial_cls: torch.Tensor | None = None
@@ -50,6 +57,7 @@ class AttentionRecord:
     seconds: float = 0.0
     spatial_rows: list = field(default_factory=list, repr=False)
     temporal_rows: list = field(default_factory=list, repr=False)
+    whole: bool | None = None
 
 
 class _Tap(torch.nn.Module):
@@ -78,8 +86,14 @@ class _Tap(torch.nn.Module):
         return self.original(probs)
 
 
+def _sum_float32(values: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
+    """Sum over ``dims`` accumulating in float32 (as the per-layer reductions do for half precision)."""
+    return values.sum(dim=dims) if values.dtype == torch.float32 else values.sum(dim=dims, dtype=torch.float32)
+
+
 class TimesformerAdapter:
     architecture = "timesformer"
+    keep_whole_bytes = 32 * 2**20  # on CPU; 0 reduces every layer inside its tap
 
     def __init__(self, model: torch.nn.Module):
         config = model.config
@@ -129,22 +143,43 @@ class TimesformerAdapter:
     def _stack(self, record: AttentionRecord) -> None:
         """The taps' per-layer rows as one tensor per map (the capture's end; empty if no layer ran)."""
         if record.spatial_rows:
-            rows = torch.stack(record.spatial_rows)  # L x [B*T, 1+N] -> [L, B*T, 1+N]
+            if record.whole:  # L x [B*T, H, 1+N, 1+N]: CLS query rows, then one head-sum for all layers
+                rows = _sum_float32(torch.stack([probs.select(2, 0) for probs in record.spatial_rows]), (2,))  # [L, B*T, 1+N]
+            else:
+                rows = torch.stack(record.spatial_rows)  # L x [B*T, 1+N] -> [L, B*T, 1+N]
             record.spatial_cls = rows[..., 1:].view(len(rows), -1, self.num_frames, self.num_patches)  # CLS key dropped -> [L, B, T, N]
         if record.temporal_rows:
-            rows = torch.stack(record.temporal_rows)  # L x [B*N, T] -> [L, B*N, T]
+            rows = torch.stack(record.temporal_rows)  # L x [B*N, T], or whole: L x [B*N, H, T, T]
+            if record.whole:
+                rows = _sum_float32(rows, (2, 3))  # head- and query-sum: [L, B*N, H, T, T] -> [L, B*N, T]
             record.temporal_received = rows.view(len(rows), -1, self.num_patches, self.num_frames)  # -> [L, B, N, T]
+        record.spatial_rows, record.temporal_rows = [], []  # whole probabilities are freed here
+
+    def _keeps_whole(self, probs: torch.Tensor, rows_per_clip: int) -> bool:
+        """Whether every layer's spatial and temporal probabilities together fit in ``keep_whole_bytes``."""
+        if probs.device.type != "cpu":
+            return False
+        batch, heads = probs.shape[0] // rows_per_clip, probs.shape[1]
+        frames, tokens = self.num_frames, 1 + self.num_patches
+        per_layer = batch * heads * (frames * tokens * tokens + self.num_patches * frames * frames)
+        return len(self.layers) * per_layer * probs.element_size() <= self.keep_whole_bytes
 
     def _reduce_spatial(self, probs: torch.Tensor, record: AttentionRecord) -> None:
         started = time.perf_counter()
         assert probs.shape[2] == 1 + self.num_patches, f"spatial attention over {probs.shape[2]} tokens, expected {1 + self.num_patches}"
-        record.spatial_rows.append(self._cls_row(probs))  # [B*T, H, 1+N, 1+N] -> head-sum [B*T, 1+N]
+        if record.whole is None:
+            record.whole = self._keeps_whole(probs, self.num_frames)
+        # [B*T, H, 1+N, 1+N] whole, or its head-sum CLS row [B*T, 1+N]
+        record.spatial_rows.append(probs if record.whole else self._cls_row(probs))
         record.seconds += time.perf_counter() - started
 
     def _reduce_temporal(self, probs: torch.Tensor, record: AttentionRecord) -> None:
         started = time.perf_counter()
         assert probs.shape[2] == self.num_frames, f"temporal attention over {probs.shape[2]} frames, expected {self.num_frames}"
-        record.temporal_rows.append(self._received(probs))  # [B*N, H, T(query), T(key)] -> sum [B*N, T]
+        if record.whole is None:
+            record.whole = self._keeps_whole(probs, self.num_patches)
+        # [B*N, H, T(query), T(key)] whole, or its sum over heads and queries [B*N, T]
+        record.temporal_rows.append(probs if record.whole else self._received(probs))
         record.seconds += time.perf_counter() - started
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from models.synthetic.actions import ACTIONS
+from models.synthetic.train import recipe_flags
 
 
 def _percent(value) -> str:
@@ -50,9 +51,13 @@ def render(model_dir: Path) -> str:
         "are drawn independently of the action, so only the motion tells the class. Windows: 8 frames at stride 4, "
         "resized and cropped by the same code the server uses.", "",
         "## Training",
-        f"One command, `python -m models.synthetic.train --out {model_dir}` (scale {arguments.get('scale')}), "
-        f"batch {arguments['batch']}, AdamW peak lr {arguments['lr']} with {arguments['warmup']} warm-up steps and "
-        "cosine decay, left-right flips. Curriculum (the model sat at chance without it; see the training notes below):", "",
+        f"One command, `{' '.join(['python -m models.synthetic.train --out', str(model_dir), *recipe_flags(arguments)])}` "
+        f"(scale {arguments.get('scale')}), batch {arguments['batch']}, AdamW peak lr {arguments['lr']} with "
+        f"{arguments['warmup']} warm-up steps and cosine decay, left-right flips"
+        + (", colour/contrast/zoom/shift augmentation per window" if arguments.get("augment") else "")
+        + (f", a moving average of the weights (decay {arguments['ema']}, kept when it validates better)"
+           if arguments.get("ema") else "")
+        + ". Curriculum (the model sat at chance without it; see the training notes below):", "",
         "| stage | clips | steps | clutter (difficulty) | colour variation (palette) | placement | action |",
         "|---|---|---|---|---|---|---|",
     ]

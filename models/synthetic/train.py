@@ -160,7 +160,7 @@ def curriculum(scale: float = 1.0, final_steps: int | None = None, final_clips: 
     ]
 
 
-def main(argv=None) -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m models.synthetic.train")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--scale", type=float, default=2.0, help="multiply every stage's clips and steps")
@@ -193,7 +193,28 @@ def main(argv=None) -> None:
                         help="keep rendered windows here and reuse them (runs that differ only in training settings)")
     parser.add_argument("--render-only", action="store_true", help="render (into --cache) and stop")
     parser.add_argument("--stages", default="all", help="comma-separated stage names to run (default: all)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def recipe_flags(arguments: dict) -> list[str]:
+    """The flags of a logged run that change what it learns (not --out, threads, workers, cache...), where
+    they differ from today's defaults: ``python -m models.synthetic.train --out DIR`` plus these repeats it."""
+    parser, flags = build_parser(), []
+    for action in parser._actions:
+        name = action.dest
+        if name in ("help", "out", "threads", "workers", "device", "cache", "render_only", "evaluate_every"):
+            continue
+        value, default = arguments.get(name, action.default), action.default
+        if name == "stages":
+            value = "all" if not isinstance(value, str) else value  # logged as the stage list itself
+        if value != default:
+            flags.append(action.option_strings[0] if isinstance(action, argparse._StoreTrueAction)
+                         else f"{action.option_strings[0]} {value}")
+    return flags
+
+
+def main(argv=None) -> None:
+    args = build_parser().parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     settings = ProcessorSettings.from_dict(processor_config_for(IMAGE_SIZE))

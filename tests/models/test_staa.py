@@ -86,13 +86,16 @@ def clip(model):
     return torch.from_numpy(generator.normal(size=(2, model.num_frames, 3, model.image_size, model.image_size)).astype(np.float32))
 
 
-def test_taps_match_the_attentions_hf_returns(model, clip):
+@pytest.mark.parametrize("keep_whole_bytes", [0, 2**30], ids=["reduced-per-layer", "kept-whole"])
+def test_taps_match_the_attentions_hf_returns(model, clip, keep_whole_bytes):
     with torch.inference_mode():
         reference = model.model(pixel_values=clip, output_attentions=True).attentions  # L x [B*T, H, 1+N, 1+N]
     attribution = Staa(model).attribute(clip)
     adapter = TimesformerAdapter(model.model)
+    adapter.keep_whole_bytes = keep_whole_bytes
     with torch.inference_mode(), adapter.capture() as record:
         adapter.forward(clip)
+    assert record.whole == bool(keep_whole_bytes) and not record.spatial_rows and not record.temporal_rows
     for layer, attentions in enumerate(reference):
         expected = attentions[:, :, 0, 1:].sum(dim=1).reshape(2, model.num_frames, -1)  # head-sum -> [B, T, N]
         torch.testing.assert_close(record.spatial_cls[layer], expected)
@@ -112,11 +115,13 @@ def test_capture_restores_the_models_own_modules_even_when_the_forward_fails(mod
     assert all(a is b for a, b in zip(before, after)) and all(isinstance(m, torch.nn.Dropout) for m in after)
 
 
-def test_temporal_taps_reduce_full_temporal_probabilities(model, clip):
+@pytest.mark.parametrize("keep_whole_bytes", [0, 2**30], ids=["reduced-per-layer", "kept-whole"])
+def test_temporal_taps_reduce_full_temporal_probabilities(model, clip, keep_whole_bytes):
     full = []
     layer = model.model.timesformer.encoder.layer[1]
     handle = layer.temporal_attention.attention.attn_drop.register_forward_hook(lambda m, i, out: full.append(out.clone()))
     adapter = TimesformerAdapter(model.model)
+    adapter.keep_whole_bytes = keep_whole_bytes
     with torch.inference_mode():
         adapter.forward(clip)  # the plain forward calls the hooked Dropout; a capture's tap stands in for it
         handle.remove()

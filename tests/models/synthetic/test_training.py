@@ -7,7 +7,8 @@ from transformers import TimesformerForVideoClassification
 from models.preprocess import ProcessorSettings
 from models.registry import load_model, processor_config_for
 from models.synthetic.dataset import WindowSet, build_windows
-from models.synthetic.train import FRAMES, IMAGE_SIZE, STRIDE, model_config, save, seeds, train
+from models.synthetic.train import (FRAMES, IMAGE_SIZE, STRIDE, build_parser, model_config, recipe_flags, save,
+                                    seeds, train)
 
 
 def mean_loss(model, windows, settings) -> float:
@@ -59,3 +60,10 @@ def test_augmented_steps_with_label_smoothing_and_dropout_run():
                            evaluate_every=3, log=lambda line: None, augment=True, label_smoothing=0.1)
     assert [record["step"] for record in history] == [3] and np.isfinite(history[0]["loss"])
     assert any(not torch.equal(old, new) for old, new in zip(before, model.parameters()))
+
+
+def test_recipe_flags_name_what_a_run_changed_from_the_defaults():
+    defaults = vars(build_parser().parse_args(["--out", "x"]))
+    assert recipe_flags(defaults) == []
+    changed = vars(build_parser().parse_args(["--out", "x", "--augment", "--final-clips", "36000", "--threads", "8"]))
+    assert recipe_flags(changed) == ["--final-clips 36000", "--augment"]  # threads do not change what is learnt
