@@ -17,8 +17,10 @@ reduction and one list append; everything else waits for the end of the capture.
 
 On CPU, when every layer's probabilities together fit in ``keep_whole_bytes`` (32 MiB: 2.4 MB for
 the shipped model at batch 1, about 180 MB for TimeSformer-base), the taps keep them whole instead
-and the capture's end reduces all layers in one call per map: on a small model each call inside
-the forward costs 10-20 us, as much as the reduction itself, and 2(L-1) of them go.
+and the capture's end reduces them, outside the forward (the spatial rows of all layers in one
+call): on a small model each call inside the forward costs 10-20 us, as much as the reduction
+itself, against 5-10 us after it. Same-process A/B on the shipped model: +3.5 % over the plain
+forward kept whole, +5 to +6 % reduced per layer.
 
 Letters: B batch, T frames, N = h*w patches per frame, H heads, L layers.
 """
