@@ -10,7 +10,8 @@ rather than per layer (each operator call inside a forward costs several microse
 The CLS reduction touches only row 0 of each head (1/(1+N) of the tensor); the received reduction
 reads the whole small temporal tensor once. Called from the adapter's taps, so no layer's full
 attention outlives its layer: per window the explanation keeps L*(B*T*(1+N) + B*N*T) floats instead
-of L*(B*T*H*(1+N)^2 + B*N*H*T^2).
+of L*(B*T*H*(1+N)^2 + B*N*H*T^2) (on CPU, where that is small, the TimeSformer adapter keeps the whole
+tensors and calls these after the forward instead; see models/adapters/timesformer.py).
 
 Each reduction has a Triton kernel (one program per output row) and a PyTorch twin with the same
 signature; ``cls_row_sum`` and ``received_sum`` dispatch: CUDA -> Triton, CPU -> PyTorch,
@@ -26,17 +27,20 @@ import torch
 from kernels.dispatch import use_triton
 
 
+def sum_float32(values: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
+    """Sum over ``dims``, accumulating half precision in float32 (a float32 input takes the plain call:
+    asking for the dtype costs extra operator calls on CPU)."""
+    return values.sum(dim=dims) if values.dtype == torch.float32 else values.sum(dim=dims, dtype=torch.float32)
+
+
 def cls_row_sum_reference(probs: torch.Tensor) -> torch.Tensor:
     """``[R, H, 1+N, 1+N]`` -> float32 ``[R, 1+N]``: head-sum of the CLS query row (CLS key included)."""
-    row = probs.select(2, 0)  # [R, H, 1+N, 1+N] -> [R, H, 1+N]
-    return row.sum(dim=1) if row.dtype == torch.float32 else row.sum(dim=1, dtype=torch.float32)  # -> [R, 1+N]
+    return sum_float32(probs.select(2, 0), (1,))  # [R, H, 1+N, 1+N] -> [R, H, 1+N] -> [R, 1+N]
 
 
 def received_sum_reference(probs: torch.Tensor) -> torch.Tensor:
     """``[R, H, T, T]`` -> float32 ``[R, T]``: attention each key frame receives, summed over heads and queries."""
-    if probs.dtype == torch.float32:
-        return probs.sum(dim=(1, 2))  # [R, H, T(query), T(key)] -> [R, T]
-    return probs.sum(dim=(1, 2), dtype=torch.float32)
+    return sum_float32(probs, (1, 2))  # [R, H, T(query), T(key)] -> [R, T]
 
 
 @functools.cache

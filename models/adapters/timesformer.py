@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from kernels.attention_reduce import cls_row_sum, received_sum, reducers_for
+from kernels.attention_reduce import cls_row_sum, received_sum, reducers_for, sum_float32
 from models.errors import UnsupportedModel
 
 
@@ -86,11 +86,6 @@ class _Tap(torch.nn.Module):
         if not self.original.training:  # Dropout in eval mode is the identity: skip its call
             return probs
         return self.original(probs)
-
-
-def _sum_float32(values: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
-    """Sum over ``dims`` accumulating in float32 (as the per-layer reductions do for half precision)."""
-    return values.sum(dim=dims) if values.dtype == torch.float32 else values.sum(dim=dims, dtype=torch.float32)
 
 
 class TimesformerAdapter:
@@ -146,14 +141,14 @@ class TimesformerAdapter:
         """The taps' per-layer rows as one tensor per map (the capture's end; empty if no layer ran)."""
         if record.spatial_rows:
             if record.whole:  # L x [B*T, H, 1+N, 1+N]: CLS query rows, then one head-sum for all layers
-                rows = _sum_float32(torch.stack([probs.select(2, 0) for probs in record.spatial_rows]), (2,))  # [L, B*T, 1+N]
+                rows = sum_float32(torch.stack([probs.select(2, 0) for probs in record.spatial_rows]), (2,))  # [L, B*T, 1+N]
             else:
                 rows = torch.stack(record.spatial_rows)  # L x [B*T, 1+N] -> [L, B*T, 1+N]
             record.spatial_cls = rows[..., 1:].view(len(rows), -1, self.num_frames, self.num_patches)  # CLS key dropped -> [L, B, T, N]
         if record.temporal_rows:
             rows = record.temporal_rows  # L x [B*N, T], or whole: L x [B*N, H, T, T]
-            if record.whole:  # head- and query-sum per layer: stacking the whole tensors first copies them (2x slower)
-                rows = [_sum_float32(probs, (1, 2)) for probs in rows]  # L x [B*N, T]
+            if record.whole:  # the taps' reduction, per layer: stacking the whole tensors first copies them (2x slower)
+                rows = [self._received(probs) for probs in rows]  # L x [B*N, T]
             rows = torch.stack(rows)  # [L, B*N, T]
             record.temporal_received = rows.view(len(rows), -1, self.num_patches, self.num_frames)  # -> [L, B, N, T]
         record.spatial_rows, record.temporal_rows = [], []  # whole probabilities are freed here

@@ -45,10 +45,10 @@ def augment_windows(pixels: torch.Tensor, generator: np.random.Generator,
     grid = F.affine_grid(torch.as_tensor(theta, device=device), [batch, frames * 3, height, width], align_corners=False)
     values = F.grid_sample(values, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
-    contrast = generator.uniform(*settings.contrast, batch)  # [B]
-    brightness = generator.uniform(-settings.brightness, settings.brightness, batch)  # [B]
-    mean = values.mean(dim=(1, 2, 3)).cpu().numpy()  # [B]
-    gain = torch.as_tensor(contrast, dtype=torch.float32, device=device)[:, None, None, None]
-    offset = torch.as_tensor(mean * (1 - contrast) + brightness, dtype=torch.float32, device=device)[:, None, None, None]
+    gain = torch.as_tensor(generator.uniform(*settings.contrast, batch), dtype=torch.float32,
+                           device=device)[:, None, None, None]  # [B, 1, 1, 1]
+    brightness = torch.as_tensor(generator.uniform(-settings.brightness, settings.brightness, batch),
+                                 dtype=torch.float32, device=device)[:, None, None, None]
+    offset = values.mean(dim=(1, 2, 3), keepdim=True) * (1 - gain) + brightness  # on the device: no host sync
     values = torch.addcmul(offset, values, gain).clamp_(0.0, 255.0)  # [B, T*3, h, w]
     return values.reshape(batch, frames, 3, height, width).permute(0, 1, 3, 4, 2)  # [B, T, h, w, 3]

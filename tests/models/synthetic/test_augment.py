@@ -1,5 +1,7 @@
 """Augmentation keeps what carries the class: one setting per window, shared by all its frames."""
 
+from dataclasses import replace
+
 import numpy as np
 import torch
 
@@ -22,7 +24,7 @@ def test_identity_settings_return_the_pixels():
 
 def test_channel_permutation_is_one_order_per_window_for_every_frame():
     pixels = random_windows(batch=12)
-    settings = Augmentation(**{**IDENTITY.__dict__, "permute_channels": 1.0})
+    settings = replace(IDENTITY, permute_channels=1.0)
     out = augment_windows(pixels, np.random.default_rng(1), settings)
     permuted = 0
     for window, source in zip(out, pixels.float()):
@@ -37,7 +39,7 @@ def test_channel_permutation_is_one_order_per_window_for_every_frame():
 def test_zoom_enlarges_a_centred_square_and_frames_share_the_framing():
     pixels = torch.zeros(1, 2, 40, 40, 3, dtype=torch.uint8)
     pixels[:, :, 15:25, 15:25] = 255  # a 10x10 square in the middle of both frames
-    settings = Augmentation(**{**IDENTITY.__dict__, "zoom": (2.0, 2.0)})
+    settings = replace(IDENTITY, zoom=(2.0, 2.0))
     out = augment_windows(pixels, np.random.default_rng(2), settings)
     area = (out[0, 0, ..., 0] > 127).sum().item()
     assert 380 <= area <= 420, area  # 20x20 after a 2x zoom about the centre
@@ -47,7 +49,7 @@ def test_zoom_enlarges_a_centred_square_and_frames_share_the_framing():
 def test_contrast_scales_deviations_about_the_window_mean():
     pixels = torch.full((2, 2, 8, 8, 3), 100, dtype=torch.uint8)
     pixels[:, :, :4] = 140  # mean 120, deviations +-20
-    settings = Augmentation(**{**IDENTITY.__dict__, "contrast": (2.0, 2.0)})
+    settings = replace(IDENTITY, contrast=(2.0, 2.0))
     out = augment_windows(pixels, np.random.default_rng(3), settings)
     assert torch.allclose(out[:, :, :4], torch.tensor(160.0), atol=1e-3)
     assert torch.allclose(out[:, :, 4:], torch.tensor(80.0), atol=1e-3)
