@@ -19,16 +19,19 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import tempfile
 import time
 from pathlib import Path
-from typing import Hashable
+from typing import Callable, Hashable
 
 from server.batcher import BusyTracker
 
 logger = logging.getLogger(__name__)
 
 DEPLOYMENT_NAME = "staa-explainer"
+STARTUP_ATTEMPTS = 3
+STARTUP_TIMEOUT = "timed out during startup"  # the message of the exception ray.init raises then
 LOOPBACK_ENVIRONMENT = {
     "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",  # with this Ray takes 127.0.0.1 as the node address
     "RAY_USAGE_STATS_ENABLED": "0",  # no usage report...
@@ -54,6 +57,46 @@ def isolate_for_loopback() -> Path:
     (home / "ray_bootstrap_config.yaml").write_text(BOOTSTRAP_CONFIG)
     os.environ["HOME"] = str(home)
     return home
+
+
+def child_processes() -> set[int]:
+    """PIDs whose parent is this process (from /proc; empty where there is none)."""
+    me, found = str(os.getpid()), set()
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        if stat[stat.rindex(")") + 2 :].split()[1] == me:  # field 4 of /proc/PID/stat: the parent
+            found.add(int(entry.name))
+    return found
+
+
+def start_private_ray(init: Callable[[], object], attempts: int = STARTUP_ATTEMPTS) -> None:
+    """``init()`` (a private ``ray.init``), tried again when the node misses Ray's startup deadline.
+
+    Ray waits a fixed 30 s for its raylet to register with the GCS; on a loaded 2-core machine the
+    Python agents the raylet waits for can take longer. A failed start leaves its processes (GCS,
+    raylet, log monitor...) running without a handle to stop them, so the children it spawned are
+    killed before the next try.
+    """
+    for attempt in range(1, attempts + 1):
+        before = child_processes()
+        try:
+            init()
+            return
+        except Exception as error:
+            if STARTUP_TIMEOUT not in str(error) or attempt == attempts:
+                raise
+            leftover = child_processes() - before
+            logger.warning("Ray's node missed its startup deadline (attempt %d of %d); stopping its %d "
+                           "processes and starting again", attempt, attempts, len(leftover))
+            for pid in leftover:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                    os.waitpid(pid, 0)
+                except (ProcessLookupError, ChildProcessError):
+                    pass
 
 
 def _replica_class():
@@ -122,7 +165,8 @@ class RayBackend:
         from ray import serve
 
         if address is None:
-            ray.init(_node_ip_address="127.0.0.1", include_dashboard=False, log_to_driver=False)
+            start_private_ray(lambda: ray.init(_node_ip_address="127.0.0.1", include_dashboard=False,
+                                               log_to_driver=False))
         else:
             ray.init(address=address, log_to_driver=False)
         gpus = int(ray.cluster_resources().get("GPU", 0))

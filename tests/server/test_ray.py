@@ -159,3 +159,41 @@ def test_every_connection_of_the_ray_processes_stays_on_loopback(ray_server):
     wildcard = [entry for entry in sockets if entry["state"] == "LISTEN" and not is_loopback(entry["local"])]
     assert all(processes[entry["pid"]].startswith("ray::ServeRepli") for entry in wildcard), \
         [(processes[entry["pid"]], entry) for entry in wildcard]
+
+
+def test_a_start_that_misses_rays_deadline_is_retried_after_its_processes_are_stopped():
+    from server.ray_backend import STARTUP_TIMEOUT, child_processes, start_private_ray
+
+    spawned, calls = [], []
+
+    def init():  # the first start leaves a process behind and fails the way ray.init does
+        calls.append(1)
+        if len(calls) == 1:
+            spawned.append(subprocess.Popen(["sleep", "60"]).pid)
+            raise Exception(f"The current node {STARTUP_TIMEOUT}. This could happen because ...")
+
+    start_private_ray(init)
+    assert len(calls) == 2
+    assert spawned[0] not in child_processes() and not Path(f"/proc/{spawned[0]}").exists()
+
+
+def test_other_start_errors_and_the_last_timeout_are_raised():
+    from server.ray_backend import STARTUP_TIMEOUT, start_private_ray
+
+    calls = []
+
+    def broken():
+        calls.append(1)
+        raise RuntimeError("no such address")
+
+    with pytest.raises(RuntimeError, match="no such address"):
+        start_private_ray(broken)
+    assert len(calls) == 1
+
+    def always_late():
+        calls.append(1)
+        raise Exception(STARTUP_TIMEOUT)
+
+    with pytest.raises(Exception, match=STARTUP_TIMEOUT):
+        start_private_ray(always_late, attempts=2)
+    assert len(calls) == 3
