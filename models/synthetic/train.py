@@ -63,10 +63,34 @@ def accuracy(model, windows: WindowSet, settings: ProcessorSettings, batch: int 
     return correct / len(windows)
 
 
+@torch.no_grad()
+def ensemble_logits(teachers: list, windows: WindowSet, settings: ProcessorSettings, batch: int = 128,
+                    progress=None) -> torch.Tensor:
+    """The teachers' mean logits ``[K, C]`` for every window (as rendered: no flip, no augmentation)."""
+    device = windows.pixels.device
+    for teacher in teachers:
+        teacher.eval()
+    found = []
+    for start in range(0, len(windows), batch):
+        pixels, _ = windows.batch(np.arange(start, min(start + batch, len(windows))), settings)
+        found.append(torch.stack([teacher(pixel_values=pixels).logits.float() for teacher in teachers]).mean(0))
+        if progress is not None:
+            progress.update(len(pixels))
+    return torch.cat(found).to(device)  # [K, C]
+
+
+def distillation_loss(logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """KL(teacher || student) at ``temperature``, scaled by T^2 so its gradients match cross-entropy's."""
+    return torch.nn.functional.kl_div(torch.log_softmax(logits / temperature, -1),
+                                      torch.log_softmax(teacher_logits / temperature, -1),
+                                      log_target=True, reduction="batchmean") * temperature ** 2
+
+
 def train(model, stages: list[tuple[WindowSet, int]], validation: WindowSet, settings: ProcessorSettings,
           peak_lr: float, warmup: int, batch: int, evaluate_every: int, seed: int = 0, log=print,
           checkpoint=None, compile: bool = False, ema_decay: float = 0.0, augment: bool = False,
-          label_smoothing: float = 0.0) -> tuple[torch.nn.Module, list[dict]]:
+          label_smoothing: float = 0.0, soft_targets: list | None = None, distil_weight: float = 0.0,
+          temperature: float = 2.0) -> tuple[torch.nn.Module, list[dict]]:
     """Run the curriculum ``stages`` ([(windows, steps)]) with one LR schedule.
 
     Returns the weights to keep and the history. With ``ema_decay`` an exponential moving average
@@ -74,8 +98,10 @@ def train(model, stages: list[tuple[WindowSet, int]], validation: WindowSet, set
     accuracy is the one to keep (and the history records both). ``compile`` runs the training
     forward and backward through ``torch.compile`` (about 1.4x faster per step on the 2-core CPU
     machine, after about a minute of compiling). ``augment`` applies ``augment_windows`` (colour,
-    contrast, zoom/shift per window) to every training batch. ``checkpoint(weights, history)``, when given, runs
-    after every evaluation, so a long run can be saved (and committed) before it finishes.
+    contrast, zoom/shift per window) to every training batch. ``soft_targets`` (per stage: teacher logits
+    ``[K, C]`` from ``ensemble_logits``, or None) mixes a distillation term into the loss with weight
+    ``distil_weight``. ``checkpoint(weights, history)``, when given, runs after every evaluation, so a
+    long run can be saved (and committed) before it finishes.
     """
     generator = np.random.default_rng(seed)
     device = next(model.parameters()).device
@@ -94,8 +120,12 @@ def train(model, stages: list[tuple[WindowSet, int]], validation: WindowSet, set
                                            augment=(lambda raw: augment_windows(raw, generator)) if augment else None)
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(step, total, peak_lr, warmup)
-            loss = torch.nn.functional.cross_entropy(forward(pixel_values=pixels.to(device)).logits, labels.to(device),
-                                                     label_smoothing=label_smoothing)
+            logits = forward(pixel_values=pixels.to(device)).logits
+            loss = torch.nn.functional.cross_entropy(logits, labels.to(device), label_smoothing=label_smoothing)
+            if soft_targets is not None and soft_targets[stage] is not None:
+                teacher = soft_targets[stage][torch.as_tensor(indices, device=soft_targets[stage].device)]
+                loss = (1 - distil_weight) * loss + distil_weight * distillation_loss(logits, teacher.to(device),
+                                                                                      temperature)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -180,6 +210,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--label-smoothing", type=float, default=0.0)
     parser.add_argument("--augment", action="store_true",
                         help="colour, contrast and zoom/shift per training window (models/synthetic/augment.py)")
+    parser.add_argument("--distil-from", default=None,
+                        help="comma-separated checkpoints whose mean logits the model also learns from")
+    parser.add_argument("--distil-weight", type=float, default=0.7, help="weight of the distillation term")
+    parser.add_argument("--temperature", type=float, default=2.0, help="softmax temperature of distillation")
     parser.add_argument("--ema", type=float, default=0.0,
                         help="also keep an exponential moving average of the weights with this decay (e.g. 0.998)")
     parser.add_argument("--compile", action="store_true", help="train through torch.compile (faster after warm-up)")
@@ -251,12 +285,23 @@ def main(argv=None) -> None:
         model = TimesformerForVideoClassification(model_config(args.hidden, args.layers, args.heads, args.mlp_ratio,
                                                                        args.dropout))
     model.to(args.device)
+    soft_targets = None
+    if args.distil_from:
+        teachers = [TimesformerForVideoClassification.from_pretrained(path, local_files_only=True,
+                                                                      use_safetensors=True).to(args.device)
+                    for path in args.distil_from.split(",")]
+        with tqdm(total=sum(len(windows) for windows, _ in built), desc="teacher logits") as progress:
+            soft_targets = [ensemble_logits(teachers, windows, settings, progress=progress) for windows, _ in built]
+        for name, teacher in zip(args.distil_from.split(","), teachers):
+            tqdm.write(json.dumps({"teacher": name, "val_accuracy": round(accuracy(teacher, validation, settings), 4)}))
+        del teachers
     arguments = vars(args) | {"out": str(args.out), "init": str(args.init) if args.init else None,
                               "cache": str(args.cache) if args.cache else None,
                               "stages": [asdict(stage) for stage in chosen]}
     model, history = train(model, built, validation, settings, args.lr, args.warmup, args.batch, args.evaluate_every,
                            log=lambda line: tqdm.write(line), compile=args.compile, ema_decay=args.ema,
-                           augment=args.augment, label_smoothing=args.label_smoothing,
+                           augment=args.augment, label_smoothing=args.label_smoothing, soft_targets=soft_targets,
+                           distil_weight=args.distil_weight, temperature=args.temperature,
                            checkpoint=lambda model, history: save(model, args.out, history, arguments))
     save(model, args.out, history, arguments)
     print(f"saved {args.out}; final validation accuracy {history[-1]['val_accuracy']:.3f}")

@@ -1,14 +1,15 @@
 """The training code stays alive: a few steps on a small fixed set lower its loss; saved weights load."""
 
 import numpy as np
+import pytest
 import torch
 from transformers import TimesformerForVideoClassification
 
 from models.preprocess import ProcessorSettings
 from models.registry import load_model, processor_config_for
 from models.synthetic.dataset import WindowSet, build_windows
-from models.synthetic.train import (FRAMES, IMAGE_SIZE, STRIDE, build_parser, model_config, recipe_flags, save,
-                                    seeds, train)
+from models.synthetic.train import (FRAMES, IMAGE_SIZE, STRIDE, build_parser, distillation_loss, ensemble_logits,
+                                    model_config, recipe_flags, save, seeds, train)
 
 
 def mean_loss(model, windows, settings) -> float:
@@ -67,3 +68,29 @@ def test_recipe_flags_name_what_a_run_changed_from_the_defaults():
     assert recipe_flags(defaults) == []
     changed = vars(build_parser().parse_args(["--out", "x", "--augment", "--final-clips", "36000", "--threads", "8"]))
     assert recipe_flags(changed) == ["--final-clips 36000", "--augment"]  # threads do not change what is learnt
+
+
+def test_distillation_pulls_the_model_towards_its_teachers_mean():
+    torch.manual_seed(2)
+    settings = ProcessorSettings.from_dict(processor_config_for(IMAGE_SIZE))
+    windows = build_windows(seeds(2468, 8), (0.0, 0.5), FRAMES, STRIDE, settings, workers=1)
+    teachers = [TimesformerForVideoClassification(model_config(hidden=32, layers=1, heads=2)) for _ in range(2)]
+    targets = ensemble_logits(teachers, windows, settings, batch=3)  # batches of 3 over 8 windows: a ragged end
+    pixels, _ = windows.batch(np.arange(len(windows)), settings)
+    with torch.no_grad():
+        expected = (teachers[0](pixel_values=pixels).logits + teachers[1](pixel_values=pixels).logits) / 2
+    assert targets.shape == expected.shape == (8, len(teachers[0].config.id2label))
+    torch.testing.assert_close(targets, expected, rtol=1e-4, atol=1e-5)
+    assert distillation_loss(targets, targets, 2.0).item() == pytest.approx(0.0, abs=1e-6)
+
+    student = TimesformerForVideoClassification(model_config(hidden=32, layers=1, heads=2))
+
+    def gap(model) -> float:
+        model.eval()
+        with torch.no_grad():
+            return distillation_loss(model(pixel_values=pixels).logits, targets, 2.0).item()
+
+    before = gap(student)
+    student, _ = train(student, [(windows, 20)], windows, settings, peak_lr=2e-3, warmup=2, batch=8, evaluate_every=20,
+                       log=lambda line: None, soft_targets=[targets], distil_weight=1.0, temperature=2.0)
+    assert before > 0 and gap(student) < 0.5 * before, (before, gap(student))
