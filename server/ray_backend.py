@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import tempfile
 import time
@@ -159,8 +160,9 @@ class RayBackend:
 
     def __init__(self, model: str | None, replicas: int | None = None, address: str | None = None,
                  max_batch: int = 8):
+        self.private_home = None
         if address is None:  # a private single-node cluster on loopback
-            isolate_for_loopback()  # before Ray is imported: it reads some of these at import time
+            self.private_home = isolate_for_loopback()  # before Ray is imported: it reads some at import time
         import ray
         from ray import serve
 
@@ -191,4 +193,6 @@ class RayBackend:
             serve.shutdown()
         finally:
             ray.shutdown()
+            if self.private_home is not None:  # its auth token and bootstrap file: nothing to keep
+                shutil.rmtree(self.private_home, ignore_errors=True)
 
