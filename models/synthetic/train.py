@@ -35,8 +35,9 @@ def seeds(root: int, count: int, start: int = 0) -> list[int]:
     return [int(np.random.SeedSequence([root, index]).generate_state(1)[0]) for index in range(start, start + count)]
 
 
-def model_config(hidden: int, layers: int, heads: int, mlp_ratio: int = 2, dropout: float = 0.0):
-    config = tiny_timesformer_config(image_size=IMAGE_SIZE, patch_size=PATCH, num_frames=FRAMES, hidden_size=hidden,
+def model_config(hidden: int, layers: int, heads: int, mlp_ratio: int = 2, dropout: float = 0.0,
+                 image_size: int = IMAGE_SIZE, patch: int = PATCH):
+    config = tiny_timesformer_config(image_size=image_size, patch_size=patch, num_frames=FRAMES, hidden_size=hidden,
                                      num_hidden_layers=layers, num_attention_heads=heads,
                                      intermediate_size=mlp_ratio * hidden, hidden_dropout_prob=dropout,
                                      num_labels=len(ACTIONS))  # drop-path stays 0: this HF config types it int
@@ -157,7 +158,8 @@ def save(model, out: Path, history: list[dict], arguments: dict) -> None:
     out.mkdir(parents=True, exist_ok=True)
     model.config.staa_random_weights = False
     model.save_pretrained(out, safe_serialization=True)
-    (out / "preprocessor_config.json").write_text(json.dumps(processor_config_for(IMAGE_SIZE), indent=2) + "\n")
+    (out / "preprocessor_config.json").write_text(json.dumps(processor_config_for(model.config.image_size), indent=2)
+                                                  + "\n")
     (out / "training_log.json").write_text(json.dumps({"arguments": arguments, "history": history}, indent=1) + "\n")
 
 
@@ -206,6 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--heads", type=int, default=4)
     parser.add_argument("--mlp-ratio", type=int, default=2, help="MLP width as a multiple of --hidden")
+    parser.add_argument("--image-size", type=int, default=IMAGE_SIZE, help="input side in pixels of a new model")
+    parser.add_argument("--patch", type=int, default=PATCH, help="patch side in pixels (image size / patch: the token grid)")
     parser.add_argument("--dropout", type=float, default=0.0, help="hidden dropout of a new model")
     parser.add_argument("--label-smoothing", type=float, default=0.0)
     parser.add_argument("--augment", action="store_true",
@@ -251,13 +255,13 @@ def main(argv=None) -> None:
     args = build_parser().parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    settings = ProcessorSettings.from_dict(processor_config_for(IMAGE_SIZE))
+    settings = ProcessorSettings.from_dict(processor_config_for(args.image_size))
     stages, start, built = curriculum(args.scale, args.final_steps, args.final_clips), 0, []
     chosen = [stage for stage in stages if args.stages == "all" or stage.name in args.stages.split(",")]
 
     def rendered(name: str, seed_list: list[int], **options) -> WindowSet:
         """Render these windows, or read them from --cache, where a run with the same seeds left them."""
-        path = args.cache / f"{name}-{seed_list[0]}-{len(seed_list)}.npz" if args.cache else None
+        path = args.cache / f"{name}-{seed_list[0]}-{len(seed_list)}-{args.image_size}px.npz" if args.cache else None
         if path is not None and path.exists():
             progress.update(len(seed_list))
             return WindowSet.load(path)
@@ -283,7 +287,9 @@ def main(argv=None) -> None:
         model = TimesformerForVideoClassification.from_pretrained(args.init, local_files_only=True, use_safetensors=True)
     else:
         model = TimesformerForVideoClassification(model_config(args.hidden, args.layers, args.heads, args.mlp_ratio,
-                                                                       args.dropout))
+                                                                       args.dropout, args.image_size, args.patch))
+    if model.config.image_size != args.image_size:
+        raise SystemExit(f"--image-size {args.image_size} but the model takes {model.config.image_size}")
     model.to(args.device)
     soft_targets = None
     if args.distil_from:
