@@ -24,6 +24,7 @@ def test_quick_compare_writes_the_report(tiny_model_dir, tmp_path):
     assert rows[-2]["pointing_spatial"] == ""  # frame ablation has no spatial map
     report = (tmp_path / "compare.md").read_text()
     assert "STAA's time is" in report and "Thresholding + focusing" in report
+    assert "95 % interval" in report
 
 
 def test_unknown_subcommand_exits_with_usage():
@@ -54,3 +55,16 @@ def test_focus_choice_keeps_pointing_and_deletion_and_maximises_mass():
     good = {"kappa": 0.5, "gamma": 2.0, "pointing_spatial": 0.6, "mass_spatial": 0.5, "deletion_auc": 0.205}
     assert choose_focus([raw, worse_pointing, worse_deletion, good]) is good
     assert choose_focus([raw, worse_pointing]) is raw
+
+
+def test_median_interval_brackets_the_median_and_narrows_with_more_pairs():
+    import numpy as np
+
+    from benchmarks.compare import median_interval
+
+    assert median_interval(np.full(50, 1.04)) == (1.04, 1.04)
+    noise = np.random.default_rng(3).normal(1.05, 0.02, 2000)
+    low, high = median_interval(noise[:100])
+    assert low < np.median(noise[:100]) < high and low < 1.05 < high
+    wide, narrow = high - low, np.subtract(*median_interval(noise)[::-1])
+    assert 0 < narrow < wide / 2  # 20x the pairs: about 4.5x narrower
