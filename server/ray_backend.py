@@ -60,16 +60,29 @@ def isolate_for_loopback() -> Path:
     return home
 
 
-def child_processes() -> set[int]:
-    """PIDs whose parent is this process (from /proc; empty where there is none)."""
-    me, found = str(os.getpid()), set()
+def parents() -> dict[int, int]:
+    """{pid: parent pid} of every process (from /proc; empty where there is none)."""
+    found = {}
     for entry in Path("/proc").glob("[0-9]*"):
         try:
             stat = (entry / "stat").read_text()
         except OSError:
             continue
-        if stat[stat.rindex(")") + 2 :].split()[1] == me:  # field 4 of /proc/PID/stat: the parent
-            found.add(int(entry.name))
+        found[int(entry.name)] = int(stat[stat.rindex(")") + 2 :].split()[1])  # field 4 of /proc/PID/stat
+    return found
+
+
+def descendants(root: int) -> set[int]:
+    """Every process below ``root`` (children, their children, ...)."""
+    children: dict[int, list[int]] = {}
+    for pid, parent in parents().items():
+        children.setdefault(parent, []).append(pid)
+    found, stack = set(), [root]
+    while stack:
+        for child in children.get(stack.pop(), []):
+            if child not in found:
+                found.add(child)
+                stack.append(child)
     return found
 
 
@@ -78,25 +91,30 @@ def start_private_ray(init: Callable[[], object], attempts: int = STARTUP_ATTEMP
 
     Ray waits a fixed 30 s for its raylet to register with the GCS; on a loaded 2-core machine the
     Python agents the raylet waits for can take longer. A failed start leaves its processes (GCS,
-    raylet, log monitor...) running without a handle to stop them, so the children it spawned are
-    killed before the next try.
+    raylet and the raylet's agents, log monitor...) running without a handle to stop them, so every
+    process it started below this one is killed before the next try (the raylet's runtime-env agent
+    outlives a killed raylet).
     """
     for attempt in range(1, attempts + 1):
-        before = child_processes()
+        before = descendants(os.getpid())
         try:
             init()
             return
         except Exception as error:
             if STARTUP_TIMEOUT not in str(error) or attempt == attempts:
                 raise
-            leftover = child_processes() - before
+            leftover = descendants(os.getpid()) - before
             logger.warning("Ray's node missed its startup deadline (attempt %d of %d); stopping its %d "
                            "processes and starting again", attempt, attempts, len(leftover))
             for pid in leftover:
                 try:
                     os.kill(pid, signal.SIGKILL)
-                    os.waitpid(pid, 0)
-                except (ProcessLookupError, ChildProcessError):
+                except ProcessLookupError:
+                    pass
+            for pid in leftover:
+                try:
+                    os.waitpid(pid, 0)  # our own children: reap them (the others are not ours to wait on)
+                except ChildProcessError:
                     pass
 
 

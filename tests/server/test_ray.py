@@ -162,19 +162,32 @@ def test_every_connection_of_the_ray_processes_stays_on_loopback(ray_server):
 
 
 def test_a_start_that_misses_rays_deadline_is_retried_after_its_processes_are_stopped():
-    from server.ray_backend import STARTUP_TIMEOUT, child_processes, start_private_ray
+    from server.ray_backend import STARTUP_TIMEOUT, descendants, start_private_ray
 
     spawned, calls = [], []
 
-    def init():  # the first start leaves a process behind and fails the way ray.init does
+    def init():  # the first start leaves a process and its child behind, and fails the way ray.init does
         calls.append(1)
         if len(calls) == 1:
-            spawned.append(subprocess.Popen(["sleep", "60"]).pid)
+            shell = subprocess.Popen(["sh", "-c", "sleep 60 & wait"]).pid
+            deadline = time.monotonic() + 10
+            while not descendants(shell) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            spawned.extend([shell, *descendants(shell)])
             raise Exception(f"The current node {STARTUP_TIMEOUT}. This could happen because ...")
 
     start_private_ray(init)
-    assert len(calls) == 2
-    assert spawned[0] not in child_processes() and not Path(f"/proc/{spawned[0]}").exists()
+    assert len(calls) == 2 and len(spawned) == 2
+    assert not [pid for pid in spawned if running(pid)], spawned
+
+
+def running(pid: int) -> bool:
+    """Alive and not a zombie (a killed orphan waits for PID 1 to reap it, which may take a while)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2] != "Z"
 
 
 def test_other_start_errors_and_the_last_timeout_are_raised():
