@@ -172,3 +172,34 @@ def test_params_reject_out_of_range_values_by_name():
         StaaParams(gamma=0.5)
     with pytest.raises(ValueError, match="spatial_aggregation"):
         StaaParams(spatial_aggregation="rollout")
+
+
+def test_taps_keep_attention_dropout_working_in_training_mode():
+    """A tap passes the probabilities on through the original Dropout whenever the model trains: the
+    captured forward draws the same dropout masks as the plain one, and eval mode is restored."""
+    from transformers import TimesformerForVideoClassification
+
+    from models.registry import tiny_timesformer_config
+
+    torch.manual_seed(0)
+    model = TimesformerForVideoClassification(tiny_timesformer_config(image_size=32, num_hidden_layers=2,
+                                                                      attention_probs_dropout_prob=0.5))
+    adapter = TimesformerAdapter(model)
+    pixels = torch.randn(1, 8, 3, 32, 32)
+    model.eval()
+    with adapter.capture():  # builds the taps while the model is in eval mode
+        adapter.forward(pixels)
+    model.train()  # switched while the taps are not installed: they must follow the original modules
+    torch.manual_seed(1)
+    plain = adapter.forward(pixels)
+    torch.manual_seed(1)
+    with adapter.capture() as record:
+        captured = adapter.forward(pixels)
+    torch.manual_seed(2)
+    other_masks = adapter.forward(pixels)
+    assert torch.equal(plain, captured) and not torch.allclose(plain, other_masks)
+    assert record.spatial_cls.shape == (2, 1, 8, 16)
+    model.eval()
+    with adapter.capture():
+        model.train()  # switched during a capture: reaches the original modules through the taps
+    assert all(layer.attention.attention.attn_drop.training for layer in adapter.layers)
