@@ -60,15 +60,22 @@ def isolate_for_loopback() -> Path:
     return home
 
 
+def process_stat(pid: int | str) -> tuple[str, list[str]] | None:
+    """(name, the fields after it) from ``/proc/PID/stat``; None once the process is gone. The fields
+    start at field 3 of proc(5): state, parent pid, process group, session..."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat[stat.index("(") + 1 : stat.rindex(")")], stat[stat.rindex(")") + 2 :].split()
+
+
 def parents() -> dict[int, int]:
     """{pid: parent pid} of every process (from /proc; empty where there is none)."""
     found = {}
     for entry in Path("/proc").glob("[0-9]*"):
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        found[int(entry.name)] = int(stat[stat.rindex(")") + 2 :].split()[1])  # field 4 of /proc/PID/stat
+        if (stat := process_stat(entry.name)) is not None:
+            found[int(entry.name)] = int(stat[1][1])
     return found
 
 

@@ -29,6 +29,7 @@ from models.synthetic.dataset import WindowSet, build_windows
 
 TRAIN_SEED, VALIDATION_SEED = 1000, 2000
 FRAMES, STRIDE, IMAGE_SIZE, PATCH = 8, 4, 96, 12
+DISTIL_WEIGHT = 0.7  # of the distillation term, when teachers' logits are given
 
 
 def seeds(root: int, count: int, start: int = 0) -> list[int]:
@@ -90,7 +91,7 @@ def distillation_loss(logits: torch.Tensor, teacher_logits: torch.Tensor, temper
 def train(model, stages: list[tuple[WindowSet, int]], validation: WindowSet, settings: ProcessorSettings,
           peak_lr: float, warmup: int, batch: int, evaluate_every: int, seed: int = 0, log=print,
           checkpoint=None, compile: bool = False, ema_decay: float = 0.0, augment: bool = False,
-          label_smoothing: float = 0.0, soft_targets: list | None = None, distil_weight: float = 0.0,
+          label_smoothing: float = 0.0, soft_targets: list | None = None, distil_weight: float = DISTIL_WEIGHT,
           temperature: float = 2.0) -> tuple[torch.nn.Module, list[dict]]:
     """Run the curriculum ``stages`` ([(windows, steps)]) with one LR schedule.
 
@@ -216,7 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="colour, contrast and zoom/shift per training window (models/synthetic/augment.py)")
     parser.add_argument("--distil-from", default=None,
                         help="comma-separated checkpoints whose mean logits the model also learns from")
-    parser.add_argument("--distil-weight", type=float, default=0.7, help="weight of the distillation term")
+    parser.add_argument("--distil-weight", type=float, default=DISTIL_WEIGHT, help="weight of the distillation term")
     parser.add_argument("--temperature", type=float, default=2.0, help="softmax temperature of distillation")
     parser.add_argument("--ema", type=float, default=0.0,
                         help="also keep an exponential moving average of the weights with this decay (e.g. 0.998)")

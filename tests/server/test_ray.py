@@ -22,6 +22,7 @@ import pytest
 from clients.client import ExplainerClient
 from server.app import BackgroundServer
 from server.config import ServerConfig
+from server.ray_backend import process_stat
 from tests.conftest import REPO, clip_path
 
 CLIP = "ucf101_apply_eye_makeup.avi"
@@ -33,17 +34,9 @@ def session_processes(leader: int) -> dict[int, str]:
     """{pid: name} of every live process in ``leader``'s session (Ray's workers get their own process
     groups, not their own sessions)."""
     found = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        name = stat[stat.index("(") + 1 : stat.rindex(")")]
-        fields = stat[stat.rindex(")") + 2 :].split()
-        if int(fields[3]) == leader:  # field 6 of /proc/PID/stat: session id
-            found[int(entry.name)] = name
+    for entry in Path("/proc").glob("[0-9]*"):
+        if (stat := process_stat(entry.name)) is not None and int(stat[1][3]) == leader:  # the session id
+            found[int(entry.name)] = stat[0]
     return found
 
 
@@ -183,11 +176,8 @@ def test_a_start_that_misses_rays_deadline_is_retried_after_its_processes_are_st
 
 def running(pid: int) -> bool:
     """Alive and not a zombie (a killed orphan waits for PID 1 to reap it, which may take a while)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat[stat.rindex(")") + 2] != "Z"
+    stat = process_stat(pid)
+    return stat is not None and stat[1][0] != "Z"
 
 
 def test_other_start_errors_and_the_last_timeout_are_raised():
