@@ -18,7 +18,7 @@ from kernels import threshold_focus
 from models.adapters import adapter_for
 from models.preprocess import CropBox
 from models.registry import LoadedModel
-from models.staa import StaaParams, staa_spatial, staa_temporal
+from models.staa import StaaParams, layer_slice, staa_spatial, staa_temporal
 from models.windowing import PreparedWindow
 
 
@@ -77,17 +77,19 @@ class Staa:
         batch, frames = pixel_values.shape[:2]
         height, width = self.loaded.grid
         started = time.perf_counter()
-        with self.adapter.capture() as record:
+        layers = (layer_slice(params.spatial_aggregation, params.last_k),
+                  layer_slice(params.temporal_aggregation, params.last_k))
+        with self.adapter.capture(*layers) as record:  # record: maps summed over those layers
             logits = self.adapter.forward(pixel_values)  # [B, C]
         forward_seconds = time.perf_counter() - started - record.seconds
         maths_started = time.perf_counter()
-        spatial = staa_spatial(record.spatial_cls, params)  # [B, T, N]
+        spatial = staa_spatial(record.spatial_cls)  # [B, T, N]
         temporal = staa_temporal(record.temporal_received, spatial, params)  # [B, T]
         attribution_seconds = record.seconds + time.perf_counter() - maths_started
         return Attribution(
             spatial=spatial.reshape(batch, frames, height, width),  # [B, T, N] -> [B, T, h, w]
             temporal=temporal,
-            logits=logits.float(),
+            logits=logits if logits.dtype == torch.float32 else logits.float(),  # a call saved on the usual path
             forward_ms=forward_seconds * 1e3,
             attribution_ms=attribution_seconds * 1e3,
         )

@@ -8,6 +8,10 @@ From attention the forward pass computes anyway (read by the adapter's hooks):
 - joint map: E[t, p] = tau[t] * s[t, p].
 One forward pass, no gradient.
 
+Every layer aggregation is a sum over a slice of layers (``layer_slice``) and the weighting is
+linear, so layers are aggregated first, where the attention is read (the adapters' ``capture``
+takes the two slices), and the functions below take the aggregated ``[B, T, N]`` and ``[B, N, T]``.
+
 Letters: B batch, T frames, N = h*w patches, L layers.
 """
 
@@ -22,6 +26,7 @@ import torch
 LAYER_AGGREGATIONS = ("last", "mean", "mean_last_k")
 THRESHOLD_MODES = ("mean_std", "percentile")
 TEMPORAL_WEIGHTINGS = ("cls", "uniform")  # w[p] from the CLS rows, or every patch alike
+ALL_LAYERS = slice(None)
 
 
 @dataclass(frozen=True)
@@ -65,16 +70,21 @@ def _check_range(name: str, value, low, high) -> None:
         raise ValueError(f"StaaParams.{name} must be in [{low}, {high}], got {value}")
 
 
+def layer_slice(how: str, last_k: int) -> slice:
+    """The layers an aggregation option sums: the last, the last k (``mean_last_k``) or all (``mean``)."""
+    if how == "last":
+        return slice(-1, None)
+    return slice(-last_k, None) if how == "mean_last_k" else slice(None)
+
+
 def aggregate_layers(per_layer: torch.Tensor | list[torch.Tensor], how: str, last_k: int) -> torch.Tensor:
     """Combine L same-shaped per-layer tensors (stacked ``[L, ...]``, or a list) into one ``[...]``:
-    the last layer, or the sum over all (``mean``) or the last k (``mean_last_k``) layers.
+    the sum over the layers ``layer_slice`` picks.
 
     A sum where the option says mean: every STAA map is normalised afterwards, where the constant
     1/L cancels, and on CPU a scalar divide costs five operator calls per explanation.
     """
-    if how == "last":
-        return per_layer[-1]
-    chosen = per_layer[-last_k:] if how == "mean_last_k" else per_layer
+    chosen = per_layer[layer_slice(how, last_k)]
     return (chosen if isinstance(chosen, torch.Tensor) else torch.stack(chosen)).sum(dim=0)
 
 
@@ -90,21 +100,18 @@ def normalise(values: torch.Tensor, dim: int) -> torch.Tensor:
     return torch.where(total > 0, values / total.clamp_min(1e-30), uniform)
 
 
-def staa_spatial(spatial_cls: torch.Tensor | list[torch.Tensor], params: StaaParams) -> torch.Tensor:
-    """Per-layer CLS rows ``[L, B, T, N]`` (or a list of L) -> spatial map ``[B, T, N]``, each frame summing to 1."""
-    return normalise(aggregate_layers(spatial_cls, params.spatial_aggregation, params.last_k), dim=-1)
+def staa_spatial(spatial_cls: torch.Tensor) -> torch.Tensor:
+    """Layer-aggregated CLS rows ``[B, T, N]`` -> spatial map ``[B, T, N]``, each frame summing to 1."""
+    return normalise(spatial_cls, dim=-1)
 
 
-def staa_temporal(temporal_received: torch.Tensor | list[torch.Tensor], spatial: torch.Tensor,
-                  params: StaaParams) -> torch.Tensor:
-    """Per-layer received attention ``[L, B, N, T]`` (or a list of L) weighted by ``spatial`` ``[B, T, N]`` -> ``[B, T]`` summing to 1."""
+def staa_temporal(temporal_received: torch.Tensor, spatial: torch.Tensor, params: StaaParams) -> torch.Tensor:
+    """Layer-aggregated received attention ``[B, N, T]`` weighted by ``spatial`` ``[B, T, N]`` -> ``[B, T]`` summing to 1."""
     # w[p] = mean_t s[t, p]: a sum here, as the constant 1/T cancels in the final normalise.
-    patch_weights = spatial.sum(dim=1)  # [B, T, N] -> [B, N], sums to T
+    patch_weights = spatial.sum(dim=1, keepdim=True)  # [B, T, N] -> [B, 1, N], sums to T
     if params.temporal_weighting == "uniform":
         patch_weights = torch.ones_like(patch_weights)
-    # Weighting is linear, so aggregate the layers first and weight once: one product, not L.
-    received = aggregate_layers(temporal_received, params.temporal_aggregation, params.last_k)  # [B, N, T]
-    weighted = torch.bmm(patch_weights.unsqueeze(1), received).squeeze(1)  # [B, 1, N] @ [B, N, T] -> [B, T]
+    weighted = torch.bmm(patch_weights, temporal_received).squeeze(1)  # [B, 1, N] @ [B, N, T] -> [B, 1, T] -> [B, T]
     return normalise(weighted, dim=-1)
 
 

@@ -35,21 +35,24 @@ import torch
 
 from kernels.attention_reduce import cls_row_sum, received_sum, reducers_for, sum_float32
 from models.errors import UnsupportedModel
+from models.staa import ALL_LAYERS
 
 
 @dataclass
 class AttentionRecord:
-    """Attention reduced per layer during one forward pass, as sums: STAA normalises every map, so
-    the constant factors of a mean (1/H, 1/(H*T)) would be work without effect.
+    """Attention read during one forward pass, summed over the layers the capture was given: sums,
+    not means, as STAA normalises every map, so the constant factors of a mean (1/H, 1/(H*T), 1/L)
+    would be work without effect.
 
     Attributes:
-        spatial_cls: ``[L, B, T, N]``: per layer, head-sum of the CLS->patch row of each frame's block.
-        temporal_received: ``[L, B, N, T]``: per layer, head- and query-sum of the attention that
-            each patch position's frame t *receives* in temporal attention.
-        seconds: wall time spent inside the taps (part of attribution, not of the forward).
+        spatial_cls: ``[B, T, N]``: head- and layer-sum of the CLS->patch row of each frame's block.
+        temporal_received: ``[B, N, T]``: head-, query- and layer-sum of the attention that each
+            patch position's frame t *receives* in temporal attention.
+        seconds: wall time of the reductions, in the taps and at the capture's end (part of attribution,
+            not of the forward; a tap that only keeps a tensor whole is not timed).
         spatial_rows, temporal_rows: what the taps produced, layer by layer, while the capture runs;
-            the adapter stacks them into the two tensors above when it ends (one stack per map, and
-            the CLS key dropped once for all layers: fewer operator calls inside the forward).
+            the adapter sums the chosen layers into the two tensors above when it ends (the CLS key
+            dropped once: fewer operator calls inside the forward).
         whole: the taps kept each layer's probabilities whole (decided at the capture's first
             tap; None before it), to be reduced all at once at the end.
     """
@@ -122,8 +125,9 @@ class TimesformerAdapter:
         return self._taps
 
     @contextmanager
-    def capture(self):
-        """Taps in place of every layer's temporal and spatial ``attn_drop``; yields the AttentionRecord."""
+    def capture(self, spatial_layers: slice = ALL_LAYERS, temporal_layers: slice = ALL_LAYERS):
+        """Taps in place of every layer's temporal and spatial ``attn_drop``; yields the AttentionRecord,
+        whose maps sum the layers the two slices pick (``models.staa.layer_slice``) when the capture ends."""
         record = AttentionRecord()
         self._cls_row, self._received = reducers_for(self._parameter.device)
         taps = self._installed_taps()
@@ -133,27 +137,34 @@ class TimesformerAdapter:
         try:
             yield record
             started = time.perf_counter()
-            self._stack(record)
+            self._aggregate(record, spatial_layers, temporal_layers)
             record.seconds += time.perf_counter() - started
         finally:
             self.record = None
             for attention, tap in taps:
                 attention._modules["attn_drop"] = tap.dropout
 
-    def _stack(self, record: AttentionRecord) -> None:
-        """The taps' per-layer rows as one tensor per map (the capture's end; empty if no layer ran)."""
-        if record.spatial_rows:
-            if record.whole:  # L x [B*T, H, 1+N, 1+N]: CLS query rows, then one head-sum for all layers
-                rows = sum_float32(torch.stack([probs.select(2, 0) for probs in record.spatial_rows]), (2,))  # [L, B*T, 1+N]
+    def _aggregate(self, record: AttentionRecord, spatial_layers: slice, temporal_layers: slice) -> None:
+        """The taps' per-layer rows summed over the chosen layers, one tensor per map (the capture's end;
+        left None if no layer ran). Right after a forward every distinct operator call costs 10-15 us
+        on CPU (its code is out of cache), so each map takes as few as the layout allows."""
+        spatial, temporal = record.spatial_rows[spatial_layers], record.temporal_rows[temporal_layers]
+        # Checked once here, not per tap: whole or reduced, a row's last axis is its keys.
+        for rows, keys, what in ((spatial, 1 + self.num_patches, "spatial attention over {} tokens"),
+                                 (temporal, self.num_frames, "temporal attention over {} frames")):
+            assert not rows or rows[0].shape[-1] == keys, f"{what.format(rows[0].shape[-1])}, expected {keys}"
+        if spatial:
+            if record.whole:  # L x [B*T, H, 1+N, 1+N]: the CLS query rows, summed over layers and heads at once
+                rows = sum_float32(torch.stack([probs.select(2, 0) for probs in spatial]), (0, 2))  # [L, B*T, H, 1+N] -> [B*T, 1+N]
             else:
-                rows = torch.stack(record.spatial_rows)  # L x [B*T, 1+N] -> [L, B*T, 1+N]
-            record.spatial_cls = rows[..., 1:].view(len(rows), -1, self.num_frames, self.num_patches)  # CLS key dropped -> [L, B, T, N]
-        if record.temporal_rows:
-            rows = record.temporal_rows  # L x [B*N, T], or whole: L x [B*N, H, T, T]
-            if record.whole:  # the taps' reduction, per layer: stacking the whole tensors first copies them (2x slower)
-                rows = [self._received(probs) for probs in rows]  # L x [B*N, T]
-            rows = torch.stack(rows)  # [L, B*N, T]
-            record.temporal_received = rows.view(len(rows), -1, self.num_patches, self.num_frames)  # -> [L, B, N, T]
+                rows = torch.stack(spatial).sum(dim=0)  # L x [B*T, 1+N] -> [B*T, 1+N]
+            record.spatial_cls = rows[:, 1:].reshape(-1, self.num_frames, self.num_patches)  # CLS key dropped -> [B, T, N]
+        if temporal:
+            if record.whole:  # L x [B*N, H, T, T] side by side as heads: one sum over heads and queries of all layers
+                rows = sum_float32(torch.cat(temporal, dim=1), (1, 2))  # [B*N, L*H, T, T] -> [B*N, T]
+            else:
+                rows = torch.stack(temporal).sum(dim=0)  # L x [B*N, T] -> [B*N, T]
+            record.temporal_received = rows.view(-1, self.num_patches, self.num_frames)  # -> [B, N, T]
         record.spatial_rows, record.temporal_rows = [], []  # whole probabilities are freed here
 
     def _keeps_whole(self, probs: torch.Tensor, rows_per_clip: int) -> bool:
@@ -166,21 +177,23 @@ class TimesformerAdapter:
         return len(self.layers) * per_layer * probs.element_size() <= self.keep_whole_bytes
 
     def _reduce_spatial(self, probs: torch.Tensor, record: AttentionRecord) -> None:
-        started = time.perf_counter()
-        assert probs.shape[2] == 1 + self.num_patches, f"spatial attention over {probs.shape[2]} tokens, expected {1 + self.num_patches}"
         if record.whole is None:
             record.whole = self._keeps_whole(probs, self.num_frames)
-        # [B*T, H, 1+N, 1+N] whole, or its head-sum CLS row [B*T, 1+N]
-        record.spatial_rows.append(probs if record.whole else self._cls_row(probs))
+        if record.whole:  # [B*T, H, 1+N, 1+N] kept: an append is all, too little to time
+            record.spatial_rows.append(probs)
+            return
+        started = time.perf_counter()
+        record.spatial_rows.append(self._cls_row(probs))  # its head-sum CLS row [B*T, 1+N]
         record.seconds += time.perf_counter() - started
 
     def _reduce_temporal(self, probs: torch.Tensor, record: AttentionRecord) -> None:
-        started = time.perf_counter()
-        assert probs.shape[2] == self.num_frames, f"temporal attention over {probs.shape[2]} frames, expected {self.num_frames}"
         if record.whole is None:
             record.whole = self._keeps_whole(probs, self.num_patches)
-        # [B*N, H, T(query), T(key)] whole, or its sum over heads and queries [B*N, T]
-        record.temporal_rows.append(probs if record.whole else self._received(probs))
+        if record.whole:  # [B*N, H, T(query), T(key)] kept
+            record.temporal_rows.append(probs)
+            return
+        started = time.perf_counter()
+        record.temporal_rows.append(self._received(probs))  # its sum over heads and queries [B*N, T]
         record.seconds += time.perf_counter() - started
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:

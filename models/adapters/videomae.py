@@ -26,6 +26,7 @@ import torch
 from kernels.attention_reduce import received_sum
 from models.adapters.timesformer import AttentionRecord
 from models.errors import UnsupportedModel
+from models.staa import ALL_LAYERS
 
 
 class VideoMAEAdapter:
@@ -45,15 +46,18 @@ class VideoMAEAdapter:
         self.layers = list(model.videomae.encoder.layer)
 
     @contextmanager
-    def capture(self):
-        """A hook on every layer's self-attention; yields the AttentionRecord."""
+    def capture(self, spatial_layers: slice = ALL_LAYERS, temporal_layers: slice = ALL_LAYERS):
+        """A hook on every layer's self-attention; yields the AttentionRecord, whose maps sum the layers
+        the two slices pick when the capture ends."""
         record = AttentionRecord()
         handles = [layer.attention.attention.register_forward_hook(self._hook(record)) for layer in self.layers]
         try:
             yield record
-            if record.spatial_rows:
-                record.spatial_cls = torch.stack(record.spatial_rows)  # L x [B, T, N] -> [L, B, T, N]
-                record.temporal_received = torch.stack(record.temporal_rows)  # L x [B, N, T] -> [L, B, N, T]
+            spatial, temporal = record.spatial_rows[spatial_layers], record.temporal_rows[temporal_layers]
+            if spatial:
+                record.spatial_cls = torch.stack(spatial).sum(dim=0)  # L x [B, T, N] -> [B, T, N]
+            if temporal:
+                record.temporal_received = torch.stack(temporal).sum(dim=0)  # L x [B, N, T] -> [B, N, T]
         finally:
             for handle in handles:
                 handle.remove()

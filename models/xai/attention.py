@@ -19,7 +19,7 @@ import torch
 
 from models.pipeline import Attribution, Staa
 from models.registry import LoadedModel
-from models.staa import StaaParams, staa_spatial, staa_temporal
+from models.staa import StaaParams, aggregate_layers, staa_spatial, staa_temporal
 from models.xai.base import as_batch, from_tubelets, resolve_target
 
 
@@ -94,8 +94,9 @@ class GradientWeightedStaa:
         weighted = lambda probs: (probs.grad.clamp_min(0) * probs).detach().mean(dim=1)  # noqa: E731  [rows, Q, K]
         spatial_cls = [weighted(probs)[:, 0, 1:].reshape(batch, frames, patches) for probs in record.spatial]  # L x [B, T, N]
         received = [weighted(probs).mean(dim=1).reshape(batch, patches, frames) for probs in record.temporal]  # L x [B, N, T]
-        spatial = staa_spatial(spatial_cls, self.params)  # [B, T, N]
-        temporal = staa_temporal(received, spatial, self.params)  # [B, T]
+        params = self.params
+        spatial = staa_spatial(aggregate_layers(spatial_cls, params.spatial_aggregation, params.last_k))  # [B, T, N]
+        temporal = staa_temporal(aggregate_layers(received, params.temporal_aggregation, params.last_k), spatial, params)
         rows, cols = self.loaded.grid
         return Attribution(spatial=spatial.reshape(batch, frames, rows, cols), temporal=temporal, logits=logits.detach())
 

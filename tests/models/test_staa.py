@@ -9,7 +9,8 @@ from models.adapters.timesformer import AttentionRecord
 from models.pipeline import ExplanationPipeline, Staa
 from models.registry import load_model
 from models.sampling import WindowSpec
-from models.staa import StaaParams, aggregate_layers, normalise, staa_joint, staa_spatial, staa_temporal
+from models.staa import (ALL_LAYERS, StaaParams, aggregate_layers, layer_slice, normalise, staa_joint, staa_spatial,
+                         staa_temporal)
 from models.windowing import iter_array_windows
 
 
@@ -25,8 +26,8 @@ def test_spatial_reads_cls_row_of_each_frame():
     adapter.num_frames, adapter.num_patches = frames, patches  # drive the reducer directly
     record = AttentionRecord()
     adapter._reduce_spatial(probs, record)
-    adapter._stack(record)
-    spatial = staa_spatial(record.spatial_cls, StaaParams())  # [1, T, N]
+    adapter._aggregate(record, ALL_LAYERS, ALL_LAYERS)
+    spatial = staa_spatial(record.spatial_cls)  # [1, T, N]
     assert spatial.shape == (1, frames, patches)
     for frame in range(frames):
         assert spatial[0, frame].argmax().item() == frame
@@ -36,9 +37,9 @@ def test_temporal_weights_received_attention_by_cls_patch_weights():
     # Two patches; patch 0 carries all CLS weight; its frames receive attention on frame 2 only.
     received = torch.tensor([[[0.0, 0.0, 1.0], [1.0, 0.0, 0.0]]])  # [B=1, N=2, T=3]
     spatial = torch.tensor([[[1.0, 0.0]] * 3])  # [B=1, T=3, N=2]
-    temporal = staa_temporal([received, received], spatial, StaaParams())
+    temporal = staa_temporal(received, spatial, StaaParams())
     assert temporal[0].tolist() == pytest.approx([0.0, 0.0, 1.0])
-    uniform = staa_temporal([received, received], spatial, StaaParams(temporal_weighting="uniform"))
+    uniform = staa_temporal(received, spatial, StaaParams(temporal_weighting="uniform"))
     assert uniform[0].tolist() == pytest.approx([0.5, 0.0, 0.5])  # both patches count alike
 
 
@@ -51,7 +52,8 @@ def test_temporal_aggregates_layers_before_weighting_exactly_as_after(how):
     weights = normalise(spatial.mean(dim=1), dim=-1)  # [B, N]
     per_layer = [torch.einsum("bn,bnt->bt", weights, layer) for layer in received]  # the definition, layer by layer
     expected = normalise(aggregate_layers(per_layer, how, params.last_k), dim=-1)
-    torch.testing.assert_close(staa_temporal(received, spatial, params), expected)
+    aggregated = aggregate_layers(received, how, params.last_k)  # [B, N, T]: what a capture hands over
+    torch.testing.assert_close(staa_temporal(aggregated, spatial, params), expected)
 
 
 def test_layer_aggregation_options():
@@ -59,6 +61,7 @@ def test_layer_aggregation_options():
     assert aggregate_layers(layers, "last", 2).tolist() == [[6.0, 6.0]]
     assert aggregate_layers(layers, "mean", 2).tolist() == [[9.0, 9.0]]  # sums: the maps are normalised after
     assert aggregate_layers(torch.stack(layers), "mean_last_k", 2).tolist() == [[8.0, 8.0]]
+    assert [list(range(5))[layer_slice(how, 2)] for how in ("last", "mean_last_k", "mean")] == [[4], [3, 4], [0, 1, 2, 3, 4]]
 
 
 def test_spatial_map_is_the_normalised_layer_mean_of_head_means():
@@ -67,7 +70,7 @@ def test_spatial_map_is_the_normalised_layer_mean_of_head_means():
     for how, layers in (("mean", per_layer), ("mean_last_k", per_layer[-2:]), ("last", per_layer[-1:])):
         means = layers.mean(dim=0)
         expected = means / means.sum(dim=-1, keepdim=True)
-        torch.testing.assert_close(staa_spatial(per_layer, StaaParams(spatial_aggregation=how)), expected)
+        torch.testing.assert_close(staa_spatial(aggregate_layers(per_layer, how, 2)), expected)
 
 
 def test_normalise_makes_zero_and_nan_slices_uniform():
@@ -93,14 +96,13 @@ def test_taps_match_the_attentions_hf_returns(model, clip, keep_whole_bytes):
     attribution = Staa(model).attribute(clip)
     adapter = TimesformerAdapter(model.model)
     adapter.keep_whole_bytes = keep_whole_bytes
-    with torch.inference_mode(), adapter.capture() as record:
-        adapter.forward(clip)
-    assert record.whole == bool(keep_whole_bytes) and not record.spatial_rows and not record.temporal_rows
-    for layer, attentions in enumerate(reference):
-        expected = attentions[:, :, 0, 1:].sum(dim=1).reshape(2, model.num_frames, -1)  # head-sum -> [B, T, N]
-        torch.testing.assert_close(record.spatial_cls[layer], expected)
-    assert record.spatial_cls.shape == (len(reference), 2, model.num_frames, model.grid[0] * model.grid[1])
-    assert len(record.temporal_received) == len(reference)
+    expected = [attentions[:, :, 0, 1:].sum(dim=1).reshape(2, model.num_frames, -1) for attentions in reference]  # L x head-sum [B, T, N]
+    for layers in [slice(layer, layer + 1) for layer in range(len(reference))] + [ALL_LAYERS, slice(-2, None)]:
+        with torch.inference_mode(), adapter.capture(spatial_layers=layers) as record:
+            adapter.forward(clip)
+        assert record.whole == bool(keep_whole_bytes) and not record.spatial_rows and not record.temporal_rows
+        torch.testing.assert_close(record.spatial_cls, sum(expected[layers]))
+    assert record.temporal_received.shape == (2, model.grid[0] * model.grid[1], model.num_frames)
     assert attribution.spatial.shape == (2, model.num_frames, *model.grid)
 
 
@@ -125,12 +127,12 @@ def test_temporal_taps_reduce_full_temporal_probabilities(model, clip, keep_whol
     with torch.inference_mode():
         adapter.forward(clip)  # the plain forward calls the hooked Dropout; a capture's tap stands in for it
         handle.remove()
-        with adapter.capture() as record:
+        with adapter.capture(temporal_layers=slice(1, 2)) as record:
             adapter.forward(clip)
     assert len(full) == 1
     probs = full[0]  # [B*N, H, T, T]
     expected = probs.sum(dim=(1, 2)).reshape(2, -1, model.num_frames)  # heads and queries summed -> [B, N, T]
-    torch.testing.assert_close(record.temporal_received[1], expected)
+    torch.testing.assert_close(record.temporal_received, expected)
 
 
 def test_maps_are_normalised_and_tau_sums_to_one(model, clip):
@@ -139,6 +141,17 @@ def test_maps_are_normalised_and_tau_sums_to_one(model, clip):
     torch.testing.assert_close(attribution.temporal.sum(dim=1), torch.ones(2))
     joint = staa_joint(attribution.spatial.flatten(2), attribution.temporal)
     torch.testing.assert_close(joint.sum(dim=(1, 2)), torch.ones(2))
+
+
+@pytest.mark.parametrize("how", ["last", "mean_last_k"])
+def test_staa_sums_only_the_layers_its_params_pick(model, clip, how):
+    with torch.inference_mode():
+        reference = model.model(pixel_values=clip, output_attentions=True).attentions  # L x [B*T, H, 1+N, 1+N]
+    per_layer = torch.stack([attentions[:, :, 0, 1:].sum(dim=1).reshape(2, model.num_frames, -1)
+                             for attentions in reference])  # [L, B, T, N]
+    spatial = Staa(model, StaaParams(spatial_aggregation=how, last_k=2)).attribute(clip).spatial.flatten(2)  # [B, T, N]
+    torch.testing.assert_close(spatial, normalise(aggregate_layers(per_layer, how, 2), dim=-1))
+    assert not torch.allclose(spatial, normalise(per_layer.sum(dim=0), dim=-1))  # all layers would differ
 
 
 def test_batched_equals_one_by_one(model, clip):
@@ -198,7 +211,7 @@ def test_taps_keep_attention_dropout_working_in_training_mode():
     torch.manual_seed(2)
     other_masks = adapter.forward(pixels)
     assert torch.equal(plain, captured) and not torch.allclose(plain, other_masks)
-    assert record.spatial_cls.shape == (2, 1, 8, 16)
+    assert record.spatial_cls.shape == (1, 8, 16)
     model.eval()
     with adapter.capture():
         model.train()  # switched during a capture: reaches the original modules through the taps
