@@ -17,10 +17,12 @@ reduction and one list append; everything else waits for the end of the capture.
 
 On CPU, when every layer's probabilities together fit in ``keep_whole_bytes`` (32 MiB: 2.4 MB for
 the shipped model at batch 1, about 180 MB for TimeSformer-base), the taps keep them whole instead
-and the capture's end reduces them, outside the forward (the spatial rows of all layers in one
-call): on a small model each call inside the forward costs 10-20 us, as much as the reduction
-itself, against 5-10 us after it. Same-process A/B on the shipped model: +3.5 % over the plain
-forward kept whole, +5 to +6 % reduced per layer.
+and the capture's end reduces them, outside the forward: on a small model each call inside the
+forward costs 10-20 us, as much as the reduction itself. Right after a forward, too, each distinct
+operator call costs 10-25 us (its code has left the cache), so the end sums each map's chosen
+layers and heads in one call. Measured on the shipped model (median of interleaved pairs, same
+process): holding the attention costs about 1 % of the forward and the end's sums and STAA maths
+about 2.5 %; reducing in the taps, or accumulating layer by layer there, saved nothing.
 
 Letters: B batch, T frames, N = h*w patches per frame, H heads, L layers.
 """
@@ -33,7 +35,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from kernels.attention_reduce import cls_row_sum, received_sum, reducers_for, sum_float32
+from kernels.attention_reduce import cls_row_sum, received_sum, reducers_for
+from kernels.whole_sums import whole_sums
 from models.errors import UnsupportedModel
 from models.staa import ALL_LAYERS
 
@@ -146,25 +149,21 @@ class TimesformerAdapter:
 
     def _aggregate(self, record: AttentionRecord, spatial_layers: slice, temporal_layers: slice) -> None:
         """The taps' per-layer rows summed over the chosen layers, one tensor per map (the capture's end;
-        left None if no layer ran). Right after a forward every distinct operator call costs 10-15 us
-        on CPU (its code is out of cache), so each map takes as few as the layout allows."""
+        left None if no layer ran)."""
         spatial, temporal = record.spatial_rows[spatial_layers], record.temporal_rows[temporal_layers]
         # Checked once here, not per tap: whole or reduced, a row's last axis is its keys.
         for rows, keys, what in ((spatial, 1 + self.num_patches, "spatial attention over {} tokens"),
                                  (temporal, self.num_frames, "temporal attention over {} frames")):
             assert not rows or rows[0].shape[-1] == keys, f"{what.format(rows[0].shape[-1])}, expected {keys}"
-        if spatial:
-            if record.whole:  # L x [B*T, H, 1+N, 1+N]: the CLS query rows, summed over layers and heads at once
-                rows = sum_float32(torch.stack([probs.select(2, 0) for probs in spatial]), (0, 2))  # [L, B*T, H, 1+N] -> [B*T, 1+N]
-            else:
-                rows = torch.stack(spatial).sum(dim=0)  # L x [B*T, 1+N] -> [B*T, 1+N]
-            record.spatial_cls = rows[:, 1:].reshape(-1, self.num_frames, self.num_patches)  # CLS key dropped -> [B, T, N]
-        if temporal:
-            if record.whole:  # L x [B*N, H, T, T] side by side as heads: one sum over heads and queries of all layers
-                rows = sum_float32(torch.cat(temporal, dim=1), (1, 2))  # [B*N, L*H, T, T] -> [B*N, T]
-            else:
-                rows = torch.stack(temporal).sum(dim=0)  # L x [B*N, T] -> [B*N, T]
-            record.temporal_received = rows.view(-1, self.num_patches, self.num_frames)  # -> [B, N, T]
+        if record.whole:  # L x whole probabilities: every sum in one kernel call
+            record.spatial_cls, record.temporal_received = whole_sums(spatial, temporal, self.num_frames, self.num_patches)
+        else:  # L x [B*T, 1+N] and L x [B*N, T], reduced by the taps
+            if spatial:
+                rows = torch.stack(spatial).sum(dim=0)  # [B*T, 1+N]
+                record.spatial_cls = rows[:, 1:].reshape(-1, self.num_frames, self.num_patches)  # CLS key dropped -> [B, T, N]
+            if temporal:
+                rows = torch.stack(temporal).sum(dim=0)  # [B*N, T]
+                record.temporal_received = rows.view(-1, self.num_patches, self.num_frames)  # -> [B, N, T]
         record.spatial_rows, record.temporal_rows = [], []  # whole probabilities are freed here
 
     def _keeps_whole(self, probs: torch.Tensor, rows_per_clip: int) -> bool:
