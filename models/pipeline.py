@@ -79,12 +79,14 @@ class Staa:
         started = time.perf_counter()
         layers = (layer_slice(params.spatial_aggregation, params.last_k),
                   layer_slice(params.temporal_aggregation, params.last_k))
-        with self.adapter.capture(*layers) as record:  # record: maps summed over those layers
+        with self.adapter.capture(*layers, params.temporal_weighting) as record:  # sums over those layers
             logits = self.adapter.forward(pixel_values)  # [B, C]
         forward_seconds = time.perf_counter() - started - record.seconds
         maths_started = time.perf_counter()
-        spatial = staa_spatial(record.spatial_cls)  # [B, T, N]
-        temporal = staa_temporal(record.temporal_received, spatial, params)  # [B, T]
+        spatial, temporal = record.spatial_map, record.temporal_map  # [B, T, N], [B, T], if the capture made them
+        if spatial is None:
+            spatial = staa_spatial(record.spatial_cls)  # [B, T, N]
+            temporal = staa_temporal(record.temporal_received, spatial, params)  # [B, T]
         attribution_seconds = record.seconds + time.perf_counter() - maths_started
         return Attribution(
             spatial=spatial.reshape(batch, frames, height, width),  # [B, T, N] -> [B, T, h, w]

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 import torch
 
 from kernels.attention_reduce import cls_row_sum, received_sum, reducers_for
-from kernels.whole_sums import whole_sums
+from kernels.whole_sums import numba_applies, staa_maps_numba, whole_sums
 from models.errors import UnsupportedModel
 from models.staa import ALL_LAYERS
 
@@ -66,6 +66,8 @@ class AttentionRecord:
     spatial_rows: list = field(default_factory=list, repr=False)
     temporal_rows: list = field(default_factory=list, repr=False)
     whole: bool | None = None
+    spatial_map: torch.Tensor | None = None  # [B, T, N] and [B, T]: STAA's maps, when the capture end
+    temporal_map: torch.Tensor | None = None  # computed them with the sums (numba; else left to models.staa)
 
 
 class _Tap(torch.nn.Module):
@@ -128,9 +130,12 @@ class TimesformerAdapter:
         return self._taps
 
     @contextmanager
-    def capture(self, spatial_layers: slice = ALL_LAYERS, temporal_layers: slice = ALL_LAYERS):
+    def capture(self, spatial_layers: slice = ALL_LAYERS, temporal_layers: slice = ALL_LAYERS,
+                temporal_weighting: str | None = None):
         """Taps in place of every layer's temporal and spatial ``attn_drop``; yields the AttentionRecord,
-        whose maps sum the layers the two slices pick (``models.staa.layer_slice``) when the capture ends."""
+        whose maps sum the layers the two slices pick (``models.staa.layer_slice``) when the capture ends.
+        Given ``temporal_weighting`` (``StaaParams.temporal_weighting``), the end may also fill STAA's
+        maps in the same kernel call (``record.spatial_map``: kept-whole float32 attention, numba)."""
         record = AttentionRecord()
         self._cls_row, self._received = reducers_for(self._parameter.device)
         taps = self._installed_taps()
@@ -140,14 +145,15 @@ class TimesformerAdapter:
         try:
             yield record
             started = time.perf_counter()
-            self._aggregate(record, spatial_layers, temporal_layers)
+            self._aggregate(record, spatial_layers, temporal_layers, temporal_weighting)
             record.seconds += time.perf_counter() - started
         finally:
             self.record = None
             for attention, tap in taps:
                 attention._modules["attn_drop"] = tap.dropout
 
-    def _aggregate(self, record: AttentionRecord, spatial_layers: slice, temporal_layers: slice) -> None:
+    def _aggregate(self, record: AttentionRecord, spatial_layers: slice, temporal_layers: slice,
+                   temporal_weighting: str | None = None) -> None:
         """The taps' per-layer rows summed over the chosen layers, one tensor per map (the capture's end;
         left None if no layer ran)."""
         spatial, temporal = record.spatial_rows[spatial_layers], record.temporal_rows[temporal_layers]
@@ -155,7 +161,10 @@ class TimesformerAdapter:
         for rows, keys, what in ((spatial, 1 + self.num_patches, "spatial attention over {} tokens"),
                                  (temporal, self.num_frames, "temporal attention over {} frames")):
             assert not rows or rows[0].shape[-1] == keys, f"{what.format(rows[0].shape[-1])}, expected {keys}"
-        if record.whole:  # L x whole probabilities: every sum in one kernel call
+        if record.whole and temporal_weighting is not None and numba_applies(spatial, temporal):
+            record.spatial_map, record.temporal_map = staa_maps_numba(spatial, temporal, self.num_frames, self.num_patches,
+                                                                      uniform_weights=temporal_weighting == "uniform")
+        elif record.whole:  # L x whole probabilities: every sum in one kernel call
             record.spatial_cls, record.temporal_received = whole_sums(spatial, temporal, self.num_frames, self.num_patches)
         else:  # L x [B*T, 1+N] and L x [B*N, T], reduced by the taps
             if spatial:

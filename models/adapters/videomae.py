@@ -46,9 +46,11 @@ class VideoMAEAdapter:
         self.layers = list(model.videomae.encoder.layer)
 
     @contextmanager
-    def capture(self, spatial_layers: slice = ALL_LAYERS, temporal_layers: slice = ALL_LAYERS):
+    def capture(self, spatial_layers: slice = ALL_LAYERS, temporal_layers: slice = ALL_LAYERS,
+                temporal_weighting: str | None = None):
         """A hook on every layer's self-attention; yields the AttentionRecord, whose maps sum the layers
-        the two slices pick when the capture ends."""
+        the two slices pick when the capture ends (STAA's maps are left to ``models.staa``: the
+        weighting is not needed here)."""
         record = AttentionRecord()
         handles = [layer.attention.attention.register_forward_hook(self._hook(record)) for layer in self.layers]
         try:

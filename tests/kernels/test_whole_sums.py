@@ -1,4 +1,5 @@
-"""The capture-end sums: the numba kernel against its PyTorch reference, and which one a call takes.
+"""The capture-end sums and maps: the numba kernels against the PyTorch reference and models.staa, and
+which one a call takes.
 
 Tolerance: the kernel accumulates in float64, the reference in float32 in another order: rtol 1e-5.
 """
@@ -7,7 +8,8 @@ import pytest
 import torch
 
 from kernels import whole_sums as module
-from kernels.whole_sums import whole_sums, whole_sums_numba, whole_sums_reference
+from kernels.whole_sums import staa_maps_numba, whole_sums, whole_sums_numba, whole_sums_reference
+from models.staa import StaaParams, staa_spatial, staa_temporal
 
 
 def layers(count, rows, heads, tokens, seed):
@@ -56,3 +58,26 @@ def test_dispatch(monkeypatch):
     whole_sums(layers(2, 4, 2, 5, seed=3), temporal, 2, 4)
     assert calls == ["numba"]
     assert whole_sums([], [], 2, 4) == (None, None)
+
+
+@pytest.mark.parametrize("weighting", ["cls", "uniform"])
+@pytest.mark.parametrize("count,batch,heads,frames,patches", [(1, 1, 1, 1, 1), (4, 2, 4, 8, 64), (3, 3, 2, 5, 7)])
+def test_maps_kernel_matches_the_staa_maths(count, batch, heads, frames, patches, weighting):
+    spatial = layers(count, batch * frames, heads, 1 + patches, seed=patches + 1)
+    temporal = layers(count, batch * patches, heads, frames, seed=frames + 1)
+    cls_rows, received = whole_sums_reference(spatial, temporal, frames, patches)
+    expected_spatial = staa_spatial(cls_rows)
+    expected_temporal = staa_temporal(received, expected_spatial, StaaParams(temporal_weighting=weighting))
+    spatial_map, temporal_map = staa_maps_numba(spatial, temporal, frames, patches, uniform_weights=weighting == "uniform")
+    torch.testing.assert_close(spatial_map, expected_spatial, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(temporal_map, expected_temporal, rtol=1e-5, atol=1e-7)
+
+
+def test_maps_kernel_makes_frames_without_cls_mass_uniform():
+    spatial = [torch.zeros(2, 1, 4, 4)]  # frame 1: the CLS row puts everything on the CLS key
+    spatial[0][0, 0, 0, 1:] = torch.tensor([1.0, 3.0, 0.0])
+    spatial[0][1, 0, 0, 0] = 1.0
+    temporal = [torch.full((3, 1, 2, 2), 0.5)]
+    spatial_map, temporal_map = staa_maps_numba(spatial, temporal, 2, 3, uniform_weights=False)
+    torch.testing.assert_close(spatial_map, torch.tensor([[[0.25, 0.75, 0.0], [1 / 3, 1 / 3, 1 / 3]]]))
+    torch.testing.assert_close(temporal_map, torch.tensor([[0.5, 0.5]]))
