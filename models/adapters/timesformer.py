@@ -21,8 +21,9 @@ and the capture's end reduces them, outside the forward: on a small model each c
 forward costs 10-20 us, as much as the reduction itself. Right after a forward, too, each distinct
 operator call costs 10-25 us (its code has left the cache), so the end sums each map's chosen
 layers and heads in one call. Measured on the shipped model (median of interleaved pairs, same
-process): holding the attention costs about 1 % of the forward and the end's sums and STAA maths
-about 2.5 %; reducing in the taps, or accumulating layer by layer there, saved nothing.
+process): holding the attention costs about 1 % of the forward, the end's sums and STAA maths about
+2.5 % as PyTorch calls and about 1 % as one numba call (``kernels/whole_sums.py``, given the
+weighting); reducing in the taps, or accumulating layer by layer there, saved nothing.
 
 Letters: B batch, T frames, N = h*w patches per frame, H heads, L layers.
 """
