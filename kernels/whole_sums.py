@@ -73,8 +73,7 @@ def _numba_kernel():
 def whole_sums_numba(spatial: list[torch.Tensor], temporal: list[torch.Tensor], frames: int,
                      patches: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The reference's sums in one compiled call (float32 CPU tensors; accumulates in float64)."""
-    cls_rows, received = _numba_kernel()(tuple(probs.numpy() for probs in spatial),
-                                         tuple(probs.numpy() for probs in temporal), frames, patches)
+    cls_rows, received = _numba_kernel()(_arrays(spatial), _arrays(temporal), frames, patches)
     return torch.from_numpy(cls_rows), torch.from_numpy(received)
 
 
@@ -108,7 +107,9 @@ def _numba_maps_kernel():
         for clip in range(batch):
             weights = np.zeros(patches)  # w[p] = sum_t s[t, p] (the 1/T cancels below)
             for frame in range(frames):
-                total = cls_rows[clip, frame].astype(np.float64).sum()
+                total = 0.0  # float64, without a per-frame array
+                for patch in range(patches):
+                    total += cls_rows[clip, frame, patch]
                 for patch in range(patches):  # a zero or NaN total fails "> 0": uniform, as normalise()
                     value = cls_rows[clip, frame, patch] / total if total > 0 else 1.0 / patches
                     spatial_map[clip, frame, patch] = value
@@ -132,7 +133,11 @@ def staa_maps_numba(spatial: list[torch.Tensor], temporal: list[torch.Tensor], f
     """``models.staa``'s ``staa_spatial`` and ``staa_temporal`` of ``whole_sums`` in the same one call:
     spatial map ``[B, T, N]`` (each frame sums to 1) and frame importance ``[B, T]`` (sums to 1).
     After a forward the eight operator calls of that maths cost as much as the sums' eight."""
-    spatial_map, temporal_map = _numba_maps_kernel()(tuple(probs.numpy() for probs in spatial),
-                                                     tuple(probs.numpy() for probs in temporal), frames, patches,
+    spatial_map, temporal_map = _numba_maps_kernel()(_arrays(spatial), _arrays(temporal), frames, patches,
                                                      uniform_weights)
     return torch.from_numpy(spatial_map), torch.from_numpy(temporal_map)
+
+
+def _arrays(tensors: list[torch.Tensor]) -> tuple[np.ndarray, ...]:
+    """The tensors' memory as numpy arrays (no copy), in the tuple numba types as one homogeneous value."""
+    return tuple(probs.numpy() for probs in tensors)

@@ -77,6 +77,13 @@ def layer_slice(how: str, last_k: int) -> slice:
     return slice(-last_k, None) if how == "mean_last_k" else slice(None)
 
 
+def sum_layers(per_layer: torch.Tensor | list[torch.Tensor], layers: slice = ALL_LAYERS) -> torch.Tensor:
+    """The sum of the ``layers`` of L same-shaped per-layer tensors (stacked ``[L, ...]``, or a non-empty
+    selection of a list) -> ``[...]``."""
+    chosen = per_layer[layers]
+    return (chosen if isinstance(chosen, torch.Tensor) else torch.stack(chosen)).sum(dim=0)
+
+
 def aggregate_layers(per_layer: torch.Tensor | list[torch.Tensor], how: str, last_k: int) -> torch.Tensor:
     """Combine L same-shaped per-layer tensors (stacked ``[L, ...]``, or a list) into one ``[...]``:
     the sum over the layers ``layer_slice`` picks.
@@ -84,8 +91,7 @@ def aggregate_layers(per_layer: torch.Tensor | list[torch.Tensor], how: str, las
     A sum where the option says mean: every STAA map is normalised afterwards, where the constant
     1/L cancels, and on CPU a scalar divide costs five operator calls per explanation.
     """
-    chosen = per_layer[layer_slice(how, last_k)]
-    return (chosen if isinstance(chosen, torch.Tensor) else torch.stack(chosen)).sum(dim=0)
+    return sum_layers(per_layer, layer_slice(how, last_k))
 
 
 def normalise(values: torch.Tensor, dim: int) -> torch.Tensor:

@@ -39,7 +39,7 @@ import torch
 from kernels.attention_reduce import cls_row_sum, received_sum, reducers_for
 from kernels.whole_sums import numba_applies, staa_maps_numba, whole_sums
 from models.errors import UnsupportedModel
-from models.staa import ALL_LAYERS
+from models.staa import ALL_LAYERS, sum_layers
 
 
 @dataclass
@@ -168,12 +168,10 @@ class TimesformerAdapter:
         elif record.whole:  # L x whole probabilities: every sum in one kernel call
             record.spatial_cls, record.temporal_received = whole_sums(spatial, temporal, self.num_frames, self.num_patches)
         else:  # L x [B*T, 1+N] and L x [B*N, T], reduced by the taps
-            if spatial:
-                rows = torch.stack(spatial).sum(dim=0)  # [B*T, 1+N]
-                record.spatial_cls = rows[:, 1:].reshape(-1, self.num_frames, self.num_patches)  # CLS key dropped -> [B, T, N]
-            if temporal:
-                rows = torch.stack(temporal).sum(dim=0)  # [B*N, T]
-                record.temporal_received = rows.view(-1, self.num_patches, self.num_frames)  # -> [B, N, T]
+            if spatial:  # [B*T, 1+N] -> CLS key dropped -> [B, T, N]
+                record.spatial_cls = sum_layers(spatial)[:, 1:].reshape(-1, self.num_frames, self.num_patches)
+            if temporal:  # [B*N, T] -> [B, N, T]
+                record.temporal_received = sum_layers(temporal).view(-1, self.num_patches, self.num_frames)
         record.spatial_rows, record.temporal_rows = [], []  # whole probabilities are freed here
 
     def _keeps_whole(self, probs: torch.Tensor, rows_per_clip: int) -> bool:

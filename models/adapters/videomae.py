@@ -26,7 +26,7 @@ import torch
 from kernels.attention_reduce import received_sum
 from models.adapters.timesformer import AttentionRecord
 from models.errors import UnsupportedModel
-from models.staa import ALL_LAYERS
+from models.staa import ALL_LAYERS, sum_layers
 
 
 class VideoMAEAdapter:
@@ -55,11 +55,9 @@ class VideoMAEAdapter:
         handles = [layer.attention.attention.register_forward_hook(self._hook(record)) for layer in self.layers]
         try:
             yield record
-            spatial, temporal = record.spatial_rows[spatial_layers], record.temporal_rows[temporal_layers]
-            if spatial:
-                record.spatial_cls = torch.stack(spatial).sum(dim=0)  # L x [B, T, N] -> [B, T, N]
-            if temporal:
-                record.temporal_received = torch.stack(temporal).sum(dim=0)  # L x [B, N, T] -> [B, N, T]
+            if record.spatial_rows:  # L x [B, T, N] -> [B, T, N] and L x [B, N, T] -> [B, N, T]
+                record.spatial_cls = sum_layers(record.spatial_rows, spatial_layers)
+                record.temporal_received = sum_layers(record.temporal_rows, temporal_layers)
         finally:
             for handle in handles:
                 handle.remove()
