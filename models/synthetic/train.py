@@ -177,7 +177,8 @@ class Stage:
     palette: tuple[float, float] = (1.0, 1.0)  # colour variation drawn per clip in this range (1: random colours)
 
 
-def curriculum(scale: float = 1.0, final_steps: int | None = None, final_clips: int | None = None) -> list[Stage]:
+def curriculum(scale: float = 1.0, final_steps: int | None = None, final_clips: int | None = None,
+               final_difficulty: tuple[float, float] = (0.0, 1.0)) -> list[Stage]:
     """White figure centred on grey, action all clip long -> random colours, anywhere, cluttered, sub-interval.
 
     Colour is the hard nuisance: from random colours the model sits at chance for 1000+ steps even
@@ -188,7 +189,7 @@ def curriculum(scale: float = 1.0, final_steps: int | None = None, final_clips: 
         Stage("white-on-grey-centred", int(1500 * scale), int(500 * scale), (0.0, 0.1), 0.0, (32, 32), (0.0, 0.0)),
         Stage("some-colour-placed", int(2500 * scale), int(800 * scale), (0.0, 0.4), 0.5, None, (0.0, 0.5)),
         Stage("more-colour-cluttered", int(4000 * scale), int(1500 * scale), (0.0, 0.8), 1.0, None, (0.0, 1.0)),
-        Stage("full", final_clips or int(12000 * scale), final_steps or int(6000 * scale), (0.0, 1.0), 1.0, None,
+        Stage("full", final_clips or int(12000 * scale), final_steps or int(6000 * scale), final_difficulty, 1.0, None,
               (1.0, 1.0)),
     ]
 
@@ -202,6 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="steps of the last (full-difficulty) stage; default 6000 x scale")
     parser.add_argument("--final-clips", type=int, default=None,
                         help="distinct clips of the last stage; default 12000 x scale")
+    parser.add_argument("--final-difficulty", type=float, nargs=2, default=(0.0, 1.0), metavar=("LOW", "HIGH"),
+                        help="range the last stage draws clip difficulty from (held-out clips: 0 to 1)")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--warmup", type=int, default=300)
@@ -246,9 +249,12 @@ def recipe_flags(arguments: dict) -> list[str]:
         value, default = arguments.get(name, action.default), action.default
         if name == "stages":
             value = "all" if not isinstance(value, str) else value  # logged as the stage list itself
+        if isinstance(value, list):  # nargs options come back from JSON as lists
+            value = tuple(value)
         if value != default:
+            shown = " ".join(f"{item:g}" for item in value) if isinstance(value, tuple) else value
             flags.append(action.option_strings[0] if isinstance(action, argparse._StoreTrueAction)
-                         else f"{action.option_strings[0]} {value}")
+                         else f"{action.option_strings[0]} {shown}")
     return flags
 
 
@@ -257,12 +263,17 @@ def main(argv=None) -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     settings = ProcessorSettings.from_dict(processor_config_for(args.image_size))
-    stages, start, built = curriculum(args.scale, args.final_steps, args.final_clips), 0, []
+    args.final_difficulty = tuple(args.final_difficulty)
+    stages = curriculum(args.scale, args.final_steps, args.final_clips, args.final_difficulty)
+    start, built = 0, []
     chosen = [stage for stage in stages if args.stages == "all" or stage.name in args.stages.split(",")]
 
     def rendered(name: str, seed_list: list[int], **options) -> WindowSet:
         """Render these windows, or read them from --cache, where a run with the same seeds left them."""
-        path = args.cache / f"{name}-{seed_list[0]}-{len(seed_list)}-{args.image_size}px.npz" if args.cache else None
+        low, high = args.final_difficulty
+        tag = f"-d{low:g}-{high:g}" if name == "full" and (low, high) != (0.0, 1.0) else ""
+        path = (args.cache / f"{name}-{seed_list[0]}-{len(seed_list)}-{args.image_size}px{tag}.npz"
+                if args.cache else None)
         if path is not None and path.exists():
             progress.update(len(seed_list))
             return WindowSet.load(path)
