@@ -8,8 +8,8 @@ from transformers import TimesformerForVideoClassification
 from models.preprocess import ProcessorSettings
 from models.registry import load_model, processor_config_for
 from models.synthetic.dataset import WindowSet, build_windows
-from models.synthetic.train import (FRAMES, IMAGE_SIZE, STRIDE, build_parser, distillation_loss, ensemble_logits,
-                                    model_config, recipe_flags, save, seeds, train)
+from models.synthetic.train import (FRAMES, IMAGE_SIZE, STRIDE, build_parser, curriculum, distillation_loss,
+                                    ensemble_logits, model_config, recipe_flags, save, seeds, train)
 
 
 def mean_loss(model, windows, settings) -> float:
@@ -68,6 +68,16 @@ def test_recipe_flags_name_what_a_run_changed_from_the_defaults():
     assert recipe_flags(defaults) == []
     changed = vars(build_parser().parse_args(["--out", "x", "--augment", "--final-clips", "36000", "--threads", "8"]))
     assert recipe_flags(changed) == ["--final-clips 36000", "--augment"]  # threads do not change what is learnt
+    logged = vars(build_parser().parse_args(["--out", "x", "--final-difficulty", "0.15", "1"]))
+    logged["final_difficulty"] = list(logged["final_difficulty"])  # as training_log.json gives it back
+    assert recipe_flags(logged) == ["--final-difficulty 0.15 1"]
+    assert recipe_flags(logged | {"final_difficulty": [0.0, 1.0]}) == []
+
+
+def test_the_last_stage_draws_difficulty_from_the_range_asked_for():
+    stages = curriculum(2.0, final_difficulty=(0.15, 1.0))
+    assert stages[-1].difficulty == (0.15, 1.0)
+    assert [stage.difficulty for stage in stages[:-1]] == [stage.difficulty for stage in curriculum(2.0)[:-1]]
 
 
 def test_distillation_pulls_the_model_towards_its_teachers_mean():
