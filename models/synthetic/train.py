@@ -269,10 +269,12 @@ def main(argv=None) -> None:
     chosen = [stage for stage in stages if args.stages == "all" or stage.name in args.stages.split(",")]
 
     def rendered(name: str, seed_list: list[int], **options) -> WindowSet:
-        """Render these windows, or read them from --cache, where a run with the same seeds left them."""
-        low, high = args.final_difficulty
-        tag = f"-d{low:g}-{high:g}" if name == "full" and (low, high) != (0.0, 1.0) else ""
-        path = (args.cache / f"{name}-{seed_list[0]}-{len(seed_list)}-{args.image_size}px{tag}.npz"
+        """Render these windows, or read them from --cache, where a run with the same seeds left them.
+
+        The file name carries the difficulty range, the one stage option a flag can change (the others
+        are fixed by the stage's name)."""
+        low, high = options["difficulty"]
+        path = (args.cache / f"{name}-{seed_list[0]}-{len(seed_list)}-{args.image_size}px-d{low:g}-{high:g}.npz"
                 if args.cache else None)
         if path is not None and path.exists():
             progress.update(len(seed_list))
