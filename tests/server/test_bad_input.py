@@ -78,12 +78,15 @@ def test_message_over_the_transport_limit_is_refused_by_grpc_and_server_survives
     ([CONFIG, CONFIG], "StreamConfig may only be sent once"),
     ([CONFIG, frame(rgb24=b"\x00" * 100)], "Frame.rgb24 has 100 bytes but header 32x24 needs 2304"),
     ([CONFIG, frame(width=0, height=0)], "Frame.width and Frame.height are required"),
-    ([CONFIG, frame(jpeg=b"not a jpeg")], "could not be decoded as JPEG"),
+    ([CONFIG, frame(jpeg=b"not a jpeg")], "Frame.jpeg (10 bytes) does not start with a JPEG SOI marker"),
+    ([CONFIG, frame(jpeg=b"\xff\xd8\xff\xdb\x00\x04\x00\x00")], "has no frame header (SOF)"),
+    ([CONFIG, frame(png=b"\x89PNG\r\n\x1a\n" + b"\x00" * 20)], "does not start with a PNG signature and IHDR"),
     ([CONFIG, pb.StreamRequest(frame=pb.Frame(width=4, height=4))], "Frame.data is not set"),
     ([CONFIG, frame(width=5000, height=10, rgb24=b"\x00" * 150000)], "frame width 5000 exceeds max_frame_width=2048"),
     ([CONFIG, frame(sequence=5), frame(sequence=5)], "Frame.sequence=5 is not greater than the previous 5"),
     ([CONFIG, frame(), frame(width=16, height=16, sequence=1)], "frame 1 is 16x16 but the stream started at 32x24"),
-    ([pb.StreamRequest(config=pb.StreamConfig(fps=-1))], "StreamConfig.fps must be in [0, 1000], got -1"),
+    ([pb.StreamRequest(config=pb.StreamConfig(fps=-1))], "StreamConfig.fps must be a number in [0, 1000]"),
+    ([pb.StreamRequest(config=pb.StreamConfig(fps=float("nan")))], "StreamConfig.fps must be a number in [0, 1000] (0 = the default), got nan"),
 ])
 def test_bad_stream_requests_get_invalid_argument(client, requests, message):
     error = stream_status(client, requests)
@@ -98,7 +101,7 @@ def test_jpeg_whose_size_disagrees_with_its_header(client):
     jpeg = encode_frame(np.zeros((24, 32, 3), np.uint8), "jpeg")
     error = stream_status(client, [CONFIG, frame(width=64, height=48, jpeg=jpeg)])
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert "decodes to 32x24 but its header says 64x48" in error.details()
+    assert "Frame.jpeg declares 32x24 but Frame.width/height say 64x48" in error.details()  # before decoding
 
 
 def test_explanations_sent_before_an_error_are_kept(client):
