@@ -119,20 +119,29 @@ def _iter_pyav(source, needed, limits) -> Iterator[tuple[int, np.ndarray] | Stre
             raise VideoDecodeError("clip has no video stream")
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
-        count = 0
+        # The codec refuses a frame above this many pixels before allocating it (a clip can switch
+        # to 16000x16000 mid-stream); each frame's size is checked again before conversion to RGB.
+        stream.codec_context.options = {"max_pixels": str(limits.max_width * limits.max_height)}
+        count, first_size = 0, None
         try:
             for frame in container.decode(stream):
-                if count == 0:
-                    upright_swap = int(round(frame.rotation / 90.0)) % 2 == 1
-                    width, height = (frame.height, frame.width) if upright_swap else (frame.width, frame.height)
+                upright_swap = int(round(frame.rotation / 90.0)) % 2 == 1
+                width, height = (frame.height, frame.width) if upright_swap else (frame.width, frame.height)
+                if first_size is None:
                     _check_dimensions(width, height, limits)
+                    first_size = (width, height)
                     yield StreamInfo(width, height, _average_fps(stream, container))
+                elif (width, height) != first_size:
+                    raise InvalidInput(f"clip frame {count} is {width}x{height} but the clip started at "
+                                       f"{first_size[0]}x{first_size[1]} (frame size may not change)")
                 _check_count(count + 1, limits)
                 if needed is None or needed(count):
                     yield count, _rotate_upright(frame.to_ndarray(format="rgb24"), frame.rotation)
                 count += 1
         except av.error.FFmpegError as exc:
-            raise VideoDecodeError(f"clip is corrupt: decoding failed at frame {count}: {exc}") from exc
+            raise VideoDecodeError(f"clip is corrupt or over the frame limit (max_frame_width x max_frame_height = "
+                                   f"{limits.max_width * limits.max_height} pixels): decoding failed at frame "
+                                   f"{count}: {exc}") from exc
         if count == 0:
             raise VideoDecodeError("clip contains no decodable video frames")
         yield ClipEnd(count)
@@ -173,6 +182,9 @@ def _iter_decord(source, needed, limits) -> Iterator[tuple[int, np.ndarray] | St
             batch = reader.get_batch(chunk).asnumpy()  # [K, H, W, 3]
         except (decord.DECORDError, RuntimeError) as exc:
             raise VideoDecodeError(f"clip is corrupt: decoding frames {chunk[0]}..{chunk[-1]} failed: {exc}") from exc
+        if batch.shape[1:3] != (height, width):
+            raise InvalidInput(f"clip frames {chunk[0]}..{chunk[-1]} are {batch.shape[2]}x{batch.shape[1]} but the "
+                               f"clip started at {width}x{height} (frame size may not change)")
         yield from ((index, frame) for index, frame in zip(chunk, batch) if index in keep)
     yield ClipEnd(count)
 
