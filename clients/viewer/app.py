@@ -3,7 +3,12 @@
     staa-viewer SOURCE --server HOST:PORT [--port HTTP_PORT] [--robustness fgsm --every 4]
 
 SOURCE is a video file (played at its own fps, looping), a camera device (index or path), or
-``synthetic`` (SynthKinetics clips). The viewer streams the frames through ``StreamExplain`` and
+``synthetic`` (SynthKinetics clips).
+
+The page shows the source (a camera, perhaps), so it is served to its own origin only: every
+request must name the viewer's own address in ``Host`` (a page on another site cannot reach it by
+DNS rebinding), and the WebSocket must come from the viewer's own page (``Origin``);
+``--allow-origin`` widens that. ``--page-token-file`` additionally requires ``?token=...``. The viewer streams the frames through ``StreamExplain`` and
 serves a page on 127.0.0.1 (HTTP + one WebSocket): the current frame with the heatmap blended on
 it, top-k predictions, the window's frame importance, robustness scores when asked for, and live
 counters. Only uint8 patch grids cross the WebSocket; the browser upsamples and colours them with
@@ -16,6 +21,7 @@ import argparse
 import asyncio
 import base64
 import collections
+import hmac
 import json
 import logging
 import sys
@@ -143,7 +149,7 @@ async def stream_once(client: AsyncExplainerClient, frames, fps: float, first_id
         exhausted = True
 
     dropped_before = state.frames_dropped_server
-    async for event in client.stub.StreamExplain(requests()):
+    async for event in client.stub.StreamExplain(requests(), metadata=client.metadata):
         kind = event.WhichOneof("event")
         if kind == "explanation":
             explanation = event.explanation
@@ -162,11 +168,22 @@ async def stream_once(client: AsyncExplainerClient, frames, fps: float, first_id
     return exhausted, first_id + sequence
 
 
+class ServerUnreachable(Exception):
+    """The STAA Serve server could not be reached or refused the viewer (one line for the user)."""
+
+
 async def stream_forever(source, state: ViewerState, hub: Hub, args) -> None:
     """Stream the source pass after pass; a changed option re-opens the stream where it was."""
     next_id = 0
-    async with AsyncExplainerClient(args.server) as client:
-        info = await client.model_info()
+    root = Path(args.tls_ca).read_bytes() if args.tls_ca else None
+    token = Path(args.token_file).read_text().strip() if args.token_file else None
+    async with AsyncExplainerClient(args.server, root_certificates=root, token=token, timeout=None) as client:
+        try:
+            info = await client.stub.GetModelInfo(pb.ModelInfoRequest(), timeout=30, metadata=client.metadata,
+                                                  wait_for_ready=False)
+        except grpc.aio.AioRpcError as error:
+            raise ServerUnreachable(f"cannot use STAA Serve at {args.server}: {error.code().name}: "
+                                    f"{error.details()}") from None
         hub.hello = {"type": "hello", "source": source.name, "fps": source.fps, "model": info.model_id,
                      "labels": list(info.labels), "grid": [info.grid_height, info.grid_width],
                      "colormaps": sorted(COLORMAPS), "colormap": DEFAULT_COLORMAP, "alpha": DEFAULT_ALPHA,
@@ -186,7 +203,50 @@ async def stream_forever(source, state: ViewerState, hub: Hub, args) -> None:
                     break
 
 
-def build_app(state: ViewerState, hub: Hub) -> web.Application:
+@dataclass
+class Access:
+    """Who may use the page: the hosts it answers to, the origins its WebSocket accepts, a token.
+    ``port`` is set once bound (port 0 picks one); until then every request is refused."""
+
+    bind_host: str = "127.0.0.1"
+    allowed_origins: frozenset[str] = frozenset()
+    token: str | None = None
+    port: int | None = None
+
+    def hosts(self) -> set[str]:
+        names = {self.bind_host, "127.0.0.1", "localhost", "[::1]"} if self.bind_host in LOOPBACK else {self.bind_host}
+        return {f"{name}:{self.port}" for name in names}
+
+    def refusal(self, request: web.Request, websocket: bool) -> str | None:
+        """Why ``request`` is refused, or None."""
+        if self.port is None:
+            return "the viewer is starting"
+        host = request.headers.get("Host", "")
+        if host not in self.hosts():
+            return f"Host {host!r} is not this viewer's address"
+        if self.token is not None and not hmac.compare_digest(request.query.get("token", ""), self.token):
+            return "missing or wrong ?token="
+        if websocket:
+            origin = request.headers.get("Origin")
+            if origin is None:
+                return "a WebSocket without an Origin header"
+            if origin not in {f"http://{name}" for name in self.hosts()} | self.allowed_origins:
+                return f"Origin {origin!r} is not this viewer's page (--allow-origin widens this)"
+        return None
+
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
+
+
+def build_app(state: ViewerState, hub: Hub, access: Access) -> web.Application:
+    @web.middleware
+    async def same_origin(request, handler):
+        reason = access.refusal(request, websocket=request.path == "/ws")
+        if reason is not None:
+            logger.warning("refused %s %s from %s: %s", request.method, request.path, request.remote, reason)
+            raise web.HTTPForbidden(text=f"forbidden: {reason}\n")
+        return await handler(request)
+
     async def index(request):
         return web.FileResponse(STATIC / "index.html")
 
@@ -202,7 +262,13 @@ def build_app(state: ViewerState, hub: Hub) -> web.Application:
         async for message in ws:
             if message.type != WSMsgType.TEXT:
                 continue
-            data = json.loads(message.data)
+            try:
+                data = json.loads(message.data)
+                if not isinstance(data, dict):
+                    raise ValueError("not a JSON object")
+            except ValueError as error:
+                await ws.send_str(json.dumps({"type": "error", "message": f"bad message ignored: {error}"}))
+                continue
             if data.get("type") == "options":  # toggles: re-open the stream with the new StaaOptions
                 state.threshold, state.focus = bool(data.get("threshold", True)), bool(data.get("focus", True))
                 state.restart.set()
@@ -210,7 +276,7 @@ def build_app(state: ViewerState, hub: Hub) -> web.Application:
         hub.sockets.discard(ws)
         return ws
 
-    app = web.Application()
+    app = web.Application(middlewares=[same_origin])
     app.router.add_get("/", index)
     app.router.add_get("/colormaps.json", colormaps)
     app.router.add_get("/ws", socket)
@@ -221,12 +287,17 @@ def build_app(state: ViewerState, hub: Hub) -> web.Application:
 async def serve(args) -> None:
     source = open_source(args.source)
     state, hub = ViewerState(), Hub()
-    runner = web.AppRunner(build_app(state, hub))
+    token = Path(args.page_token_file).read_text().strip() if args.page_token_file else None
+    access = Access(args.host, frozenset(args.allow_origin), token)
+    app = build_app(state, hub, access)
+    runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, args.host, args.port)
     await site.start()
     port = runner.addresses[0][1]
-    print(f"viewer on http://{args.host}:{port}/ (source {source.name}, server {args.server})", flush=True)
+    access.port = port
+    query = f"?token={token}" if token else ""
+    print(f"viewer on http://{args.host}:{port}/{query} (source {source.name}, server {args.server})", flush=True)
     try:
         await stream_forever(source, state, hub, args)
     finally:
@@ -244,6 +315,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--robustness", choices=["off", "noise", "fgsm", "pgd"], default="off")
     parser.add_argument("--epsilon", type=float, default=None, help="/255 units (server default 4)")
     parser.add_argument("--every", type=int, default=0, help="score every n-th window (0 = server default)")
+    parser.add_argument("--tls-ca", default=None, help="PEM root certificate(s): reach the server over TLS")
+    parser.add_argument("--token-file", default=None, help="file holding the server's bearer token")
+    parser.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
+                        help="also accept the WebSocket from this origin (e.g. https://dash.example); repeatable")
+    parser.add_argument("--page-token-file", default=None,
+                        help="file holding a token the page URL must carry (?token=...)")
     return parser
 
 
@@ -254,8 +331,8 @@ def main(argv=None) -> int:
         asyncio.run(serve(args))
     except KeyboardInterrupt:
         return 0
-    except (OSError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
+    except (OSError, ValueError, ServerUnreachable) as error:
+        print(f"staa-viewer: error: {error}", file=sys.stderr)
         return 2
     return 0
 

@@ -152,7 +152,7 @@ async function onFrame(message) {
 
 let socket;
 function connect() {
-  socket = new WebSocket(`ws://${location.host}/ws`);
+  socket = new WebSocket(`ws://${location.host}/ws${location.search}`);  // carries ?token= when the viewer asks for one
   socket.onopen = () => { $("status").textContent = "live"; $("status").className = ""; };
   socket.onclose = () => { $("status").textContent = "disconnected, retrying..."; setTimeout(connect, 1000); };
   socket.onmessage = async (event) => {
