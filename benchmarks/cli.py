@@ -4,6 +4,7 @@
     staa-bench robustness [--quick] ...   attacks, explanation deviation, lane cost (benchmarks/robustness.py)
     staa-bench load [--sweep] ...         paced live streams: latency, throughput, drops (benchmarks/load.py)
     staa-bench soak ...                   live streams for minutes: server RSS and latency over time (benchmarks/soak.py)
+    staa-bench hostile [--only NAME ...]  hostile clients: status, time and server RSS per attack (benchmarks/hostile.py)
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import sys
 
 COMMANDS = {"compare": "benchmarks.compare", "robustness": "benchmarks.robustness", "load": "benchmarks.load",
-            "soak": "benchmarks.soak"}
+            "soak": "benchmarks.soak", "hostile": "benchmarks.hostile"}
 
 
 def main(argv=None) -> None:

@@ -51,9 +51,9 @@ def source_frames(seconds: float, fps: float) -> tuple[list[np.ndarray], str]:
 class SpawnedServer:
     """``staa-serve --port 0`` in its own process: the real deployment shape, and an RSS to read."""
 
-    def __init__(self):
+    def __init__(self, extra_args: list[str] = ()):
         binary = Path(sys.executable).parent / "staa-serve"
-        self.process = subprocess.Popen([str(binary), "--port", "0"], stdout=subprocess.PIPE, text=True)
+        self.process = subprocess.Popen([str(binary), "--port", "0", *extra_args], stdout=subprocess.PIPE, text=True)
         line = self.process.stdout.readline()
         if "listening on" not in line:
             raise RuntimeError(f"staa-serve did not start: {line!r}")
