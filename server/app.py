@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ctypes
 import logging
 import signal
+import sys
 import threading
 from dataclasses import dataclass
 
@@ -51,7 +53,10 @@ class RunningServer:
     async def stop(self, grace: float) -> None:
         await self.set_serving(False)
         self.servicer.drain()
-        await self.server.stop(grace)
+        if not await self.servicer.calls.wait_idle(grace):
+            self.servicer.calls.end_all(grace)  # each straggler answers UNAVAILABLE naming the grace period
+            await self.servicer.calls.wait_idle(1.0)
+        await self.server.stop(0.5)
         if self.servicer.engine is not None:
             self.servicer.engine.shutdown()
         self.metrics.close()
@@ -59,6 +64,9 @@ class RunningServer:
 
 async def start_server(config: ServerConfig) -> RunningServer:
     """Bind and start; the model loads in the background (see ``load_and_warm``)."""
+    cygrpc_log = logging.getLogger("grpc._cython.cygrpc")
+    if _not_a_cancellation not in cygrpc_log.filters:
+        cygrpc_log.addFilter(_not_a_cancellation)
     metrics = ServerMetrics()
     interceptors = []
     if config.auth_token is not None:
@@ -111,7 +119,13 @@ async def serve(config: ServerConfig, announce=print) -> None:
              f"(loading model {config.model or 'default'})")
     if running.metrics_port is not None:
         announce(f"metrics on http://{config.host}:{running.metrics_port}/metrics")
-    await load_and_warm(running, config)
+    try:
+        await load_and_warm(running, config)
+    except Exception as error:  # a refused or broken checkpoint: one clear line, the details at debug level
+        logger.debug("model load failed", exc_info=error)
+        await running.stop(0)
+        raise StartupError(f"could not load model {config.model or 'default'!r}: "
+                           f"{type(error).__name__}: {error}") from None
     loaded = running.servicer.engine.loaded
     announce(f"STAA Serve ready on {config.host}:{running.port}: model {loaded.model_id} "
              f"({loaded.architecture}, {loaded.num_frames} frames, grid {loaded.grid[0]}x{loaded.grid[1]})")
@@ -124,6 +138,16 @@ async def serve(config: ServerConfig, announce=print) -> None:
              f"{running.servicer.sessions.active} live streams, {running.servicer.clips.active} clip calls)")
     await running.stop(config.grace_seconds)
     announce("STAA Serve stopped")
+
+
+def _not_a_cancellation(record: logging.LogRecord) -> bool:
+    """grpc logs every handler that ``server.stop(grace)`` cancels at the end of a drain as an
+    unhandled CancelledError with a traceback; those calls already got their status (UNAVAILABLE)."""
+    return not (record.exc_info and isinstance(record.exc_info[1], asyncio.CancelledError))
+
+
+class StartupError(Exception):
+    """The server could not start serving (its model did not load); the message is one line."""
 
 
 class BackgroundServer:
@@ -179,6 +203,17 @@ def parse_args(argv=None) -> ServerConfig:
     parser.add_argument("--max-batch-wait-ms", type=float, default=ServerConfig.max_batch_wait_ms)
     parser.add_argument("--max-pending-frames", type=int, default=ServerConfig.max_pending_frames,
                         help="live frames queued per stream before the oldest are dropped")
+    parser.add_argument("--max-buffered-bytes", type=int, default=ServerConfig.max_buffered_bytes,
+                        help="server-wide memory budget for queued frames, clip bodies and decoded windows "
+                             f"(default {ServerConfig.max_buffered_bytes >> 20} MiB)")
+    parser.add_argument("--max-stream-buffered-bytes", type=int, default=ServerConfig.max_stream_buffered_bytes,
+                        help=f"one live stream's share (default {ServerConfig.max_stream_buffered_bytes >> 20} MiB)")
+    parser.add_argument("--decode-workers", type=int, default=ServerConfig.decode_workers,
+                        help="threads decoding live frames (clip calls never use them)")
+    parser.add_argument("--clip-decode-workers", type=int, default=ServerConfig.clip_decode_workers,
+                        help="threads decoding clip calls")
+    parser.add_argument("--max-frame-width", type=int, default=ServerConfig.max_frame_width)
+    parser.add_argument("--max-frame-height", type=int, default=ServerConfig.max_frame_height)
     parser.add_argument("--stream-idle-seconds", type=float, default=ServerConfig.stream_idle_seconds)
     parser.add_argument("--allow-decord", action="store_true",
                         help="let clients pick decoder 'decord' (it can crash on malformed bytes: trusted clients only)")
@@ -201,6 +236,10 @@ def parse_args(argv=None) -> ServerConfig:
                             max_clip_frames=args.max_clip_frames, max_clip_requests=args.max_clip_requests,
                             max_batch=args.max_batch, max_batch_wait_ms=args.max_batch_wait_ms,
                             max_pending_frames=args.max_pending_frames, stream_idle_seconds=args.stream_idle_seconds,
+                            max_buffered_bytes=args.max_buffered_bytes,
+                            max_stream_buffered_bytes=args.max_stream_buffered_bytes,
+                            decode_workers=args.decode_workers, clip_decode_workers=args.clip_decode_workers,
+                            max_frame_width=args.max_frame_width, max_frame_height=args.max_frame_height,
                             allow_decord=args.allow_decord, grace_seconds=args.grace, metrics_port=args.metrics_port, tls_cert=args.tls_cert,
                             tls_key=args.tls_key, auth_token=token,
                             ray=args.ray or args.ray_address is not None, ray_address=args.ray_address,
@@ -212,7 +251,27 @@ def parse_args(argv=None) -> ServerConfig:
 def main(argv=None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = parse_args(argv)
-    asyncio.run(serve(config, announce=lambda line: print(line, flush=True)))
+    return_freed_memory_to_the_system()
+    try:
+        asyncio.run(serve(config, announce=lambda line: print(line, flush=True)))
+    except StartupError as error:
+        print(f"staa-serve: error: {error}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
+
+
+def return_freed_memory_to_the_system() -> None:
+    """glibc keeps freed blocks below its mmap threshold in the heap, and raises that threshold to
+    the size of each large block freed (up to 32 MiB): after one burst of frame-sized buffers the
+    process RSS stays high for good. A fixed 1 MiB threshold maps every frame-sized buffer
+    separately, so freeing it gives the pages back. No-op where the C library is not glibc."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    mallopt(m_mmap_threshold, 1 << 20)
+    mallopt(m_trim_threshold, 8 << 20)
 
 
 if __name__ == "__main__":

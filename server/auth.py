@@ -21,24 +21,21 @@ def bearer_token_ok(metadata, token: str) -> bool:
 
 
 def _denied(handler: grpc.RpcMethodHandler, message: str) -> grpc.RpcMethodHandler:
-    """A handler of the same shape as ``handler`` that only answers UNAUTHENTICATED."""
+    """A handler that only answers UNAUTHENTICATED. It is request-streaming whatever the method's
+    shape (the wire is the same), so the refused call's body is never read off the wire."""
 
-    async def deny(request_or_iterator, context):
+    async def deny(request_iterator, context):
         await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
 
-    async def deny_streaming(request_or_iterator, context):
+    async def deny_streaming(request_iterator, context):
         await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
         yield  # unreachable: makes this an async generator, as a streaming handler must be
 
-    shapes = {
-        (False, False): (grpc.unary_unary_rpc_method_handler, deny),
-        (True, False): (grpc.stream_unary_rpc_method_handler, deny),
-        (False, True): (grpc.unary_stream_rpc_method_handler, deny_streaming),
-        (True, True): (grpc.stream_stream_rpc_method_handler, deny_streaming),
-    }
-    make, behaviour = shapes[(handler.request_streaming, handler.response_streaming)]
-    return make(behaviour, request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer)
+    if handler.response_streaming:
+        return grpc.stream_stream_rpc_method_handler(deny_streaming, request_deserializer=handler.request_deserializer,
+                                                     response_serializer=handler.response_serializer)
+    return grpc.stream_unary_rpc_method_handler(deny, request_deserializer=handler.request_deserializer,
+                                                response_serializer=handler.response_serializer)
 
 
 class BearerTokenInterceptor(grpc.aio.ServerInterceptor):

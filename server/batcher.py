@@ -2,7 +2,8 @@
 
 A window waits at most ``max_wait`` seconds for company and a forward takes at most ``max_batch``
 windows. Most batching happens on its own: while one forward runs, the windows of other streams
-queue up and the next forward takes them all. Windows asking for different STAA parameters or
+queue up and the next forward takes them all. Live windows (priority 0) go before clip windows
+(priority 1): a live stream waits for at most the forward already running. Windows asking for different STAA parameters or
 top-k go in separate forwards (one forward applies one set of parameters). Each caller awaits its
 own window, so a stream that submits its next window only after the previous one came back keeps
 its windows in order.
@@ -24,6 +25,7 @@ class _Job:
     item: object
     key: Hashable
     future: asyncio.Future
+    priority: int = 0  # lower goes first: live windows before clip windows
     queued: float = field(default_factory=time.perf_counter)
 
 
@@ -68,11 +70,12 @@ class MicroBatcher:
         self.batches = 0
         self.windows = 0
 
-    async def submit(self, item, key: Hashable):
-        """Queue ``item``; returns ``(result, seconds it queued)`` or raises its batch's error."""
+    async def submit(self, item, key: Hashable, priority: int = 0):
+        """Queue ``item``; returns ``(result, seconds it queued)`` or raises its batch's error. Jobs of a
+        lower ``priority`` value are taken first; within a priority, oldest first."""
         self._start()
         future = asyncio.get_running_loop().create_future()
-        self._jobs.append(_Job(item, key, future))
+        self._jobs.append(_Job(item, key, future, priority))
         self._wake.set()
         with self.busy:
             return await future
@@ -111,21 +114,17 @@ class MicroBatcher:
                     job.future.set_result((result, started - job.queued))
 
     def _take(self) -> list[_Job]:
-        """Up to max_batch live jobs with the first live job's key, oldest first; the rest keep their places."""
-        while self._jobs and self._jobs[0].future.done():  # callers that left (client went away)
-            self._jobs.popleft()
-        if not self._jobs:
+        """Up to max_batch live jobs with the key of the first job of the most urgent priority, most
+        urgent then oldest first; the rest keep their places."""
+        jobs = [job for job in self._jobs if not job.future.done()]  # callers that left are dropped
+        if not jobs:
+            self._jobs.clear()
             return []
-        key, batch, rest = self._jobs[0].key, [], deque()
-        while self._jobs:
-            job = self._jobs.popleft()
-            if job.future.done():
-                continue
-            if job.key == key and len(batch) < self.max_batch:
-                batch.append(job)
-            else:
-                rest.append(job)
-        self._jobs = rest
+        by_urgency = sorted(jobs, key=lambda job: job.priority)  # stable: oldest first within a priority
+        key = by_urgency[0].key
+        batch = [job for job in by_urgency if job.key == key][: self.max_batch]
+        taken = {id(job) for job in batch}
+        self._jobs = deque(job for job in jobs if id(job) not in taken)
         return batch
 
     def close(self) -> None:

@@ -1,9 +1,13 @@
-"""Run a blocking iterator on a worker thread and consume it from asyncio, with backpressure."""
+"""Run a blocking iterator on a worker pool and consume it from asyncio, one item at a time.
+
+The iterator advances by one item per pool task, so a worker thread is held only while an item is
+being produced (a clip's next window decoded), never while the consumer waits for the model:
+a slow consumer costs no thread, and the pool stays free for other calls between items.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import threading
 from concurrent.futures import Executor
 from typing import AsyncIterator, Callable, Iterator, TypeVar
 
@@ -11,49 +15,34 @@ Item = TypeVar("Item")
 _DONE = object()
 
 
-async def iterate_in_thread(
-    make_iterator: Callable[[], Iterator[Item]], executor: Executor, max_pending: int = 2
-) -> AsyncIterator[Item]:
-    """Yield the items of ``make_iterator()`` produced on ``executor``.
+async def iterate_in_thread(make_iterator: Callable[[], Iterator[Item]], executor: Executor) -> AsyncIterator[Item]:
+    """Yield the items of ``make_iterator()``, each produced by one task on ``executor``.
 
-    At most ``max_pending`` items wait unconsumed; when the consumer stops early (cancel,
-    error) the producer notices within 0.1 s and stops, so no thread keeps decoding for a
-    client that left. Exceptions raised by the iterator re-raise here.
+    The next item is produced while the consumer handles the current one (one item of
+    read-ahead). When the consumer stops early (cancel, error) the iterator is closed on the pool
+    once its current step ends. Exceptions raised by the iterator re-raise here.
     """
     loop = asyncio.get_running_loop()
-    queue: asyncio.Queue = asyncio.Queue()
-    slots = threading.Semaphore(max_pending)
-    stopped = threading.Event()
+    state: dict[str, Iterator[Item]] = {}
 
-    def send(item, error=None) -> None:
-        try:
-            loop.call_soon_threadsafe(queue.put_nowait, (item, error))
-        except RuntimeError:  # the loop closed under us: nobody is listening any more
-            stopped.set()
+    def first():
+        state["iterator"] = make_iterator()
+        return next(state["iterator"], _DONE)
 
-    def produce() -> None:
-        try:
-            for item in make_iterator():
-                while not slots.acquire(timeout=0.1):
-                    if stopped.is_set():
-                        return
-                if stopped.is_set():
-                    return
-                send(item)
-        except BaseException as error:  # re-raised on the consumer side
-            send(_DONE, error)
-            return
-        send(_DONE)
+    def close(_=None) -> None:
+        if "iterator" in state:
+            try:
+                executor.submit(state["iterator"].close)
+            except RuntimeError:  # the pool is shut down: the server is stopping
+                pass
 
-    loop.run_in_executor(executor, produce)
+    step = loop.run_in_executor(executor, first)
     try:
-        while True:
-            item, error = await queue.get()
-            if item is _DONE:
-                if error is not None:
-                    raise error
-                return
-            slots.release()
+        while (item := await step) is not _DONE:
+            step = loop.run_in_executor(executor, next, state["iterator"], _DONE)
             yield item
     finally:
-        stopped.set()
+        if step.done():
+            close()
+        else:
+            step.add_done_callback(close)

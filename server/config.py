@@ -28,12 +28,18 @@ class ServerConfig:
     # A live stream's frames not yet processed; beyond, the oldest is dropped (Ack.dropped).
     # 64 frames is about 2.5 s at 25 fps: two windows' span at the default stride.
     max_pending_frames: int = 64
+    # Memory budgets in bytes (server/budget.py): queued live frames, clip bodies and decoded
+    # windows, server-wide and per live stream. The per-stream budget holds at least one largest
+    # frame; the worst case over idle is in the README ("Limits and fairness").
+    max_buffered_bytes: int = 768 * MIB
+    max_stream_buffered_bytes: int = 128 * MIB
     stream_idle_seconds: float = 30.0  # a live stream without a frame this long is closed
     max_stride: int = 64
     max_top_k: int = 20
     default_top_k: int = 5
     default_ack_every: int = 16
-    decode_workers: int = 2
+    decode_workers: int = 2  # live frames only; clip calls never take these threads
+    clip_decode_workers: int = 1  # clip calls' decoders, each holding a thread only while it decodes
     # decord may crash the whole process on malformed bytes (a truncated AVI segfaults it; the
     # fuzz suite found this), so clients may ask for it only where the operator trusts them.
     allow_decord: bool = False
@@ -68,6 +74,13 @@ class ServerConfig:
                 f"ServerConfig.max_clip_bytes={self.max_clip_bytes} must be below "
                 f"max_message_bytes={self.max_message_bytes} (room for the rest of the request)"
             )
+        largest_frame = self.max_frame_width * self.max_frame_height * 3
+        if self.max_stream_buffered_bytes < largest_frame:
+            raise ValueError(f"ServerConfig.max_stream_buffered_bytes={self.max_stream_buffered_bytes} must hold one "
+                             f"largest frame ({self.max_frame_width}x{self.max_frame_height} RGB24 = {largest_frame})")
+        if self.max_buffered_bytes < self.max_stream_buffered_bytes:
+            raise ValueError(f"ServerConfig.max_buffered_bytes={self.max_buffered_bytes} must be at least "
+                             f"max_stream_buffered_bytes={self.max_stream_buffered_bytes}")
         if self.default_top_k > self.max_top_k:
             raise ValueError(f"ServerConfig.default_top_k={self.default_top_k} exceeds max_top_k={self.max_top_k}")
         for name in ("grace_seconds", "max_batch_wait_ms"):

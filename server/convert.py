@@ -16,7 +16,8 @@ from models.robustness import DEFAULT_EPSILON, DEFAULT_PGD_STEPS, AttackSpec, Ro
 from models.staa import StaaParams
 from server.config import ServerConfig
 from server.robustness_lane import RobustnessPlan, SkippedRobustness
-from server.session import ExplainOptions, FrameInput, check_model_name, resolve_top_k, resolve_window
+from server.session import (ExplainOptions, FrameInput, check_fps, check_model_name, resolve_top_k,
+                            resolve_window)
 from staa.v1 import explainer_pb2 as pb
 
 _AGGREGATION_TO_NAME = {pb.LAYER_AGGREGATION_LAST: "last", pb.LAYER_AGGREGATION_MEAN: "mean",
@@ -87,8 +88,7 @@ def explain_options(window: pb.WindowSpec, staa: pb.StaaOptions, robustness: pb.
 
 def stream_options(request: pb.StreamConfig, loaded: LoadedModel, config: ServerConfig) -> ExplainOptions:
     check_model_name(loaded, request.model)
-    if request.fps < 0 or request.fps > 1000:
-        raise InvalidInput(f"StreamConfig.fps must be in [0, 1000], got {request.fps}")
+    check_fps(request.fps, "StreamConfig.fps")
     return explain_options(request.window, request.staa, request.robustness, loaded, config)
 
 

@@ -1,7 +1,12 @@
 """Runs explanations off the event loop: one model thread (the taps are per-forward state) fed by
-the cross-stream micro-batcher, a small pool for decoding (decord must never run on the event-loop
+the cross-stream micro-batcher, two decoding pools (decord must never run on the event-loop
 thread), and the lower-priority robustness lane (server/robustness_lane.py), whose passes use the
-same thread."""
+same thread.
+
+Fairness (README "Limits and fairness"): live streams are latency-sensitive, clip calls are batch
+work. Live frames decode on their own pool, which clip calls never use; a clip call's decoder holds
+a thread of the clip pool only while it produces a window; in the batcher live windows go first.
+"""
 
 from __future__ import annotations
 
@@ -28,6 +33,15 @@ from server.robustness_lane import RobustnessLane, WindowCadence
 from server.session import ExplainOptions
 
 logger = logging.getLogger(__name__)
+
+LIVE, CLIP = 0, 1  # batcher priorities: lower goes first
+
+
+def window_bytes(loaded: LoadedModel) -> int:
+    """Bytes of decoded windows one call holds at most: the assembler's frames, the window being
+    explained and the one decoded ahead, each float32 ``[T, 3, crop_h, crop_w]``."""
+    settings = loaded.processor
+    return 3 * loaded.num_frames * 3 * settings.crop_height * settings.crop_width * 4
 
 
 class PendingRobustness:
@@ -67,7 +81,9 @@ class ExplainEngine:
         self.metrics = metrics
         self.pipeline = ExplanationPipeline(loaded)
         self.model_executor = ThreadPoolExecutor(1, thread_name_prefix="staa-model")
-        self.decode_executor = ThreadPoolExecutor(config.decode_workers, thread_name_prefix="staa-decode")
+        self.live_executor = ThreadPoolExecutor(config.decode_workers, thread_name_prefix="staa-live-decode")
+        self.clip_executor = ThreadPoolExecutor(config.clip_decode_workers, thread_name_prefix="staa-clip-decode")
+        self.window_bytes = window_bytes(loaded)
         self.limits = DecodeLimits(config.max_clip_frames, config.max_frame_width, config.max_frame_height)
         self.batcher = batcher or MicroBatcher(
             self._explain_batch, self.model_executor, config.max_batch, config.max_batch_wait_ms / 1e3,
@@ -90,9 +106,9 @@ class ExplainEngine:
         params, top_k = key
         return self.pipeline.explain(windows, params, top_k)  # one forward for the whole batch
 
-    async def explain(self, window: PreparedWindow, options: ExplainOptions) -> WindowExplanation:
+    async def explain(self, window: PreparedWindow, options: ExplainOptions, priority: int = CLIP) -> WindowExplanation:
         queued = time.perf_counter()
-        explanation, queue_seconds = await self.batcher.submit(window, (options.params, options.top_k))
+        explanation, queue_seconds = await self.batcher.submit(window, (options.params, options.top_k), priority)
         timings = explanation.timings_ms
         timings["queue_ms"] = queue_seconds * 1e3
         timings["total_ms"] = timings["decode_ms"] + (time.perf_counter() - queued) * 1e3
@@ -117,7 +133,7 @@ class ExplainEngine:
     async def explain_clip(self, clip: bytes, decoder: str, options: ExplainOptions) -> AsyncIterator[WindowExplanation]:
         windows = iterate_in_thread(
             lambda: iter_clip_windows(clip, options.window, self.loaded.processor, decoder, self.limits),
-            self.decode_executor,
+            self.clip_executor,
         )
         async for event in self._explain_all(windows, options):
             yield event
@@ -126,7 +142,7 @@ class ExplainEngine:
         """``frames``: an iterable of RGB uint8 ``[H, W, 3]`` decoded lazily on the decode pool."""
         windows = iterate_in_thread(
             lambda: iter_array_windows(frames, options.window, self.loaded.processor, fps),
-            self.decode_executor,
+            self.clip_executor,
         )
         async for event in self._explain_all(windows, options):
             yield event
@@ -148,7 +164,8 @@ class ExplainEngine:
     def shutdown(self) -> None:
         self.batcher.close()
         self.lane.shutdown()
-        self.decode_executor.shutdown(wait=False, cancel_futures=True)
+        self.live_executor.shutdown(wait=False, cancel_futures=True)
+        self.clip_executor.shutdown(wait=False, cancel_futures=True)
         self.model_executor.shutdown(wait=False, cancel_futures=True)
         if self.on_shutdown is not None:
             self.on_shutdown()

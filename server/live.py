@@ -1,9 +1,11 @@
 """A live stream from frames on the wire to events out, as plain asyncio (no grpc): testable alone.
 
-Two tasks per stream. The reader takes frames off the wire as fast as the client sends them and
-puts them in a bounded ``FrameQueue``; when the queue is full the oldest unprocessed frame is
-dropped (live video: the newest frames matter) and counted for ``Ack.dropped``. The processor
-decodes, assembles windows and awaits each window's explanation before the next, so a stream's
+Two tasks per stream. The reader takes frames off the wire and puts them in a ``FrameQueue``
+bounded in frames and in bytes; when it is full, a drop-tolerant stream drops its oldest
+unprocessed frame (live video: the newest frames matter, counted for ``Ack.dropped``) and a
+lossless one stops reading, so flow control slows its sender. The processor
+decodes (on the live pool, which clip calls never use), assembles windows and awaits each
+window's explanation (at live priority) before the next, so a stream's
 windows stay in order and a stream can never have more than one window in the model's queue.
 """
 
@@ -14,7 +16,7 @@ import time
 from dataclasses import dataclass
 from typing import AsyncIterator
 
-from server.engine import PendingRobustness
+from server.engine import LIVE, PendingRobustness
 from server.errors import Draining
 from server.frame_queue import QueuedFrame
 from server.session import FrameInput, StreamSession
@@ -30,9 +32,13 @@ async def read_frames(frames: AsyncIterator[FrameInput], session: StreamSession)
     server ends the queue itself, so the stream need not wait for the client's next frame.)"""
     queue = session.queue
     try:
-        async for frame in frames:
+        while True:
+            await queue.room()  # lossless and over budget: leave the next message on the wire (flow control)
+            frame = await anext(frames, None)
+            if frame is None:
+                break
             session.sequence(frame.sequence)
-            await queue.put(QueuedFrame(session.received, frame, time.perf_counter()))
+            queue.put(QueuedFrame(session.received, frame, time.perf_counter()))
             session.received += 1
         queue.end()
     except Exception as error:  # noqa: BLE001 - handed to the processor, which ends the stream with it
@@ -50,14 +56,17 @@ async def live_events(session: StreamSession, engine, draining: asyncio.Event, i
     async def explained(windows, arrived: float):
         for window in windows:
             engine.cadence.note(session.session_id)
-            yield await engine.explain(window, session.options)
+            yield await engine.explain(window, session.options, LIVE)
             if metrics is not None:
                 metrics.frame_to_heatmap_ms.observe((time.perf_counter() - arrived) * 1e3)
             pending.add(engine.score_robustness(window, session.options))
 
     try:
         while (item := await queue.get(idle_seconds)) is not None:
-            windows = await loop.run_in_executor(engine.decode_executor, session.accept_frame, item.index, item.frame)
+            try:
+                windows = await loop.run_in_executor(engine.live_executor, session.accept_frame, item.index, item.frame)
+            finally:
+                queue.done(item)
             async for explanation in explained(windows, item.arrived):
                 yield explanation
             for result in pending.ready():

@@ -169,7 +169,8 @@ class RayBatcher:
         self.busy = BusyTracker()
         self.idle = self.busy.idle
 
-    async def submit(self, item, key: Hashable):
+    async def submit(self, item, key: Hashable, priority: int = 0):
+        """``priority`` is not passed on: the replicas' own queue serves requests in arrival order."""
         started = time.perf_counter()
         with self.busy:
             explanation = await self.handle.explain.remote((item, key))

@@ -14,15 +14,20 @@ from server import convert
 from server.config import ServerConfig
 from models.pipeline import WindowExplanation
 from server.engine import ExplainEngine
-from server.errors import Draining, NotReady, Overloaded, status_for
+from server.budget import ByteBudget
+from server.errors import Draining, IdleTimeout, NotReady, Overloaded, status_for
 from server.live import AckDue, live_events, read_frames
 from server.metrics import ServerMetrics
-from server.session import SessionRegistry, StreamSession, raw_clip_frames
+from server.session import SessionRegistry, StreamSession, check_fps, raw_clip_frames
 from server.wire import parsed
 from staa.v1 import explainer_pb2 as pb
 from staa.v1 import explainer_pb2_grpc as pb_grpc
 
 logger = logging.getLogger(__name__)
+
+# A clip request is read only once this many times max_message_bytes is reserved: the transport's
+# buffer, the serialized bytes handed to the parser and the parsed message are alive together.
+CLIP_READ_FACTOR = 3
 
 
 class ClipAdmission:
@@ -42,12 +47,56 @@ class ClipAdmission:
             self.active -= 1
 
 
+class CallTracker:
+    """The tasks of the calls in flight, so a drain can wait for them and end the stragglers itself
+    with a clear status when its grace period is over (instead of gRPC cancelling them blind)."""
+
+    def __init__(self):
+        self.tasks: set[asyncio.Task] = set()
+        self.grace_over: float | None = None  # the grace period, once it ended with calls in flight
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    @contextlib.contextmanager
+    def track(self):
+        task = asyncio.current_task()
+        self.tasks.add(task)
+        self._idle.clear()
+        try:
+            yield
+        finally:
+            self.tasks.discard(task)
+            if not self.tasks:
+                self._idle.set()
+
+    async def wait_idle(self, timeout: float) -> bool:
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+            return True
+        except TimeoutError:
+            return False
+
+    def end_all(self, grace: float) -> None:
+        self.grace_over = grace
+        for task in list(self.tasks):
+            task.cancel()
+
+    def ended_by_drain(self) -> Draining | None:
+        """Inside a cancelled call: the error to answer with when the drain ended it, else None."""
+        if self.grace_over is None:
+            return None
+        return Draining(f"server shut down: its drain grace period ({self.grace_over:g} s) ended before this "
+                        f"call finished")
+
+
 class VideoExplainerServicer(pb_grpc.VideoExplainerServicer):
     def __init__(self, config: ServerConfig, metrics: ServerMetrics | None = None):
         self.config = config
         self.metrics = metrics
         self.sessions = SessionRegistry(config.max_streams)
         self.clips = ClipAdmission(config.max_clip_requests)
+        self.budget = ByteBudget(config.max_buffered_bytes, "max_buffered_bytes")
+        self.calls = CallTracker()
         self.draining = asyncio.Event()
         self.engine: ExplainEngine | None = None  # set once the model is loaded and warm
         if metrics is not None:
@@ -74,6 +123,14 @@ class VideoExplainerServicer(pb_grpc.VideoExplainerServicer):
             self.metrics.observe_error(code)
         await context.abort(code, message)
 
+    async def _ended(self, context: grpc.aio.ServicerContext) -> None:
+        """A cancelled call: answered UNAVAILABLE when the drain ended it; otherwise the cancellation
+        came from gRPC (the client left), and there is nobody to answer."""
+        error = self.calls.ended_by_drain()
+        if error is None:
+            raise asyncio.CancelledError()
+        await self._abort(context, error)
+
     async def GetModelInfo(self, request, context):
         try:
             parsed(request)
@@ -81,69 +138,94 @@ class VideoExplainerServicer(pb_grpc.VideoExplainerServicer):
         except Exception as error:
             await self._abort(context, error)
 
-    async def ExplainClip(self, request: pb.ClipRequest, context):
+    async def ExplainClip(self, requests, context):
+        """Registered request-streaming (server/wire.py) so that admission and the memory reservation
+        come before the request body is read off the wire."""
         try:
-            parsed(request)
             engine, loaded = self._ready()
-            with self.clips.admit():
+            with self.calls.track(), self.clips.admit(), self.budget.reserve(
+                    CLIP_READ_FACTOR * self.config.max_message_bytes + engine.window_bytes, "a clip request") as held:
+                request = parsed(await anext(aiter(requests), None))
+                if request is None:
+                    raise InvalidInput("ExplainClip got no ClipRequest")
+                held.resize(request.ByteSize() + engine.window_bytes)  # one copy of the body is kept
                 options = convert.clip_options(request, loaded, self.config)
-                source = request.WhichOneof("source")
-                if source == "clip":
-                    if len(request.clip) > self.config.max_clip_bytes:
-                        raise InvalidInput(f"ClipRequest.clip is {len(request.clip)} bytes; "
-                                           f"max_clip_bytes={self.config.max_clip_bytes}")
-                    if request.decoder == "decord" and not self.config.allow_decord:
-                        raise InvalidInput("ClipRequest.decoder='decord' is disabled on this server (decord can crash "
-                                           "on malformed input; operators enable it with --allow-decord)")
-                    results = engine.explain_clip(request.clip, request.decoder, options)
-                elif source == "frames":
-                    frames = [convert.frame_input(frame) for frame in request.frames.frames]
-                    results = engine.explain_frames(raw_clip_frames(frames, self.config), request.frames.fps or 30.0,
-                                                    options)
-                else:
-                    raise InvalidInput("ClipRequest.source is not set (clip bytes or frames are required)")
+                results = self._clip_results(request, engine, options)
+                del request  # the clip bytes (or frames) were taken out of it
                 async for result in results:
                     if isinstance(result, WindowExplanation):
                         yield pb.ClipResponse(explanation=convert.explanation(result))
                     else:
                         yield pb.ClipResponse(robustness=convert.robustness(result))
+        except asyncio.CancelledError:
+            await self._ended(context)
         except Exception as error:
             await self._abort(context, error)
 
+    def _clip_results(self, request: pb.ClipRequest, engine: ExplainEngine, options):
+        source = request.WhichOneof("source")
+        if source == "clip":
+            if len(request.clip) > self.config.max_clip_bytes:
+                raise InvalidInput(f"ClipRequest.clip is {len(request.clip)} bytes; "
+                                   f"max_clip_bytes={self.config.max_clip_bytes}")
+            if request.decoder == "decord" and not self.config.allow_decord:
+                raise InvalidInput("ClipRequest.decoder='decord' is disabled on this server (decord can crash "
+                                   "on malformed input; operators enable it with --allow-decord)")
+            return engine.explain_clip(request.clip, request.decoder, options)
+        if source == "frames":
+            check_fps(request.frames.fps, "RawFrames.fps")
+            frames = [convert.frame_input(frame) for frame in request.frames.frames]
+            return engine.explain_frames(raw_clip_frames(frames, self.config), request.frames.fps or 30.0, options)
+        raise InvalidInput("ClipRequest.source is not set (clip bytes or frames are required)")
+
     async def StreamExplain(self, request_iterator, context):
-        session: StreamSession | None = None
-        reader: asyncio.Task | None = None
+        with contextlib.ExitStack() as held:
+            session: StreamSession | None = None
+            reader: asyncio.Task | None = None
+            try:
+                engine, loaded = self._ready()
+                held.enter_context(self.calls.track())
+                held.enter_context(self.sessions.admit())  # counted from the first byte, configured or not
+                held.enter_context(self.budget.reserve(engine.window_bytes, "a live stream's windows"))
+                requests = aiter(request_iterator)
+                config = await self._stream_config(requests)
+                options = convert.stream_options(config, loaded, self.config)
+                session = self.sessions.open(lambda session_id: StreamSession(
+                    session_id, options, loaded, self.config, config.fps,
+                    config.ack_every or self.config.default_ack_every, config.lossless, self.budget))
+                reader = asyncio.create_task(read_frames(_frames(requests), session))
+                async for event in live_events(session, engine, self.draining, self.config.stream_idle_seconds,
+                                               self.metrics):
+                    if isinstance(event, WindowExplanation):
+                        yield pb.StreamResponse(explanation=convert.explanation(event))
+                    elif isinstance(event, AckDue):
+                        yield self._ack(session)
+                    else:
+                        yield pb.StreamResponse(robustness=convert.robustness(event))
+            except asyncio.CancelledError:
+                await self._ended(context)
+            except Exception as error:
+                await self._abort(context, error)
+            finally:
+                if reader is not None:
+                    reader.cancel()
+                if session is not None:
+                    self.engine.cadence.forget(session.session_id)
+                    self.sessions.close(session)
+
+    async def _stream_config(self, requests) -> pb.StreamConfig:
+        """The first StreamRequest, which must carry the StreamConfig, within stream_idle_seconds."""
+        idle = self.config.stream_idle_seconds
         try:
-            engine, loaded = self._ready()
-            requests = aiter(request_iterator)
-            first = parsed(await anext(requests, None))
-            if first is None:
-                raise InvalidInput("the stream ended before its StreamConfig")
-            kind = first.WhichOneof("request")
-            if kind != "config":
-                raise InvalidInput(f"the first StreamRequest must carry a StreamConfig, got {kind or 'nothing'}")
-            config = first.config
-            options = convert.stream_options(config, loaded, self.config)
-            session = self.sessions.open(lambda session_id: StreamSession(
-                session_id, options, loaded, self.config, config.fps, config.ack_every or self.config.default_ack_every,
-                config.lossless))
-            reader = asyncio.create_task(read_frames(_frames(requests), session))
-            async for event in live_events(session, engine, self.draining, self.config.stream_idle_seconds,
-                                           self.metrics):
-                if isinstance(event, WindowExplanation):
-                    yield pb.StreamResponse(explanation=convert.explanation(event))
-                elif isinstance(event, AckDue):
-                    yield self._ack(session)
-                else:
-                    yield pb.StreamResponse(robustness=convert.robustness(event))
-        except Exception as error:
-            await self._abort(context, error)
-        finally:
-            if reader is not None:
-                reader.cancel()
-            if session is not None:
-                self.engine.cadence.forget(session.session_id)
-                self.sessions.close(session)
+            first = parsed(await asyncio.wait_for(anext(requests, None), idle))
+        except TimeoutError:
+            raise IdleTimeout(f"no StreamConfig within {idle:g} s (stream_idle_seconds); stream closed") from None
+        if first is None:
+            raise InvalidInput("the stream ended before its StreamConfig")
+        kind = first.WhichOneof("request")
+        if kind != "config":
+            raise InvalidInput(f"the first StreamRequest must carry a StreamConfig, got {kind or 'nothing'}")
+        return first.config
 
     @staticmethod
     def _ack(session: StreamSession) -> pb.StreamResponse:

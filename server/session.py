@@ -7,7 +7,9 @@ the servicer frees each in its generator's ``finally``, so end, cancel and error
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import math
 import threading
 from dataclasses import dataclass
 
@@ -17,6 +19,7 @@ from models.registry import LoadedModel
 from models.sampling import WindowSpec
 from models.staa import StaaParams
 from models.windowing import PreparedWindow, WindowAssembler
+from server.budget import ByteBudget
 from server.config import ServerConfig
 from server.errors import Overloaded
 from server.frame_queue import FrameQueue, SequenceCheck
@@ -78,13 +81,15 @@ class StreamSession:
     """
 
     def __init__(self, session_id: int, options: ExplainOptions, loaded: LoadedModel, config: ServerConfig,
-                 fps: float, ack_every: int, lossless: bool = False):
+                 fps: float, ack_every: int, lossless: bool = False, server_budget: ByteBudget | None = None):
         self.session_id = session_id
         self.options = options
         self.config = config
         self.ack_every = ack_every
         self.assembler = WindowAssembler(options.window, loaded.processor, fps or DEFAULT_LIVE_FPS)
-        self.queue = FrameQueue(config.max_pending_frames, lossless)
+        stream_budget = ByteBudget(config.max_stream_buffered_bytes, "max_stream_buffered_bytes")
+        server_budget = server_budget or ByteBudget(config.max_buffered_bytes, "max_buffered_bytes")
+        self.queue = FrameQueue(config.max_pending_frames, stream_budget, server_budget, lossless)
         self.sequence = SequenceCheck()
         self.received = 0  # frames off the wire, dropped ones included
         self.dropped = 0
@@ -120,18 +125,33 @@ class StreamSession:
 
 
 class SessionRegistry:
-    """Bounded set of live sessions (thread-safe: tests and metrics read it from other threads)."""
+    """Bounded set of live streams (thread-safe: tests and metrics read it from other threads).
+
+    A stream holds its place from its first byte (``admit``), before its StreamConfig arrives, so
+    streams that never configure themselves count against ``max_streams`` too.
+    """
 
     def __init__(self, max_streams: int):
         self.max_streams = max_streams
         self._sessions: dict[int, StreamSession] = {}
+        self._admitted = 0
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
 
+    @contextlib.contextmanager
+    def admit(self):
+        with self._lock:
+            if self._admitted >= self.max_streams:
+                raise Overloaded(f"server is at max_streams={self.max_streams} live streams; retry later")
+            self._admitted += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._admitted -= 1
+
     def open(self, make_session) -> StreamSession:
         with self._lock:
-            if len(self._sessions) >= self.max_streams:
-                raise Overloaded(f"server is at max_streams={self.max_streams} live streams; retry later")
             session = make_session(next(self._ids))
             self._sessions[session.session_id] = session
             return session
@@ -139,6 +159,7 @@ class SessionRegistry:
     def close(self, session: StreamSession) -> None:
         with self._lock:
             self._sessions.pop(session.session_id, None)
+        session.queue.close()
 
     def drain(self) -> None:
         """Server shutting down: every stream stops taking frames and finishes what it has queued."""
@@ -149,8 +170,14 @@ class SessionRegistry:
 
     @property
     def active(self) -> int:
+        """Live streams admitted, configured or not."""
         with self._lock:
-            return len(self._sessions)
+            return self._admitted
+
+
+def check_fps(fps: float, field: str) -> None:
+    if not (math.isfinite(fps) and 0 <= fps <= 1000):
+        raise InvalidInput(f"{field} must be a number in [0, 1000] (0 = the default), got {fps}")
 
 
 def raw_clip_frames(frames: list[FrameInput], config: ServerConfig):

@@ -1,4 +1,5 @@
-"""Registering the servicer so that a request that is not valid protobuf gets INVALID_ARGUMENT.
+"""Registering the servicer so that a request that is not valid protobuf gets INVALID_ARGUMENT, and
+large requests are read only after admission.
 
 gRPC's generated registration parses requests itself and answers a parse failure with INTERNAL
 ("Exception deserializing request!"), which reads like a server bug. Here the parser hands the
@@ -46,10 +47,17 @@ def parsed(request):
     return request
 
 
+# Methods whose request may be large are registered as request-streaming on the server side (the
+# wire is the same: one message, then the client half-closes). The handler then decides admission
+# and reserves memory before it reads the body; a unary handler gets the body already read and parsed.
+READ_AFTER_ADMISSION = frozenset({"ExplainClip"})
+
+
 def add_servicer(servicer, server: grpc.aio.Server) -> None:
     handlers = {}
     for method in SERVICE.methods:
-        make = _HANDLER_BY_SHAPE[(method.client_streaming, method.server_streaming)]
+        request_streaming = method.client_streaming or method.name in READ_AFTER_ADMISSION
+        make = _HANDLER_BY_SHAPE[(request_streaming, method.server_streaming)]
         handlers[method.name] = make(getattr(servicer, method.name),
                                      request_deserializer=lenient_parser(getattr(pb, method.input_type.name)),
                                      response_serializer=getattr(pb, method.output_type.name).SerializeToString)

@@ -66,14 +66,16 @@ def test_short_live_stream_gets_one_padded_window_at_the_end(default_model, conf
     assert window.plan.padded and window.pixels.shape == (8, 3, size, size)
 
 
-def test_registry_bounds_and_frees_sessions(default_model, config):
-    registry = SessionRegistry(config.max_streams)
-    sessions = [registry.open(lambda session_id: make_session(default_model, config, session_id)) for _ in range(2)]
-    with pytest.raises(Overloaded, match="max_streams=2"):
-        registry.open(lambda session_id: make_session(default_model, config, session_id))
-    for session in sessions:
-        registry.close(session)
+def test_registry_counts_streams_from_admission_before_their_config_and_frees_them():
+    registry = SessionRegistry(2)
+    with registry.admit(), registry.admit():  # two streams that have not sent their StreamConfig yet
+        assert registry.active == 2
+        with pytest.raises(Overloaded, match="max_streams=2"):
+            with registry.admit():
+                pass
     assert registry.active == 0
+    with registry.admit():
+        assert registry.active == 1
 
 
 def test_windows_of_a_live_session_match_the_frames_sent(default_model, config):
