@@ -89,10 +89,10 @@ def long_clip(loops: int = 3) -> bytes:
     """The shared arm-wrestling clip looped ``loops`` times (H.264 in MP4), for clip calls that run long."""
     import av
 
+    from benchmarks.load import SHARED_CLIP
     from models.video import decode_clip
-    from tests.conftest import clip_path
 
-    decoded = decode_clip(clip_path("arm_wrestling.mp4"))
+    decoded = decode_clip(SHARED_CLIP)
     buffer = io.BytesIO()
     with av.open(buffer, "w", format="mp4") as container:
         stream = container.add_stream("libx264", rate=int(round(decoded.fps)))
@@ -329,15 +329,15 @@ def fairness(clip: bytes, seconds: float = 10.0) -> Callable[[str], Outcome]:
 
 
 def attacks(names: list[str] | None) -> dict[str, tuple[Callable[[str], Outcome], list[str]]]:
-    bomb = jpeg_bomb()
+    bomb, png = jpeg_bomb(), png_bomb()
     raw = lambda data: pb.ClipRequest(frames=pb.RawFrames(frames=[pb.Frame(**data)], fps=25))  # noqa: E731
     table = {
         "jpeg_bomb_live": (lambda t: stream_frames(t, pb.StreamConfig(fps=25), [frame(0, jpeg=bomb)]), []),
         "jpeg_bomb_clip_frames": (lambda t: explain_clip(t, raw(dict(jpeg=bomb))), []),
         "jpeg_over_opencv_limit": (lambda t: explain_clip(t, raw(dict(jpeg=jpeg_bomb(40000, 40000)))), []),
         "jpeg_bomb_header_mismatch": (lambda t: explain_clip(t, raw(dict(jpeg=bomb, width=64, height=48))), []),
-        "png_bomb_clip_frames": (lambda t: explain_clip(t, raw(dict(png=png_bomb()))), []),
-        "png_bomb_x2": (lambda t: concurrently([lambda: explain_clip(t, raw(dict(png=png_bomb())))] * 2), []),
+        "png_bomb_clip_frames": (lambda t: explain_clip(t, raw(dict(png=png))), []),
+        "png_bomb_x2": (lambda t: concurrently([lambda: explain_clip(t, raw(dict(png=png)))] * 2), []),
         "big_frames_1_stream": (lambda t: big_frames(1, long_clip_once())(t), []),
         "big_frames_2_streams": (lambda t: big_frames(2, long_clip_once())(t), []),
         "clip_bodies_16x47MiB": (clip_bodies(16), []),
@@ -377,7 +377,8 @@ def main(argv=None) -> None:
     plot(rows, args.out_dir / f"{args.name}.png")
     write_markdown(args.out_dir / f"{args.name}.md", "Hostile and careless clients against staa-serve",
                    conditions({"server": "staa-serve --port 0 (spawned per attack, default model and limits)"}),
-                   [markdown_table(rows, COLUMNS), "", f"![peak RSS per attack]({args.name}.png)"])
+                   [markdown_table(rows, COLUMNS), "", "The same attacks before issue 19's fixes: hostile_before.md.", "",
+                    f"![peak RSS per attack]({args.name}.png)"])
 
 
 def plot(rows: list[dict], path: Path) -> None:

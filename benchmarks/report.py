@@ -16,10 +16,11 @@ import torch
 REPORTS = Path(__file__).resolve().parent / "reports"
 
 
-def rss_mb(pid: int | None = None) -> float:
-    """Resident set size of process ``pid`` (this one by default), MiB, from /proc."""
+def rss_mb(pid: int | None = None, field: str = "VmRSS") -> float:
+    """Resident set size of process ``pid`` (this one by default), MiB, from /proc; ``field="VmHWM"``
+    gives its peak since the process started."""
     for line in Path(f"/proc/{pid or os.getpid()}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
     return float("nan")
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import ctypes
 import logging
 import signal
 import sys
@@ -27,6 +26,7 @@ from models.registry import load_model
 from server.auth import BearerTokenInterceptor
 from server.config import ServerConfig
 from server.engine import ExplainEngine
+from server.memory import map_large_blocks_separately
 from server.metrics import ServerMetrics
 from server.servicer import VideoExplainerServicer
 from server.wire import add_servicer
@@ -251,27 +251,12 @@ def parse_args(argv=None) -> ServerConfig:
 def main(argv=None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = parse_args(argv)
-    return_freed_memory_to_the_system()
+    map_large_blocks_separately()
     try:
         asyncio.run(serve(config, announce=lambda line: print(line, flush=True)))
     except StartupError as error:
         print(f"staa-serve: error: {error}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None
-
-
-def return_freed_memory_to_the_system() -> None:
-    """glibc keeps freed blocks below its mmap threshold in the heap, and raises that threshold to
-    the size of each large block freed (up to 32 MiB): after one burst of frame-sized buffers the
-    process RSS stays high for good. A fixed 1 MiB threshold maps every frame-sized buffer
-    separately, so freeing it gives the pages back. No-op where the C library is not glibc."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return
-    m_trim_threshold, m_mmap_threshold = -1, -3
-    mallopt(m_mmap_threshold, 1 << 20)
-    mallopt(m_trim_threshold, 8 << 20)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from server.config import ServerConfig
 from models.pipeline import WindowExplanation
 from server.engine import ExplainEngine
 from server.budget import ByteBudget
+from server.memory import Trimmer
 from server.errors import Draining, IdleTimeout, NotReady, Overloaded, status_for
 from server.live import AckDue, live_events, read_frames
 from server.metrics import ServerMetrics
@@ -97,6 +98,7 @@ class VideoExplainerServicer(pb_grpc.VideoExplainerServicer):
         self.clips = ClipAdmission(config.max_clip_requests)
         self.budget = ByteBudget(config.max_buffered_bytes, "max_buffered_bytes")
         self.calls = CallTracker()
+        self.trimmer = Trimmer()
         self.draining = asyncio.Event()
         self.engine: ExplainEngine | None = None  # set once the model is loaded and warm
         if metrics is not None:
@@ -118,9 +120,16 @@ class VideoExplainerServicer(pb_grpc.VideoExplainerServicer):
         return self.engine, self.engine.loaded
 
     async def _abort(self, context: grpc.aio.ServicerContext, error: Exception) -> None:
-        code, message = status_for(error)
+        code, message = status_for(error)  # logs the traceback of a server fault
         if self.metrics is not None:
             self.metrics.observe_error(code)
+        # The tracebacks' frames hold the request (a clip body, decoded frames), and gRPC keeps the
+        # abort in a reference cycle that only a full collection frees: drop them now.
+        seen = set()
+        while error is not None and id(error) not in seen:
+            seen.add(id(error))
+            error.__traceback__ = None
+            error = error.__cause__ or error.__context__
         await context.abort(code, message)
 
     async def _ended(self, context: grpc.aio.ServicerContext) -> None:
@@ -145,9 +154,7 @@ class VideoExplainerServicer(pb_grpc.VideoExplainerServicer):
             engine, loaded = self._ready()
             with self.calls.track(), self.clips.admit(), self.budget.reserve(
                     CLIP_READ_FACTOR * self.config.max_message_bytes + engine.window_bytes, "a clip request") as held:
-                request = parsed(await anext(aiter(requests), None))
-                if request is None:
-                    raise InvalidInput("ExplainClip got no ClipRequest")
+                request = await self._only_request(aiter(requests))
                 held.resize(request.ByteSize() + engine.window_bytes)  # one copy of the body is kept
                 options = convert.clip_options(request, loaded, self.config)
                 results = self._clip_results(request, engine, options)
@@ -161,6 +168,19 @@ class VideoExplainerServicer(pb_grpc.VideoExplainerServicer):
             await self._ended(context)
         except Exception as error:
             await self._abort(context, error)
+        finally:
+            self.trimmer.after_large_call(self.clips.active == 0)  # the body's transport slices are free now
+
+    @staticmethod
+    async def _only_request(requests) -> pb.ClipRequest:
+        """The call's one ClipRequest. The end of the stream is read too: until then gRPC's receiver
+        holds the last message it yielded (the whole body) in a reference cycle."""
+        request = parsed(await anext(requests, None))
+        if request is None:
+            raise InvalidInput("ExplainClip got no ClipRequest")
+        if await anext(requests, None) is not None:
+            raise InvalidInput("ExplainClip takes exactly one ClipRequest")
+        return request
 
     def _clip_results(self, request: pb.ClipRequest, engine: ExplainEngine, options):
         source = request.WhichOneof("source")
