@@ -71,9 +71,33 @@ class ByteBudget:
         """Hold ``size`` bytes for a call's life, or raise Overloaded naming the budget. Yields a
         ``Reservation`` whose size can shrink once the real need is known."""
         if not self.try_take(size):
-            raise Overloaded(f"{what} needs {size / MIB:.1f} MiB but the server's {self.name}="
-                             f"{self.limit / MIB:.0f} MiB has {max(0, self.limit - self.used) / MIB:.1f} MiB free; "
-                             f"retry later")
+            raise self._overloaded(size, what)
+        with self._held(size) as reservation:
+            yield reservation
+
+    @contextlib.asynccontextmanager
+    async def reserve_waiting(self, size: int, what: str, timeout: float):
+        """``reserve``, waiting up to ``timeout`` seconds for the bytes to be free (a call that waits
+        here has read nothing yet: it costs no memory)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not self.try_take(size):
+            if size > self.limit or loop.time() >= deadline:
+                raise self._overloaded(size, what)
+            try:
+                await asyncio.wait_for(self.changed(), deadline - loop.time())
+            except TimeoutError:
+                pass
+        with self._held(size) as reservation:
+            yield reservation
+
+    def _overloaded(self, size: int, what: str) -> Overloaded:
+        return Overloaded(f"{what} needs {size / MIB:.1f} MiB but the server's {self.name}="
+                          f"{self.limit / MIB:.0f} MiB has {max(0, self.limit - self.used) / MIB:.1f} MiB free; "
+                          f"retry later")
+
+    @contextlib.contextmanager
+    def _held(self, size: int):
         reservation = Reservation(self, size)
         try:
             yield reservation

@@ -14,9 +14,10 @@ from server import convert
 from server.config import ServerConfig
 from models.pipeline import WindowExplanation
 from server.engine import ExplainEngine
+from server.admission import CallTracker, ClipAdmission
 from server.budget import ByteBudget
 from server.memory import Trimmer
-from server.errors import Draining, IdleTimeout, NotReady, Overloaded, status_for
+from server.errors import Draining, IdleTimeout, NotReady, status_for
 from server.live import AckDue, live_events, read_frames
 from server.metrics import ServerMetrics
 from server.session import SessionRegistry, StreamSession, check_fps, raw_clip_frames
@@ -29,65 +30,9 @@ logger = logging.getLogger(__name__)
 # A clip request is read only once this many times max_message_bytes is reserved: the transport's
 # buffer, the serialized bytes handed to the parser and the parsed message are alive together.
 CLIP_READ_FACTOR = 3
-
-
-class ClipAdmission:
-    """Counts ExplainClip calls in flight; past the limit a call gets RESOURCE_EXHAUSTED."""
-
-    def __init__(self, limit: int):
-        self.limit, self.active = limit, 0
-
-    @contextlib.contextmanager
-    def admit(self):
-        if self.active >= self.limit:
-            raise Overloaded(f"server is at max_clip_requests={self.limit} clip requests in flight; retry later")
-        self.active += 1
-        try:
-            yield
-        finally:
-            self.active -= 1
-
-
-class CallTracker:
-    """The tasks of the calls in flight, so a drain can wait for them and end the stragglers itself
-    with a clear status when its grace period is over (instead of gRPC cancelling them blind)."""
-
-    def __init__(self):
-        self.tasks: set[asyncio.Task] = set()
-        self.grace_over: float | None = None  # the grace period, once it ended with calls in flight
-        self._idle = asyncio.Event()
-        self._idle.set()
-
-    @contextlib.contextmanager
-    def track(self):
-        task = asyncio.current_task()
-        self.tasks.add(task)
-        self._idle.clear()
-        try:
-            yield
-        finally:
-            self.tasks.discard(task)
-            if not self.tasks:
-                self._idle.set()
-
-    async def wait_idle(self, timeout: float) -> bool:
-        try:
-            await asyncio.wait_for(self._idle.wait(), timeout)
-            return True
-        except TimeoutError:
-            return False
-
-    def end_all(self, grace: float) -> None:
-        self.grace_over = grace
-        for task in list(self.tasks):
-            task.cancel()
-
-    def ended_by_drain(self) -> Draining | None:
-        """Inside a cancelled call: the error to answer with when the drain ended it, else None."""
-        if self.grace_over is None:
-            return None
-        return Draining(f"server shut down: its drain grace period ({self.grace_over:g} s) ended before this "
-                        f"call finished")
+# An admitted clip call waits this long for that reservation (reading nothing meanwhile) before
+# RESOURCE_EXHAUSTED: calls that arrive together are read a few at a time instead of refused.
+CLIP_BUDGET_WAIT_SECONDS = 30.0
 
 
 class VideoExplainerServicer(pb_grpc.VideoExplainerServicer):
@@ -152,24 +97,29 @@ class VideoExplainerServicer(pb_grpc.VideoExplainerServicer):
         come before the request body is read off the wire."""
         try:
             engine, loaded = self._ready()
-            with self.calls.track(), self.clips.admit(), self.budget.reserve(
-                    CLIP_READ_FACTOR * self.config.max_message_bytes + engine.window_bytes, "a clip request") as held:
-                request = await self._only_request(aiter(requests))
-                held.resize(request.ByteSize() + engine.window_bytes)  # one copy of the body is kept
-                options = convert.clip_options(request, loaded, self.config)
-                results = self._clip_results(request, engine, options)
-                del request  # the clip bytes (or frames) were taken out of it
-                async for result in results:
-                    if isinstance(result, WindowExplanation):
-                        yield pb.ClipResponse(explanation=convert.explanation(result))
-                    else:
-                        yield pb.ClipResponse(robustness=convert.robustness(result))
+            read_bytes = CLIP_READ_FACTOR * self.config.max_message_bytes + engine.window_bytes
+            with self.calls.track(), self.clips.admit():
+                async with self.budget.reserve_waiting(read_bytes, "a clip request", CLIP_BUDGET_WAIT_SECONDS) as held:
+                    async for response in self._explain_clip(requests, held, engine, loaded):
+                        yield response
         except asyncio.CancelledError:
             await self._ended(context)
         except Exception as error:
             await self._abort(context, error)
         finally:
             self.trimmer.after_large_call(self.clips.active == 0)  # the body's transport slices are free now
+
+    async def _explain_clip(self, requests, held, engine: ExplainEngine, loaded: LoadedModel):
+        request = await self._only_request(aiter(requests))
+        held.resize(request.ByteSize() + engine.window_bytes)  # one copy of the body is kept
+        options = convert.clip_options(request, loaded, self.config)
+        results = self._clip_results(request, engine, options)
+        del request  # the clip bytes (or frames) were taken out of it
+        async for result in results:
+            if isinstance(result, WindowExplanation):
+                yield pb.ClipResponse(explanation=convert.explanation(result))
+            else:
+                yield pb.ClipResponse(robustness=convert.robustness(result))
 
     @staticmethod
     async def _only_request(requests) -> pb.ClipRequest:

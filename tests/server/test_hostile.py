@@ -27,10 +27,10 @@ BUDGET_MIB = 1.5 * GIB  # the acceptance bound: peak RSS within 1.5 GiB of the i
 class Watched:
     """A spawned default server; ``peak_over_idle()`` is its RSS high-water mark above its idle RSS."""
 
-    def __init__(self, *args: str):
+    def __init__(self, *args: str, token: str | None = None):
         self.server = SpawnedServer(list(args))
         self.target = self.server.target
-        with ExplainerClient(self.target, timeout=60) as client:  # one real call: lazy init happens now
+        with ExplainerClient(self.target, timeout=60, token=token) as client:  # one real call: lazy init happens now
             self.info = client.model_info()
         self.idle = self.server.rss_mb()
 
@@ -198,7 +198,7 @@ def test_mixed_hostile_load_stays_within_the_memory_budget_and_the_server_keeps_
 def test_bodies_of_unauthenticated_calls_are_never_read(tmp_path):
     token = tmp_path / "token"
     token.write_text("right\n")
-    server = Watched("--auth-token-file", str(token))
+    server = Watched("--auth-token-file", str(token), token="right")
     try:
         body = clip_request(bytes(47 << 20))
         wrong = (("authorization", "Bearer wrong"),)

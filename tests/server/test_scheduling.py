@@ -9,7 +9,7 @@ import pytest
 
 from models.errors import InvalidInput
 from server.batcher import MicroBatcher
-from server.errors import IdleTimeout
+from server.errors import IdleTimeout, Overloaded
 from server.budget import ByteBudget
 from server.frame_queue import FRAME_OVERHEAD_BYTES, FrameQueue, QueuedFrame
 from server.session import FrameInput
@@ -261,3 +261,34 @@ def test_live_windows_go_before_clip_windows_that_queued_earlier():
 
     asyncio.run(scenario())
     assert order == [["busy"], ["live", "clip0"], ["clip1", "clip2"]]
+
+
+def test_a_reservation_waits_for_released_bytes_and_gives_up_after_its_timeout():
+    async def scenario():
+        budget = ByteBudget(100, "max_buffered_bytes")
+        order = []
+
+        async def call(name: str, size: int, timeout: float):
+            try:
+                async with budget.reserve_waiting(size, name, timeout):
+                    order.append(f"{name} in")
+                    await release.wait()
+            except Overloaded as error:
+                order.append(f"{name} refused: {error}")
+
+        release = asyncio.Event()
+        first = asyncio.create_task(call("first", 80, 60))
+        await settle()
+        second = asyncio.create_task(call("second", 50, 60))  # waits: only 20 bytes free
+        await settle()
+        waiting = order.copy()
+        await call("too big", 101, 60)  # can never fit: refused at once
+        await call("impatient", 50, 0.01)
+        release.set()
+        await asyncio.gather(first, second)
+        return waiting, order, budget.used
+
+    waiting, order, used = asyncio.run(scenario())
+    assert waiting == ["first in"]
+    assert order[1].startswith("too big refused: too big needs 0.0 MiB") and "retry later" in order[1]
+    assert order[2].startswith("impatient refused") and order[3] == "second in" and used == 0
