@@ -151,17 +151,23 @@ def stream_frames(target: str, config: pb.StreamConfig, frames, timeout: float =
         return status_of(error)
 
 
-def concurrently(calls: list[Callable[[], Outcome]]) -> Outcome:
-    outcomes: list[Outcome | None] = [None] * len(calls)
+def run_all(calls: list[Callable[[], object]]) -> list:
+    """Run the calls concurrently, each in its own thread; their results in order."""
+    results = [None] * len(calls)
 
     def run(slot: int) -> None:
-        outcomes[slot] = calls[slot]()
+        results[slot] = calls[slot]()
 
     threads = [threading.Thread(target=run, args=(slot,)) for slot in range(len(calls))]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
+    return results
+
+
+def concurrently(calls: list[Callable[[], Outcome]]) -> Outcome:
+    outcomes = run_all(calls)
     statuses = sorted({outcome.status for outcome in outcomes})
     return Outcome("/".join(statuses), "; ".join(sorted({outcome.detail for outcome in outcomes}))[:200])
 

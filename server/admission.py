@@ -63,5 +63,5 @@ class CallTracker:
         """Inside a cancelled call: the error to answer with when the drain ended it, else None."""
         if self.grace_over is None:
             return None
-        return Draining(f"server shut down: its drain grace period ({self.grace_over:g} s) ended before this "
-                        f"call finished")
+        return Draining(f"server is shutting down (draining): its grace period ({self.grace_over:g} s) ended "
+                        f"before this call finished")

@@ -274,3 +274,26 @@ def test_sigterm_under_load_gives_every_stream_a_terminal_status_within_the_grac
         assert code == "UNAVAILABLE" and "draining" in details, (name, code, details)
         assert ended[name] - signalled < grace + 2, f"{name} ended {ended[name] - signalled:.1f} s after SIGTERM"
     assert returncode == 0 and "STAA Serve stopped" in output
+    assert "Traceback" not in output and "CancelledError" not in output, output
+
+
+def test_a_clip_call_still_running_when_the_grace_period_ends_gets_unavailable_with_a_reason():
+    outcome, first_window = {}, threading.Event()
+    with BackgroundServer(ServerConfig(port=0)) as server:
+        def clip_call() -> None:
+            try:
+                with ExplainerClient(server.target, timeout=120) as client:
+                    for _ in client.explain_clip(clip_path("arm_wrestling.mp4"), window=pb.WindowSpec(hop=1)):
+                        first_window.set()
+                outcome["status"] = ("OK", "")
+            except grpc.RpcError as error:
+                outcome["status"] = (error.code().name, error.details())
+            first_window.set()
+
+        thread = threading.Thread(target=clip_call)
+        thread.start()
+        assert first_window.wait(timeout=120)
+        server._call(server.running.stop(grace=0.1))  # ~250 windows left: the call cannot finish in time
+        thread.join(timeout=60)
+    code, details = outcome["status"]
+    assert code == "UNAVAILABLE" and "draining" in details and "grace period (0.1 s) ended" in details, details

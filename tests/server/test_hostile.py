@@ -11,7 +11,7 @@ import grpc
 import numpy as np
 import pytest
 
-from benchmarks.hostile import jpeg_bomb, png_bomb, size_switch_clip
+from benchmarks.hostile import jpeg_bomb, png_bomb, run_all, size_switch_clip
 from benchmarks.load import SpawnedServer
 from benchmarks.report import rss_mb
 from benchmarks.streams import paced_stream
@@ -78,21 +78,6 @@ def stream_status(target: str, config: pb.StreamConfig, frames) -> tuple[str, st
 
 def raw_frames(**data) -> pb.ClipRequest:
     return pb.ClipRequest(frames=pb.RawFrames(frames=[pb.Frame(**data)], fps=25))
-
-
-def run_all(calls) -> list[tuple[str, str]]:
-    """Run the calls concurrently, each in its own thread; their (status, details) in order."""
-    results = [None] * len(calls)
-
-    def run(slot: int) -> None:
-        results[slot] = calls[slot]()
-
-    threads = [threading.Thread(target=run, args=(slot,)) for slot in range(len(calls))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return results
 
 
 # ---------------------------------------------------------------- decode bombs
