@@ -112,3 +112,29 @@ def test_an_unreachable_server_ends_the_viewer_with_one_line():
     assert result.returncode == 2
     assert "staa-viewer: error: cannot use STAA Serve at 127.0.0.1:1: UNAVAILABLE" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_the_viewer_reaches_a_server_that_needs_a_bearer_token(tmp_path):
+    from server.app import BackgroundServer
+    from server.config import ServerConfig
+
+    token_file = tmp_path / "token"
+    token_file.write_text("viewer-secret\n")
+
+    async def first_explanation(url: str) -> dict:
+        address = url.rstrip("/").replace("http://", "")
+        async with aiohttp.ClientSession() as session:
+            async with session.ws_connect(f"ws://{address}/ws", headers={"Origin": url.rstrip("/")}) as socket:
+                while (message := json.loads((await socket.receive(timeout=120)).data))["type"] not in (
+                        "explanation", "error"):
+                    pass
+                return message
+
+    with BackgroundServer(ServerConfig(port=0, auth_token="viewer-secret")) as server:
+        process, url = start_viewer(server.target, "--token-file", str(token_file))
+        try:
+            message = asyncio.run(first_explanation(url))
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+    assert message["type"] == "explanation" and message["topk"], message

@@ -297,3 +297,12 @@ def test_a_clip_call_still_running_when_the_grace_period_ends_gets_unavailable_w
         thread.join(timeout=60)
     code, details = outcome["status"]
     assert code == "UNAVAILABLE" and "draining" in details and "grace period (0.1 s) ended" in details, details
+
+
+def test_a_model_directory_that_does_not_load_ends_the_server_with_one_line(tmp_path):
+    (tmp_path / "config.json").write_text("{}")  # no model_type: transformers refuses it
+    result = subprocess.run([sys.executable, "-m", "server.app", "--port", "0", "--model", str(tmp_path)], cwd=REPO,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2
+    assert f"staa-serve: error: could not load model '{tmp_path}'" in result.stderr
+    assert "Traceback" not in result.stderr and "Traceback" not in result.stdout
