@@ -14,6 +14,7 @@ from typing import Callable
 import torch
 
 REPORTS = Path(__file__).resolve().parent / "reports"
+REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def rss_mb(pid: int | None = None, field: str = "VmRSS") -> float:
@@ -25,10 +26,26 @@ def rss_mb(pid: int | None = None, field: str = "VmRSS") -> float:
     return float("nan")
 
 
+def command_line(argv: list[str] | None = None) -> str:
+    """The command that made a report, as a reader can type it from the repo root: ``python -m
+    benchmarks.kernels ...`` (argv[0] is then the module's file) or ``staa-bench hostile ...``."""
+    argv = sys.argv if argv is None else argv
+    if not argv:
+        return ""
+    script = Path(argv[0])
+    if script.suffix == ".py":
+        try:
+            module = ".".join(script.resolve().relative_to(REPO_ROOT).with_suffix("").parts)
+            return " ".join(["python", "-m", module, *argv[1:]])
+        except ValueError:  # a script outside the repository
+            return " ".join(["python", *argv])
+    return " ".join([script.name, *argv[1:]])
+
+
 def conditions(extra: dict[str, str]) -> dict[str, str]:
     """What every report states about how it was measured."""
     return {
-        "command": " ".join([Path(sys.executable).name, "-m", *sys.argv]) if sys.argv else "",
+        "command": command_line(),
         "device": f"CPU ({platform.processor() or platform.machine()}), {os.cpu_count()} cores",
         "torch threads": str(torch.get_num_threads()),
         "torch": torch.__version__,

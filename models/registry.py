@@ -182,7 +182,18 @@ def save_random_model(out_dir: str | Path, config: PretrainedConfig | None = Non
     return out
 
 
-if __name__ == "__main__":  # python -m models.registry OUT_DIR: (re)make the tiny random model
-    import sys
+def main(argv=None) -> None:
+    """``python -m models.registry OUT_DIR``: save a tiny random-weight model to OUT_DIR (never over the
+    shipped trained default: its weights took a 90-minute training run to make)."""
+    import argparse
 
-    print(save_random_model(sys.argv[1] if len(sys.argv) > 1 else WEIGHTS_DIR / DEFAULT_MODEL_NAME))
+    parser = argparse.ArgumentParser(prog="python -m models.registry", description=main.__doc__)
+    parser.add_argument("out_dir", type=Path, help=f"where to save it (e.g. {WEIGHTS_DIR / 'staa-tiny-random'})")
+    args = parser.parse_args(argv)
+    if args.out_dir.resolve() == (WEIGHTS_DIR / DEFAULT_MODEL_NAME).resolve():
+        parser.error(f"{args.out_dir} holds the shipped trained default model; pick another directory")
+    print(save_random_model(args.out_dir))
+
+
+if __name__ == "__main__":
+    main()

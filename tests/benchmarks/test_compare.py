@@ -68,3 +68,10 @@ def test_median_interval_brackets_the_median_and_narrows_with_more_pairs():
     assert low < np.median(noise[:100]) < high and low < 1.05 < high
     wide, narrow = high - low, np.subtract(*median_interval(noise)[::-1])
     assert 0 < narrow < wide / 2  # 20x the pairs: about 4.5x narrower
+
+
+def test_reports_name_the_command_a_reader_can_type():
+    from benchmarks.report import REPO_ROOT, command_line
+
+    assert command_line([str(REPO_ROOT / "benchmarks" / "kernels.py"), "--quick"]) == "python -m benchmarks.kernels --quick"
+    assert command_line(["/somewhere/.venv/bin/staa-bench", "hostile"]) == "staa-bench hostile"

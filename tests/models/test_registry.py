@@ -43,3 +43,16 @@ def test_non_divided_attention_is_refused(tiny_model_dir, tmp_path):
     (copy / "config.json").write_text(json.dumps(config))
     with pytest.raises(UnsupportedModel, match="divided space-time"):
         load_model(str(copy))
+
+
+def test_the_command_line_never_overwrites_the_shipped_trained_model(capsys):
+    from models.registry import DEFAULT_MODEL_NAME, WEIGHTS_DIR, main
+
+    weights = WEIGHTS_DIR / DEFAULT_MODEL_NAME / "model.safetensors"
+    before = weights.stat().st_mtime_ns
+    for argv in ([], [str(WEIGHTS_DIR / DEFAULT_MODEL_NAME)]):
+        with pytest.raises(SystemExit) as stopped:
+            main(argv)
+        assert stopped.value.code == 2
+    assert "holds the shipped trained default model" in capsys.readouterr().err
+    assert weights.stat().st_mtime_ns == before
