@@ -89,6 +89,25 @@ def stream_requests(frames: Iterable[np.ndarray], fps: float, kind: str = "rgb24
         yield frame_request(frame, sequence, fps, kind)
 
 
+class ReadyWait:
+    """The polling rule both clients' ``wait_ready`` follow: SERVING ends it; past ``timeout`` the last
+    RPC error (or a TimeoutError) is raised."""
+
+    POLL_SECONDS = 0.2
+
+    def __init__(self, timeout: float):
+        self.timeout = timeout
+        self.deadline = time.monotonic() + timeout
+
+    @staticmethod
+    def serving(reply) -> bool:
+        return reply.status == health_pb2.HealthCheckResponse.SERVING
+
+    def give_up(self, error: Exception | None = None) -> None:
+        if time.monotonic() > self.deadline:
+            raise error or TimeoutError(f"server not SERVING after {self.timeout} s")
+
+
 class ExplainerClient:
     """Blocking client: ``with ExplainerClient("127.0.0.1:50051") as client: ...``.
 
@@ -104,19 +123,15 @@ class ExplainerClient:
 
     def wait_ready(self, timeout: float = 120.0) -> None:
         """Block until health says SERVING (the model is loaded and warm)."""
-        health = health_pb2_grpc.HealthStub(self.channel)
-        deadline = time.monotonic() + timeout
+        health, waiting = health_pb2_grpc.HealthStub(self.channel), ReadyWait(timeout)
         while True:
             try:
-                reply = health.Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
-                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                if waiting.serving(health.Check(health_pb2.HealthCheckRequest(service=""), timeout=5)):
                     return
-            except grpc.RpcError:
-                if time.monotonic() > deadline:
-                    raise
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"server not SERVING after {timeout} s")
-            time.sleep(0.2)
+            except grpc.RpcError as error:
+                waiting.give_up(error)
+            waiting.give_up()
+            time.sleep(ReadyWait.POLL_SECONDS)
 
     def model_info(self) -> pb.ModelInfo:
         return self.stub.GetModelInfo(pb.ModelInfoRequest(), timeout=self.timeout, metadata=self.metadata)
@@ -155,6 +170,18 @@ class AsyncExplainerClient:
         self.stub = pb_grpc.VideoExplainerStub(self.channel)
         self.timeout = timeout
         self.metadata = auth_metadata(token)
+
+    async def wait_ready(self, timeout: float = 120.0) -> None:
+        """Wait until health says SERVING (the model is loaded and warm)."""
+        health, waiting = health_pb2_grpc.HealthStub(self.channel), ReadyWait(timeout)
+        while True:
+            try:
+                if waiting.serving(await health.Check(health_pb2.HealthCheckRequest(service=""), timeout=5)):
+                    return
+            except grpc.aio.AioRpcError as error:
+                waiting.give_up(error)
+            waiting.give_up()
+            await asyncio.sleep(ReadyWait.POLL_SECONDS)
 
     async def model_info(self) -> pb.ModelInfo:
         return await self.stub.GetModelInfo(pb.ModelInfoRequest(), timeout=self.timeout, metadata=self.metadata)

@@ -138,10 +138,11 @@ def _iter_pyav(source, needed, limits) -> Iterator[tuple[int, np.ndarray] | Stre
                 if needed is None or needed(count):
                     yield count, _rotate_upright(frame.to_ndarray(format="rgb24"), frame.rotation)
                 count += 1
+        except av.error.ArgumentError as exc:  # what max_pixels raises (EINVAL)
+            raise VideoDecodeError(f"clip frame {count} exceeds the frame limit (max_frame_width x max_frame_height "
+                                   f"= {limits.max_width * limits.max_height} pixels) or is malformed: {exc}") from exc
         except av.error.FFmpegError as exc:
-            raise VideoDecodeError(f"clip is corrupt or over the frame limit (max_frame_width x max_frame_height = "
-                                   f"{limits.max_width * limits.max_height} pixels): decoding failed at frame "
-                                   f"{count}: {exc}") from exc
+            raise VideoDecodeError(f"clip is corrupt: decoding failed at frame {count}: {exc}") from exc
         if count == 0:
             raise VideoDecodeError("clip contains no decodable video frames")
         yield ClipEnd(count)

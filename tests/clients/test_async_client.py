@@ -23,3 +23,17 @@ def test_async_client_clip_and_live_match(server):
     assert info.model_id == "staa-synthkinetics"
     assert len(clip) == len(live) == 5
     assert [window.spatial.data for window in clip] == [window.spatial.data for window in live]
+
+
+def test_async_client_waits_until_the_server_is_serving(tiny_model_dir):
+    from server.app import BackgroundServer
+    from server.config import ServerConfig
+
+    with BackgroundServer(ServerConfig(port=0, model=str(tiny_model_dir)), wait_ready=False) as server:
+        async def scenario():
+            async with AsyncExplainerClient(server.target, timeout=60) as client:
+                await client.wait_ready(timeout=300)
+                return await client.model_info()
+
+        info = asyncio.run(scenario())
+    assert info.num_frames == 4  # answered only once the model was loaded
