@@ -37,6 +37,8 @@ from kernels.dispatch import use_triton
 
 _EPS = 1e-12
 MODES = ("mean_std", "percentile")
+# The served defaults (models.staa.StaaParams takes them from here; chosen with the quality harness).
+DEFAULT_KAPPA, DEFAULT_PERCENTILE, DEFAULT_GAMMA = 2.0, 80.0, 2.0
 
 
 @dataclass
@@ -66,9 +68,9 @@ def threshold_focus_reference(
     maps: torch.Tensor,
     grid: tuple[int, int],
     mode: str = "mean_std",
-    kappa: float = 0.5,
-    percentile: float = 80.0,
-    gamma: float = 2.0,
+    kappa: float = DEFAULT_KAPPA,
+    percentile: float = DEFAULT_PERCENTILE,
+    gamma: float = DEFAULT_GAMMA,
     smooth: bool = False,
 ) -> FocusedMaps:
     """PyTorch reference (and CPU path) for the fused kernel.
@@ -181,9 +183,9 @@ def threshold_focus_triton(
     maps: torch.Tensor,
     grid: tuple[int, int],
     mode: str = "mean_std",
-    kappa: float = 0.5,
-    percentile: float = 80.0,
-    gamma: float = 2.0,
+    kappa: float = DEFAULT_KAPPA,
+    percentile: float = DEFAULT_PERCENTILE,
+    gamma: float = DEFAULT_GAMMA,
     smooth: bool = False,
 ) -> FocusedMaps:
     """The fused kernel: same signature and result as ``threshold_focus_reference``; one launch for [B, T, N]."""

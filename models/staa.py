@@ -23,8 +23,10 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from kernels.threshold_focus import DEFAULT_GAMMA, DEFAULT_KAPPA, DEFAULT_PERCENTILE
+from kernels.threshold_focus import MODES as THRESHOLD_MODES
+
 LAYER_AGGREGATIONS = ("last", "mean", "mean_last_k")
-THRESHOLD_MODES = ("mean_std", "percentile")
 TEMPORAL_WEIGHTINGS = ("cls", "uniform")  # w[p] from the CLS rows, or every patch alike
 ALL_LAYERS = slice(None)
 
@@ -40,9 +42,9 @@ class StaaParams:
     last_k: int = 2
     temporal_weighting: str = "cls"
     threshold_mode: str = "mean_std"
-    kappa: float = 2.0
-    percentile: float = 80.0
-    gamma: float = 2.0
+    kappa: float = DEFAULT_KAPPA
+    percentile: float = DEFAULT_PERCENTILE
+    gamma: float = DEFAULT_GAMMA
     smooth: bool = False
 
     def __post_init__(self):
