@@ -67,8 +67,6 @@ class MicroBatcher:
         self._jobs: deque[_Job] = deque()
         self._wake: asyncio.Event | None = None
         self._worker: asyncio.Task | None = None
-        self.batches = 0
-        self.windows = 0
 
     async def submit(self, item, key: Hashable, priority: int = 0):
         """Queue ``item``; returns ``(result, seconds it queued)`` or raises its batch's error. Jobs of a
@@ -105,8 +103,6 @@ class MicroBatcher:
                     if not job.future.done():
                         job.future.set_exception(error)
                 continue
-            self.batches += 1
-            self.windows += len(batch)
             if self.on_batch is not None:
                 self.on_batch(len(batch), [started - job.queued for job in batch])
             for job, result in zip(batch, results):
