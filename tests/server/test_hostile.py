@@ -30,8 +30,12 @@ class Watched:
     def __init__(self, *args: str, token: str | None = None):
         self.server = SpawnedServer(list(args))
         self.target = self.server.target
-        with ExplainerClient(self.target, timeout=60, token=token) as client:  # one real call: lazy init happens now
-            self.info = client.model_info()
+        try:
+            with ExplainerClient(self.target, timeout=60, token=token) as client:  # lazy init happens now
+                self.info = client.model_info()
+        except BaseException:
+            self.server.process.kill()  # never leave a server behind the test
+            raise
         self.idle = self.server.rss_mb()
 
     def peak_over_idle(self) -> float:
