@@ -13,6 +13,7 @@ Writes hostile.md, hostile.csv and hostile.png.
 from __future__ import annotations
 
 import argparse
+import functools
 from fractions import Fraction
 import io
 import struct
@@ -31,6 +32,7 @@ from benchmarks.report import REPORTS, conditions, markdown_table, rss_mb, write
 from benchmarks.streams import paced_stream, percentiles
 from clients.client import ExplainerClient, clip_request
 from staa.v1 import explainer_pb2 as pb
+from staa.v1 import explainer_pb2_grpc as pb_grpc
 
 COLUMNS = ["attack", "status", "seconds", "peak_rss_over_idle_mib", "rss_after_over_idle_mib", "still_serving",
            "detail"]
@@ -85,6 +87,7 @@ def size_switch_clip(small: int = 64, big: int = 16000, frames: int = 24) -> byt
     return buffer.getvalue()
 
 
+@functools.cache
 def long_clip(loops: int = 3) -> bytes:
     """The shared arm-wrestling clip looped ``loops`` times (H.264 in MP4), for clip calls that run long."""
     import av
@@ -103,15 +106,6 @@ def long_clip(loops: int = 3) -> bytes:
                 container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
         container.mux(stream.encode(None))
     return buffer.getvalue()
-
-
-_LONG_CLIP: list[bytes] = []
-
-
-def long_clip_once() -> bytes:
-    if not _LONG_CLIP:
-        _LONG_CLIP.append(long_clip())
-    return _LONG_CLIP[0]
 
 
 # ---- running one attack ---------------------------------------------------------------------
@@ -279,7 +273,7 @@ def config_less_streams(count: int = 200, hold: float = 4.0) -> Callable[[str], 
 
     def attack(target: str) -> Outcome:
         channel = grpc.insecure_channel(target)
-        stub = pb_grpc_stub(channel)
+        stub = pb_grpc.VideoExplainerStub(channel)
         stall = threading.Event()
 
         def never():
@@ -306,12 +300,6 @@ def config_less_streams(count: int = 200, hold: float = 4.0) -> Callable[[str], 
         return Outcome(f"legal stream {legal.status}", f"{legal.detail}; config-less streams ended {sorted(set(ended))}")
 
     return attack
-
-
-def pb_grpc_stub(channel):
-    from staa.v1 import explainer_pb2_grpc as pb_grpc
-
-    return pb_grpc.VideoExplainerStub(channel)
 
 
 def fairness(clip: bytes, seconds: float = 10.0) -> Callable[[str], Outcome]:
@@ -344,8 +332,8 @@ def attacks(names: list[str] | None) -> dict[str, tuple[Callable[[str], Outcome]
         "jpeg_bomb_header_mismatch": (lambda t: explain_clip(t, raw(dict(jpeg=bomb, width=64, height=48))), []),
         "png_bomb_clip_frames": (lambda t: explain_clip(t, raw(dict(png=png))), []),
         "png_bomb_x2": (lambda t: concurrently([lambda: explain_clip(t, raw(dict(png=png)))] * 2), []),
-        "big_frames_1_stream": (lambda t: big_frames(1, long_clip_once())(t), []),
-        "big_frames_2_streams": (lambda t: big_frames(2, long_clip_once())(t), []),
+        "big_frames_1_stream": (lambda t: big_frames(1, long_clip())(t), []),
+        "big_frames_2_streams": (lambda t: big_frames(2, long_clip())(t), []),
         "clip_bodies_16x47MiB": (clip_bodies(16), []),
         "clip_bodies_16x47MiB_no_token": (clip_bodies(16, token=True), ["--auth-token-file", "{token}"]),
         "clip_size_switch_x4": (lambda t, clip=clip_request(size_switch_clip()):
@@ -355,7 +343,7 @@ def attacks(names: list[str] | None) -> dict[str, tuple[Callable[[str], Outcome]
             frames=[pb.Frame(rgb24=bytes(64 * 48 * 3), width=64, height=48)], fps=float("inf")))), []),
         "config_less_streams_200": (config_less_streams(), ["--stream-idle-seconds", "3"]),
     }
-    table["fairness_2_hop1_clips"] = (lambda t: fairness(long_clip_once())(t), [])
+    table["fairness_2_hop1_clips"] = (lambda t: fairness(long_clip())(t), [])
     return {name: value for name, value in table.items() if names is None or name in names}
 
 

@@ -1,28 +1,34 @@
-"""Admission of calls: the clip calls in flight, and the tasks of every call so a drain can end them."""
+"""Admission of calls: how many of a kind are in flight, and the tasks of every call so a drain can end them."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 
 from server.errors import Draining, Overloaded
 
 
-class ClipAdmission:
-    """Counts ExplainClip calls in flight; past the limit a call gets RESOURCE_EXHAUSTED."""
+class Admission:
+    """Counts calls of one kind in flight; past ``limit`` a call gets RESOURCE_EXHAUSTED. Thread-safe:
+    metrics read ``active`` from their own thread."""
 
-    def __init__(self, limit: int):
-        self.limit, self.active = limit, 0
+    def __init__(self, limit: int, setting: str, what: str):
+        self.limit, self.setting, self.what = limit, setting, what
+        self.active = 0
+        self._lock = threading.Lock()
 
     @contextlib.contextmanager
     def admit(self):
-        if self.active >= self.limit:
-            raise Overloaded(f"server is at max_clip_requests={self.limit} clip requests in flight; retry later")
-        self.active += 1
+        with self._lock:
+            if self.active >= self.limit:
+                raise Overloaded(f"server is at {self.setting}={self.limit} {self.what}; retry later")
+            self.active += 1
         try:
             yield
         finally:
-            self.active -= 1
+            with self._lock:
+                self.active -= 1
 
 
 class CallTracker:

@@ -64,9 +64,6 @@ class RunningServer:
 
 async def start_server(config: ServerConfig) -> RunningServer:
     """Bind and start; the model loads in the background (see ``load_and_warm``)."""
-    cygrpc_log = logging.getLogger("grpc._cython.cygrpc")
-    if _not_a_cancellation not in cygrpc_log.filters:
-        cygrpc_log.addFilter(_not_a_cancellation)
     metrics = ServerMetrics()
     interceptors = []
     if config.auth_token is not None:
@@ -138,12 +135,6 @@ async def serve(config: ServerConfig, announce=print) -> None:
              f"{running.servicer.sessions.active} live streams, {running.servicer.clips.active} clip calls)")
     await running.stop(config.grace_seconds)
     announce("STAA Serve stopped")
-
-
-def _not_a_cancellation(record: logging.LogRecord) -> bool:
-    """grpc logs every handler that ``server.stop(grace)`` cancels at the end of a drain as an
-    unhandled CancelledError with a traceback; those calls already got their status (UNAVAILABLE)."""
-    return not (record.exc_info and isinstance(record.exc_info[1], asyncio.CancelledError))
 
 
 class StartupError(Exception):

@@ -6,6 +6,8 @@ import hmac
 
 import grpc
 
+from server.wire import HANDLER_BY_SHAPE
+
 HEALTH_PREFIX = "/grpc.health.v1.Health/"
 
 
@@ -31,11 +33,9 @@ def _denied(handler: grpc.RpcMethodHandler, message: str) -> grpc.RpcMethodHandl
         await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
         yield  # unreachable: makes this an async generator, as a streaming handler must be
 
-    if handler.response_streaming:
-        return grpc.stream_stream_rpc_method_handler(deny_streaming, request_deserializer=handler.request_deserializer,
-                                                     response_serializer=handler.response_serializer)
-    return grpc.stream_unary_rpc_method_handler(deny, request_deserializer=handler.request_deserializer,
-                                                response_serializer=handler.response_serializer)
+    make = HANDLER_BY_SHAPE[(True, handler.response_streaming)]
+    return make(deny_streaming if handler.response_streaming else deny,
+                request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer)
 
 
 class BearerTokenInterceptor(grpc.aio.ServerInterceptor):

@@ -3,8 +3,8 @@
 A window waits at most ``max_wait`` seconds for company and a forward takes at most ``max_batch``
 windows. Most batching happens on its own: while one forward runs, the windows of other streams
 queue up and the next forward takes them all. Live windows (priority 0) go before clip windows
-(priority 1): a live stream waits for at most the forward already running. Windows asking for different STAA parameters or
-top-k go in separate forwards (one forward applies one set of parameters). Each caller awaits its
+(priority 1): a live stream waits for at most the forward already running. Windows asking for
+different STAA parameters or top-k go in separate forwards (one forward applies one set of parameters). Each caller awaits its
 own window, so a stream that submits its next window only after the previous one came back keeps
 its windows in order.
 """

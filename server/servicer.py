@@ -14,7 +14,7 @@ from server import convert
 from server.config import ServerConfig
 from models.pipeline import WindowExplanation
 from server.engine import ExplainEngine
-from server.admission import CallTracker, ClipAdmission
+from server.admission import Admission, CallTracker
 from server.budget import ByteBudget
 from server.memory import Trimmer
 from server.errors import Draining, IdleTimeout, NotReady, status_for
@@ -40,7 +40,7 @@ class VideoExplainerServicer(pb_grpc.VideoExplainerServicer):
         self.config = config
         self.metrics = metrics
         self.sessions = SessionRegistry(config.max_streams)
-        self.clips = ClipAdmission(config.max_clip_requests)
+        self.clips = Admission(config.max_clip_requests, "max_clip_requests", "clip requests in flight")
         self.budget = ByteBudget(config.max_buffered_bytes, "max_buffered_bytes")
         self.calls = CallTracker()
         self.trimmer = Trimmer()

@@ -7,7 +7,6 @@ the servicer frees each in its generator's ``finally``, so end, cancel and error
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import math
 import threading
@@ -19,9 +18,9 @@ from models.registry import LoadedModel
 from models.sampling import WindowSpec
 from models.staa import StaaParams
 from models.windowing import PreparedWindow, WindowAssembler
+from server.admission import Admission
 from server.budget import ByteBudget
 from server.config import ServerConfig
-from server.errors import Overloaded
 from server.frame_queue import FrameQueue, SequenceCheck
 from server.robustness_lane import RobustnessPlan
 
@@ -134,21 +133,13 @@ class SessionRegistry:
     def __init__(self, max_streams: int):
         self.max_streams = max_streams
         self._sessions: dict[int, StreamSession] = {}
-        self._admitted = 0
+        self._admission = Admission(max_streams, "max_streams", "live streams")
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
 
-    @contextlib.contextmanager
     def admit(self):
-        with self._lock:
-            if self._admitted >= self.max_streams:
-                raise Overloaded(f"server is at max_streams={self.max_streams} live streams; retry later")
-            self._admitted += 1
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._admitted -= 1
+        """A context manager holding one stream's place (RESOURCE_EXHAUSTED past max_streams)."""
+        return self._admission.admit()
 
     def open(self, make_session) -> StreamSession:
         with self._lock:
@@ -171,8 +162,7 @@ class SessionRegistry:
     @property
     def active(self) -> int:
         """Live streams admitted, configured or not."""
-        with self._lock:
-            return self._admitted
+        return self._admission.active
 
 
 def check_fps(fps: float, field: str) -> None:

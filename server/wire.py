@@ -17,7 +17,7 @@ from models.errors import InvalidInput
 from staa.v1 import explainer_pb2 as pb
 
 SERVICE = pb.DESCRIPTOR.services_by_name["VideoExplainer"]
-_HANDLER_BY_SHAPE = {  # (client streaming, server streaming)
+HANDLER_BY_SHAPE = {  # (client streaming, server streaming)
     (False, False): grpc.unary_unary_rpc_method_handler,
     (False, True): grpc.unary_stream_rpc_method_handler,
     (True, False): grpc.stream_unary_rpc_method_handler,
@@ -57,7 +57,7 @@ def add_servicer(servicer, server: grpc.aio.Server) -> None:
     handlers = {}
     for method in SERVICE.methods:
         request_streaming = method.client_streaming or method.name in READ_AFTER_ADMISSION
-        make = _HANDLER_BY_SHAPE[(request_streaming, method.server_streaming)]
+        make = HANDLER_BY_SHAPE[(request_streaming, method.server_streaming)]
         handlers[method.name] = make(getattr(servicer, method.name),
                                      request_deserializer=lenient_parser(getattr(pb, method.input_type.name)),
                                      response_serializer=getattr(pb, method.output_type.name).SerializeToString)

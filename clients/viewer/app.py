@@ -3,16 +3,16 @@
     staa-viewer SOURCE --server HOST:PORT [--port HTTP_PORT] [--robustness fgsm --every 4]
 
 SOURCE is a video file (played at its own fps, looping), a camera device (index or path), or
-``synthetic`` (SynthKinetics clips).
-
-The page shows the source (a camera, perhaps), so it is served to its own origin only: every
-request must name the viewer's own address in ``Host`` (a page on another site cannot reach it by
-DNS rebinding), and the WebSocket must come from the viewer's own page (``Origin``);
-``--allow-origin`` widens that. ``--page-token-file`` additionally requires ``?token=...``. The viewer streams the frames through ``StreamExplain`` and
+``synthetic`` (SynthKinetics clips). The viewer streams the frames through ``StreamExplain`` and
 serves a page on 127.0.0.1 (HTTP + one WebSocket): the current frame with the heatmap blended on
 it, top-k predictions, the window's frame importance, robustness scores when asked for, and live
 counters. Only uint8 patch grids cross the WebSocket; the browser upsamples and colours them with
 the lookup tables of ``clients.overlay`` (served as /colormaps.json), by the same blending rule.
+
+The page shows the source (a camera, perhaps), so it is served to its own origin only: every
+request must name the viewer's own address in ``Host`` (a page on another site cannot reach it by
+DNS rebinding), and the WebSocket must come from the viewer's own page (``Origin``);
+``--allow-origin`` widens that. ``--page-token-file`` additionally requires ``?token=...``.
 """
 
 from __future__ import annotations
