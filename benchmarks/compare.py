@@ -29,7 +29,6 @@ from tqdm import tqdm
 
 from benchmarks.report import REPORTS, conditions, interleaved, markdown_table, write_csv, write_markdown
 from kernels import threshold_focus
-from models.adapters import adapter_for
 from models.localisation import score_window
 from models.registry import load_model
 from models.staa import StaaParams
@@ -181,7 +180,7 @@ def _mean(values) -> float | None:
 def run(model: str | None, clips: int, quick: bool, out_dir: Path, methods: tuple[str, ...], seed: int = EVALUATION_SEED) -> dict:
     torch.manual_seed(0)
     loaded = load_model(model)
-    predict = adapter_for(loaded.model).plain_forward
+    predict = torch.inference_mode()(loaded.adapter.forward)
     methods = supported_methods(loaded, methods)
     chosen = build_methods(loaded, methods)
     randomised = {method.name: method for method in build_methods(with_random_weights(loaded), methods)}

@@ -23,7 +23,8 @@ from tqdm import tqdm
 
 from benchmarks.report import REPORTS, conditions, interleaved, markdown_table, write_csv, write_markdown
 from kernels.threshold_focus import threshold_focus_reference, threshold_focus_triton
-from models.registry import load_model, save_random_model, tiny_timesformer_config
+from models.registry import load_model
+from models.random_weights import random_config, save_random_model
 
 # Peak HBM bandwidth of the cards this project may be lent (GB/s, vendor figures).
 PEAK_BANDWIDTH = {"H100": 3350.0, "H200": 4800.0}
@@ -124,9 +125,7 @@ def main(argv=None) -> None:
     for path in args.include:
         rows += read_rows(path)
     base_dir = Path(tempfile.mkdtemp()) / "timesformer-base-random"
-    base = load_model(str(save_random_model(base_dir, tiny_timesformer_config(
-        image_size=224, patch_size=16, num_frames=8, hidden_size=768, num_hidden_layers=12,
-        num_attention_heads=12, intermediate_size=3072, num_labels=400))))
+    base = load_model(str(save_random_model(base_dir, random_config("timesformer", "base"))))
     memory = [attention_memory(load_model()), attention_memory(base)]
     memory_columns = list(memory[0])
     args.out.mkdir(parents=True, exist_ok=True)

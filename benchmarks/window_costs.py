@@ -20,7 +20,8 @@ from tqdm import tqdm
 from benchmarks.report import REPORTS, conditions, interleaved, markdown_table, write_csv, write_markdown
 from kernels import threshold_focus
 from models.pipeline import Staa
-from models.registry import load_model, save_random_model, tiny_timesformer_config
+from models.registry import load_model
+from models.random_weights import random_config, save_random_model
 from models.sampling import WindowSpec
 from models.staa import StaaParams
 from models.windowing import iter_clip_windows
@@ -33,10 +34,6 @@ COLUMNS = ["clip", "windows", "decode_sample_ms", "forward_ms", "staa_postproces
 
 # TimeSformer-base geometry (facebook/timesformer-base-finetuned-k400) with random weights: the
 # cost of a real-size model, since hub weights cannot be downloaded here.
-BASE_GEOMETRY = dict(image_size=224, patch_size=16, num_frames=8, hidden_size=768, num_hidden_layers=12,
-                     num_attention_heads=12, intermediate_size=3072, num_labels=400)
-
-
 def measure_clip(loaded, staa: Staa, path: Path, pairs: int, params: StaaParams, max_windows: int) -> dict:
     spec = WindowSpec(loaded.num_frames, loaded.default_stride)
     windows = list(iter_clip_windows(path, spec, loaded.processor))[:max_windows]
@@ -51,7 +48,7 @@ def measure_clip(loaded, staa: Staa, path: Path, pairs: int, params: StaaParams,
                 loaded.model(pixel_values=pixels)
 
         def explained():
-            attribution = staa._attribute(pixels, params)
+            attribution = staa.attribute_batch(pixels, params)
             started = time.perf_counter()
             threshold_focus(attribution.spatial.flatten(2), (height, width), mode=params.threshold_mode,
                             kappa=params.kappa, percentile=params.percentile, gamma=params.gamma, smooth=params.smooth)
@@ -106,7 +103,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     if args.random_base:
         model_dir = Path(tempfile.mkdtemp(prefix="staa-base-")) / "timesformer-base-random"
-        loaded = load_model(str(save_random_model(model_dir, tiny_timesformer_config(**BASE_GEOMETRY))))
+        loaded = load_model(str(save_random_model(model_dir, random_config("timesformer", "base"))))
     else:
         loaded = load_model(args.model)
     staa = Staa(loaded)

@@ -1,10 +1,11 @@
 """STAA kernels: each beside its PyTorch reference, one dispatch entry point per kernel family.
 
 - ``threshold_focus``: dynamic thresholding + focusing + quantisation of maps (ARCHITECTURE §5).
-- ``cls_row_sum`` / ``received_sum``: reduce a layer's attention to what STAA reads (§4).
+- ``column_sum`` / ``query_row``: the rows of a layer's attention STAA reads, recomputed beside a
+  fused attention (§4).
 """
 
-from kernels.attention_reduce import cls_row_sum, received_sum
+from kernels.attention_rows import column_sum, query_row
 from kernels.threshold_focus import FocusedMaps, threshold_focus, threshold_focus_reference
 
-__all__ = ["FocusedMaps", "cls_row_sum", "received_sum", "threshold_focus", "threshold_focus_reference"]
+__all__ = ["FocusedMaps", "column_sum", "query_row", "threshold_focus", "threshold_focus_reference"]

@@ -15,10 +15,9 @@ import numpy as np
 import torch
 
 from kernels import threshold_focus
-from models.adapters import adapter_for
 from models.preprocess import CropBox
 from models.registry import LoadedModel
-from models.staa import StaaParams, layer_slice, staa_spatial, staa_temporal
+from models.staa import StaaParams, staa_maps
 from models.windowing import PreparedWindow
 
 
@@ -52,12 +51,10 @@ class Staa:
     """STAA from the model's own attention, read during the inference forward pass."""
 
     name = "staa"
-    needs_gradients = False
-    forward_passes = 1
 
     def __init__(self, loaded: LoadedModel, params: StaaParams = StaaParams()):
         self.loaded = loaded
-        self.adapter = adapter_for(loaded.model)
+        self.adapter = loaded.adapter
         self.params = params
 
     def attribute(self, clip: torch.Tensor, target: int | None = None) -> Attribution:
@@ -70,30 +67,24 @@ class Staa:
             clip = clip.unsqueeze(0)  # [T, 3, H, W] -> [1, T, 3, H, W]
         if clip.dim() != 5 or clip.shape[1] != self.loaded.num_frames:
             raise ValueError(f"clip must be [B, {self.loaded.num_frames}, 3, H, W], got {list(clip.shape)}")
-        return self._attribute(clip.float(), self.params)
+        return self.attribute_batch(clip.float())
 
     @torch.inference_mode()
-    def _attribute(self, pixel_values: torch.Tensor, params: StaaParams) -> Attribution:
+    def attribute_batch(self, pixel_values: torch.Tensor, params: StaaParams | None = None) -> Attribution:
+        """``attribute`` for a batch already in the model's layout, float ``[B, T, 3, H, W]`` (the served
+        pipeline, robustness scoring, evaluation), with ``params`` in place of the method's own."""
         batch, frames = pixel_values.shape[:2]
-        height, width = self.loaded.grid
         started = time.perf_counter()
-        layers = (layer_slice(params.spatial_aggregation, params.last_k),
-                  layer_slice(params.temporal_aggregation, params.last_k))
-        with self.adapter.capture(*layers, params.temporal_weighting) as record:  # sums over those layers
-            logits = self.adapter.forward(pixel_values)  # [B, C]
-        forward_seconds = time.perf_counter() - started - record.seconds
+        logits, rows, read_seconds = self.adapter.read(pixel_values)  # [B, C]; [L, B, T', N] and [L, B, N, T']
         maths_started = time.perf_counter()
-        spatial, temporal = record.spatial_map, record.temporal_map  # [B, T, N], [B, T], if the capture made them
-        if spatial is None:
-            spatial = staa_spatial(record.spatial_cls)  # [B, T, N]
-            temporal = staa_temporal(record.temporal_received, spatial, params)  # [B, T]
-        attribution_seconds = record.seconds + time.perf_counter() - maths_started
+        spatial, temporal = staa_maps(rows, params or self.params)  # [B, T, N], [B, T]
+        maths_seconds = time.perf_counter() - maths_started
         return Attribution(
-            spatial=spatial.reshape(batch, frames, height, width),  # [B, T, N] -> [B, T, h, w]
+            spatial=spatial.reshape(batch, frames, *self.loaded.grid),  # [B, T, N] -> [B, T, h, w]
             temporal=temporal,
-            logits=logits if logits.dtype == torch.float32 else logits.float(),  # a call saved on the usual path
-            forward_ms=forward_seconds * 1e3,
-            attribution_ms=attribution_seconds * 1e3,
+            logits=logits.float(),
+            forward_ms=(maths_started - started - read_seconds) * 1e3,
+            attribution_ms=(read_seconds + maths_seconds) * 1e3,
         )
 
 
@@ -134,7 +125,7 @@ class ExplanationPipeline:
     def explain(self, windows: list[PreparedWindow], params: StaaParams, top_k: int = 5) -> list[WindowExplanation]:
         """Explain a batch of windows in one forward pass; returns one explanation per window."""
         pixel_values = torch.stack([window.pixels for window in windows])  # B x [T, 3, H, W] -> [B, T, 3, H, W]
-        attribution = self.staa._attribute(pixel_values, params)
+        attribution = self.staa.attribute_batch(pixel_values, params)
         started = time.perf_counter()
         batch, frames, height, width = attribution.spatial.shape
         focused = threshold_focus(

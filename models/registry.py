@@ -2,11 +2,14 @@
 
 Sources, in order:
 - ``None`` or ``"default"``: the shipped default in ``models/weights/`` (DEFAULT_MODEL_NAME); the
-  tiny random-weight ``staa-tiny-random`` ships beside it for tests of the plumbing.
+  tiny random-weight ``staa-tiny-random`` ships beside it for tests of the plumbing
+  (``models/random_weights.py`` makes more).
 - a local directory with ``config.json``, ``model.safetensors``, ``preprocessor_config.json``.
 - a Hugging Face hub id, resolved from the local cache only (no network at run time unless
   ``STAA_ALLOW_DOWNLOAD=1``).
-Weights load only from safetensors and ``trust_remote_code`` stays off.
+Weights load only from safetensors and ``trust_remote_code`` stays off. Loading attaches the
+architecture's adapter (``models.adapters``), which routes every attention call through STAA's tap
+with the chosen implementation (``fused``, the default, or the ``eager`` oracle).
 """
 
 from __future__ import annotations
@@ -19,9 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from transformers import (AutoConfig, PretrainedConfig, TimesformerConfig, TimesformerForVideoClassification,
-                          VideoMAEConfig, VideoMAEForVideoClassification)
+from transformers import (AutoConfig, TimesformerForVideoClassification, VideoMAEForVideoClassification,
+                          VivitForVideoClassification)
 
+from models.adapters import VideoAdapter, adapter_for
 from models.errors import UnsupportedModel
 from models.preprocess import ProcessorSettings
 
@@ -30,9 +34,8 @@ logger = logging.getLogger(__name__)
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 DEFAULT_MODEL_NAME = "staa-synthkinetics"  # trained on SynthKinetics (models/synthetic), see its README.md
 DEFAULT_FRAME_STRIDE = 4  # used when a checkpoint does not set `staa_frame_stride`
-_ARCHITECTURES = {"timesformer": TimesformerForVideoClassification, "videomae": VideoMAEForVideoClassification}
-# STAA reads attention probabilities, which VideoMAE's SDPA path never materialises.
-_ATTENTION = {"videomae": "eager"}
+ARCHITECTURES = {"timesformer": TimesformerForVideoClassification, "videomae": VideoMAEForVideoClassification,
+                 "vivit": VivitForVideoClassification}
 
 
 @dataclass
@@ -40,6 +43,7 @@ class LoadedModel:
     """A model ready for inference and the facts the server needs about it."""
 
     model: torch.nn.Module
+    adapter: VideoAdapter  # its layout and attention tap (models.adapters)
     model_id: str
     source_dir: Path
     architecture: str  # config.model_type
@@ -93,36 +97,37 @@ def weights_sha256(model_dir: Path) -> str:
     return digest.hexdigest()
 
 
-def load_model(id_or_dir: str | None = None, device: str = "cpu") -> LoadedModel:
-    """Load a video classifier and its processor settings for inference.
+def load_model(id_or_dir: str | None = None, device: str = "cpu", attention: str = "fused") -> LoadedModel:
+    """Load a video classifier and its processor settings for inference; ``attention`` is the
+    implementation its attention runs (``models.attention.IMPLEMENTATIONS``).
 
     Raises:
         UnsupportedModel: unknown architecture, missing safetensors, or not available offline.
     """
     model_id, model_dir = resolve_model_dir(id_or_dir)
     config = AutoConfig.from_pretrained(model_dir, local_files_only=True, trust_remote_code=False)
-    model_class = _ARCHITECTURES.get(config.model_type)
+    model_class = ARCHITECTURES.get(config.model_type)
     if model_class is None:
         raise UnsupportedModel(
-            f"model {model_id!r} has architecture {config.model_type!r}; supported: {', '.join(_ARCHITECTURES)}"
+            f"model {model_id!r} has architecture {config.model_type!r}; supported: {', '.join(ARCHITECTURES)}"
         )
     if getattr(config, "attention_type", "divided_space_time") != "divided_space_time":
         raise UnsupportedModel(f"model {model_id!r}: STAA needs divided space-time attention, got {config.attention_type!r}")
     digest = weights_sha256(model_dir)
-    options = {"attn_implementation": _ATTENTION[config.model_type]} if config.model_type in _ATTENTION else {}
-    model = model_class.from_pretrained(model_dir, local_files_only=True, use_safetensors=True, trust_remote_code=False,
-                                        **options)
+    model = model_class.from_pretrained(model_dir, local_files_only=True, use_safetensors=True, trust_remote_code=False)
     model.to(device).eval()
+    adapter = adapter_for(model, attention)
     labels = [config.id2label[index] for index in range(config.num_labels)]
     return LoadedModel(
         model=model,
+        adapter=adapter,
         model_id=model_id,
         source_dir=model_dir,
         architecture=config.model_type,
         labels=labels,
         num_frames=int(config.num_frames),
-        image_size=int(config.image_size),
-        patch_size=int(config.patch_size),
+        image_size=adapter.grid[0] * _patch_size(config),
+        patch_size=_patch_size(config),
         processor=ProcessorSettings.from_file(model_dir / "preprocessor_config.json"),
         default_stride=int(getattr(config, "staa_frame_stride", DEFAULT_FRAME_STRIDE)),
         weights_sha256=digest,
@@ -130,70 +135,6 @@ def load_model(id_or_dir: str | None = None, device: str = "cpu") -> LoadedModel
     )
 
 
-def tiny_timesformer_config(**overrides) -> TimesformerConfig:
-    """A small divided space-time TimeSformer (64x64 input, 8x8 patch grid, 8 frames)."""
-    settings = dict(
-        image_size=64, patch_size=8, num_channels=3, num_frames=8, hidden_size=96,
-        num_hidden_layers=4, num_attention_heads=4, intermediate_size=384,
-        attention_type="divided_space_time", num_labels=8,
-    )
-    settings.update(overrides)
-    config = TimesformerConfig(**settings)
-    config.id2label = {index: f"random_class_{index:02d}" for index in range(config.num_labels)}
-    config.label2id = {label: index for index, label in config.id2label.items()}
-    return config
-
-
-def processor_config_for(image_size: int) -> dict:
-    """A VideoMAEImageProcessor-format config (Kinetics mean/std, as HF's TimeSformer uses)."""
-    return {
-        "image_processor_type": "VideoMAEImageProcessor",
-        "do_resize": True, "size": {"shortest_edge": image_size}, "resample": 2,
-        "do_center_crop": True, "crop_size": {"height": image_size, "width": image_size},
-        "do_rescale": True, "rescale_factor": 1 / 255,
-        "do_normalize": True, "image_mean": [0.45, 0.45, 0.45], "image_std": [0.225, 0.225, 0.225],
-    }
-
-
-def tiny_videomae_config(**overrides) -> VideoMAEConfig:
-    """A small VideoMAE classifier (64x64 input, 8x8 patch grid, 8 frames in tubelets of 2)."""
-    settings = dict(
-        image_size=64, patch_size=8, num_channels=3, num_frames=8, tubelet_size=2, hidden_size=96,
-        num_hidden_layers=4, num_attention_heads=4, intermediate_size=384, use_mean_pooling=True, num_labels=8,
-    )
-    settings.update(overrides)
-    config = VideoMAEConfig(**settings)
-    config.id2label = {index: f"random_class_{index:02d}" for index in range(config.num_labels)}
-    config.label2id = {label: index for index, label in config.id2label.items()}
-    return config
-
-
-def save_random_model(out_dir: str | Path, config: PretrainedConfig | None = None, seed: int = 0) -> Path:
-    """Save a random-weight video classifier (TimeSformer by default) in the layout real checkpoints use."""
-    config = config or tiny_timesformer_config()
-    config.staa_random_weights = True
-    config.staa_frame_stride = getattr(config, "staa_frame_stride", DEFAULT_FRAME_STRIDE)
-    torch.manual_seed(seed)
-    model = _ARCHITECTURES[config.model_type](config).eval()
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out, safe_serialization=True)
-    (out / "preprocessor_config.json").write_text(json.dumps(processor_config_for(config.image_size), indent=2) + "\n")
-    return out
-
-
-def main(argv=None) -> None:
-    """``python -m models.registry OUT_DIR``: save a tiny random-weight model to OUT_DIR (never over the
-    shipped trained default: its weights took a 90-minute training run to make)."""
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="python -m models.registry", description=main.__doc__)
-    parser.add_argument("out_dir", type=Path, help=f"where to save it (e.g. {WEIGHTS_DIR / 'staa-tiny-random'})")
-    args = parser.parse_args(argv)
-    if args.out_dir.resolve() == (WEIGHTS_DIR / DEFAULT_MODEL_NAME).resolve():
-        parser.error(f"{args.out_dir} holds the shipped trained default model; pick another directory")
-    print(save_random_model(args.out_dir))
-
-
-if __name__ == "__main__":
-    main()
+def _patch_size(config) -> int:
+    """The side of a square patch (ViViT names it in ``tubelet_size``: depth, height, width)."""
+    return int(config.tubelet_size[1]) if config.model_type == "vivit" else int(config.patch_size)

@@ -1,18 +1,23 @@
-"""Spatio-Temporal Attention Attribution (STAA), ARCHITECTURE §4.
+"""Spatio-Temporal Attention Attribution (STAA), ARCHITECTURE §4: all of its maths.
 
-From attention the forward pass computes anyway (read by the adapter's hooks):
-- spatial, per layer:  s^l[t, p] = mean_h A_s^l[t, h, 0, 1+p]  (CLS copy of frame t -> patch p);
-  aggregated over layers, then normalised per frame (each frame's map sums to 1);
-- temporal, per layer: tau^l[t] = sum_p w[p] * mean_h mean_t' A_t^l[p, h, t', t], with
-  w[p] = mean_t s[t, p] normalised; aggregated over layers and normalised to sum 1;
-- joint map: E[t, p] = tau[t] * s[t, p].
-One forward pass, no gradient.
+Input, from one forward pass (``AttentionRows``, delivered by the model's adapter, see
+``models/attention.py``): per layer l, the row of attention STAA reads for each frame slot t and
+patch p, summed over heads (sums, not means: every map below is normalised, where the constant
+factors 1/H, 1/L, 1/T cancel):
+- spatial  r^l[t, p]: divided attention (TimeSformer): frame t's CLS query row over its patches;
+  joint attention: the CLS row (ViViT) or the mean query row (VideoMAE), slot t's share of it;
+- temporal c^l[p, t]: divided: the attention frame t receives at patch position p, over all
+  queries; joint: the same row as the spatial one.
+Maths:
+- spatial map  s[t, p] = sum_{l in Ls} r^l[t, p], normalised per frame (each frame sums to 1);
+- patch weight w[p] = mean_t s[t, p] (or 1 for every patch: ``temporal_weighting="uniform"``);
+- frame importance tau[t] = sum_p w[p] * sum_{l in Lt} c^l[p, t], normalised to sum 1;
+- joint map E[t, p] = tau[t] * s[t, p].
+Ls and Lt are the layers ``layer_slice`` picks for each map. A model whose tokens span several
+frames (tubelets) gives rows per slot; every frame of a slot gets its slot's map and an equal share
+of its importance. One forward pass, no gradient.
 
-Every layer aggregation is a sum over a slice of layers (``layer_slice``) and the weighting is
-linear, so layers are aggregated first, where the attention is read (the adapters' ``capture``
-takes the two slices), and the functions below take the aggregated ``[B, T, N]`` and ``[B, N, T]``.
-
-Letters: B batch, T frames, N = h*w patches, L layers.
+Letters: B batch, T frames, T' frame slots (T / frames_per_slot), N = h*w patches, L layers.
 """
 
 from __future__ import annotations
@@ -28,7 +33,6 @@ from kernels.threshold_focus import MODES as THRESHOLD_MODES
 
 LAYER_AGGREGATIONS = ("last", "mean", "mean_last_k")
 TEMPORAL_WEIGHTINGS = ("cls", "uniform")  # w[p] from the CLS rows, or every patch alike
-ALL_LAYERS = slice(None)
 
 
 @dataclass(frozen=True)
@@ -72,6 +76,21 @@ def _check_range(name: str, value, low, high) -> None:
         raise ValueError(f"StaaParams.{name} must be in [{low}, {high}], got {value}")
 
 
+@dataclass
+class AttentionRows:
+    """The rows one forward's attention hands to STAA (head-sums, float32).
+
+    Attributes:
+        spatial: ``[L, B, T', N]``: r^l[t, p] of the module docstring.
+        temporal: ``[L, B, N, T']``: c^l[p, t].
+        frames_per_slot: frames each slot spans (1, or a tubelet's depth).
+    """
+
+    spatial: torch.Tensor
+    temporal: torch.Tensor
+    frames_per_slot: int = 1
+
+
 def layer_slice(how: str, last_k: int) -> slice:
     """The layers an aggregation option sums: the last, the last k (``mean_last_k``) or all (``mean``)."""
     if how == "last":
@@ -79,48 +98,45 @@ def layer_slice(how: str, last_k: int) -> slice:
     return slice(-last_k, None) if how == "mean_last_k" else slice(None)
 
 
-def sum_layers(per_layer: torch.Tensor | list[torch.Tensor], layers: slice = ALL_LAYERS) -> torch.Tensor:
-    """The sum of the ``layers`` of L same-shaped per-layer tensors (stacked ``[L, ...]``, or a non-empty
-    selection of a list) -> ``[...]``."""
-    chosen = per_layer[layers]
-    return (chosen if isinstance(chosen, torch.Tensor) else torch.stack(chosen)).sum(dim=0)
-
-
-def aggregate_layers(per_layer: torch.Tensor | list[torch.Tensor], how: str, last_k: int) -> torch.Tensor:
-    """Combine L same-shaped per-layer tensors (stacked ``[L, ...]``, or a list) into one ``[...]``:
-    the sum over the layers ``layer_slice`` picks.
-
-    A sum where the option says mean: every STAA map is normalised afterwards, where the constant
-    1/L cancels, and on CPU a scalar divide costs five operator calls per explanation.
-    """
-    return sum_layers(per_layer, layer_slice(how, last_k))
+def aggregate_layers(per_layer: torch.Tensor, how: str, last_k: int) -> torch.Tensor:
+    """``[L, ...]`` -> ``[...]``: the sum over the layers ``layer_slice`` picks (a sum where the option
+    says mean: the 1/L cancels in the normalisation that follows every aggregation)."""
+    return per_layer[layer_slice(how, last_k)].sum(dim=0)
 
 
 def normalise(values: torch.Tensor, dim: int) -> torch.Tensor:
-    """Sum to 1 along ``dim``; a slice summing to 0 becomes uniform."""
+    """Sum to 1 along ``dim``; a slice summing to 0 (or NaN) becomes uniform. No host sync: the same
+    one pass on every device."""
     total = values.sum(dim=dim, keepdim=True)
-    # The usual case in fewer ops (this runs on every explanation; min() is 3 operator calls where
-    # (total > 0).all() is 11); on a GPU the check would be a host-device sync per call, so there the
-    # one-pass form below serves every case. A NaN total fails the check, as it should.
-    if values.device.type == "cpu" and total.min().item() > 0:
-        return values / total
     uniform = torch.full_like(values, 1.0 / values.shape[dim])
     return torch.where(total > 0, values / total.clamp_min(1e-30), uniform)
 
 
-def staa_spatial(spatial_cls: torch.Tensor) -> torch.Tensor:
-    """Layer-aggregated CLS rows ``[B, T, N]`` -> spatial map ``[B, T, N]``, each frame summing to 1."""
-    return normalise(spatial_cls, dim=-1)
+def staa_spatial(spatial_rows: torch.Tensor) -> torch.Tensor:
+    """Layer-aggregated rows ``[B, T', N]`` -> spatial map ``[B, T', N]``, each frame summing to 1."""
+    return normalise(spatial_rows, dim=-1)
 
 
-def staa_temporal(temporal_received: torch.Tensor, spatial: torch.Tensor, params: StaaParams) -> torch.Tensor:
-    """Layer-aggregated received attention ``[B, N, T]`` weighted by ``spatial`` ``[B, T, N]`` -> ``[B, T]`` summing to 1."""
+def staa_temporal(temporal_rows: torch.Tensor, spatial: torch.Tensor, params: StaaParams) -> torch.Tensor:
+    """Layer-aggregated received attention ``[B, N, T']`` weighted by ``spatial`` ``[B, T', N]`` -> ``[B, T']`` summing to 1."""
     # w[p] = mean_t s[t, p]: a sum here, as the constant 1/T cancels in the final normalise.
-    patch_weights = spatial.sum(dim=1, keepdim=True)  # [B, T, N] -> [B, 1, N], sums to T
+    patch_weights = spatial.sum(dim=1, keepdim=True)  # [B, T', N] -> [B, 1, N]
     if params.temporal_weighting == "uniform":
         patch_weights = torch.ones_like(patch_weights)
-    weighted = torch.bmm(patch_weights, temporal_received).squeeze(1)  # [B, 1, N] @ [B, N, T] -> [B, 1, T] -> [B, T]
+    weighted = torch.bmm(patch_weights, temporal_rows).squeeze(1)  # [B, 1, N] @ [B, N, T'] -> [B, 1, T'] -> [B, T']
     return normalise(weighted, dim=-1)
+
+
+def staa_maps(rows: AttentionRows, params: StaaParams) -> tuple[torch.Tensor, torch.Tensor]:
+    """STAA of one forward: spatial map ``[B, T, N]`` (each frame sums to 1) and frame importance
+    ``[B, T]`` (sums to 1)."""
+    spatial = staa_spatial(aggregate_layers(rows.spatial, params.spatial_aggregation, params.last_k))  # [B, T', N]
+    temporal_rows = aggregate_layers(rows.temporal, params.temporal_aggregation, params.last_k)  # [B, N, T']
+    temporal = staa_temporal(temporal_rows, spatial, params)  # [B, T']
+    if rows.frames_per_slot == 1:
+        return spatial, temporal
+    repeat = rows.frames_per_slot  # every frame of a slot: its map, an equal share of its importance
+    return spatial.repeat_interleave(repeat, dim=1), temporal.repeat_interleave(repeat, dim=1) / repeat  # [B, T, N], [B, T]
 
 
 def staa_joint(spatial: torch.Tensor, temporal: torch.Tensor) -> torch.Tensor:

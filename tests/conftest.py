@@ -47,9 +47,9 @@ def default_model():
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """A random-weight TimeSformer unlike the default (32x32 input, 4x4 grid, 4 frames), saved like a checkpoint."""
-    from models.registry import save_random_model, tiny_timesformer_config
+    from models.random_weights import random_config, save_random_model
 
-    config = tiny_timesformer_config(image_size=32, patch_size=8, num_frames=4, hidden_size=32,
+    config = random_config("timesformer", image_size=32, patch_size=8, num_frames=4, hidden_size=32,
                                      num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, num_labels=5)
     return save_random_model(tmp_path_factory.mktemp("tiny-model"), config, seed=7)
 

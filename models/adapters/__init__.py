@@ -1,17 +1,27 @@
-"""One adapter per architecture: its token layout and the hooks that read attention."""
+"""One adapter per architecture: its token layout and the rows of its attention STAA reads."""
 
-from models.adapters.timesformer import AttentionRecord, TimesformerAdapter
+from models.adapters.base import VideoAdapter
+from models.adapters.timesformer import TimesformerAdapter
 from models.adapters.videomae import VideoMAEAdapter
+from models.adapters.vivit import VivitAdapter
 from models.errors import UnsupportedModel
 
-__all__ = ["AttentionRecord", "TimesformerAdapter", "VideoMAEAdapter", "adapter_for"]
+__all__ = ["TimesformerAdapter", "VideoAdapter", "VideoMAEAdapter", "VivitAdapter", "adapter_for", "ADAPTERS"]
 
-_ADAPTERS = {"timesformer": TimesformerAdapter, "videomae": VideoMAEAdapter}
+ADAPTERS = {"timesformer": TimesformerAdapter, "videomae": VideoMAEAdapter, "vivit": VivitAdapter}
 
 
-def adapter_for(model):
-    """The adapter for a loaded HF video classifier, by its config's model_type."""
-    adapter = _ADAPTERS.get(model.config.model_type)
-    if adapter is None:
-        raise UnsupportedModel(f"no STAA adapter for architecture {model.config.model_type!r}; supported: {', '.join(_ADAPTERS)}")
-    return adapter(model)
+def adapter_for(model, implementation: str = "fused") -> VideoAdapter:
+    """The adapter of a HF video classifier (by its config's model_type), built once per model: it routes
+    the model's attention through ``models.attention.attend``. A second call returns the same adapter,
+    set to ``implementation``."""
+    existing = model.__dict__.get("staa_adapter")
+    if existing is not None:
+        existing.taps.implementation = implementation
+        return existing
+    adapter_class = ADAPTERS.get(model.config.model_type)
+    if adapter_class is None:
+        raise UnsupportedModel(f"no STAA adapter for architecture {model.config.model_type!r}; supported: {', '.join(ADAPTERS)}")
+    adapter = adapter_class(model, implementation)
+    model.__dict__["staa_adapter"] = adapter  # a plain attribute, like the sites
+    return adapter

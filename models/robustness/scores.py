@@ -54,7 +54,7 @@ class RobustnessScorer:
 
     def _logits(self, pixels: torch.Tensor) -> torch.Tensor:
         """[0, 1] pixels ``[B, T, 3, H, W]`` -> logits ``[B, C]``, differentiable (normalised inside)."""
-        return self.staa.adapter.forward(from_unit_range(pixels, self.loaded.processor))
+        return self.loaded.adapter.forward(from_unit_range(pixels, self.loaded.processor))
 
     def attacked_input(self, pixel_values: torch.Tensor, target: torch.Tensor, spec: AttackSpec,
                        run_pass=run_here) -> torch.Tensor:
@@ -70,10 +70,10 @@ class RobustnessScorer:
         started = time.perf_counter()
         params = params or self.staa.params
         batch = pixel_values.shape[0]
-        clean = run_pass(lambda: self.staa._attribute(pixel_values, params))  # [B, T, h, w], [B, T], [B, C]
+        clean = run_pass(lambda: self.staa.attribute_batch(pixel_values, params))  # [B, T, h, w], [B, T], [B, C]
         target = clean.logits.argmax(dim=-1)  # [B]
         adversarial = self.attacked_input(pixel_values, target, spec, run_pass)
-        attacked = run_pass(lambda: self.staa._attribute(adversarial, params))
+        attacked = run_pass(lambda: self.staa.attribute_batch(adversarial, params))
         elapsed_ms = (time.perf_counter() - started) * 1e3
         p_clean = clean.logits.softmax(dim=-1).gather(1, target[:, None]).squeeze(1)  # [B]
         p_adv = attacked.logits.softmax(dim=-1).gather(1, target[:, None]).squeeze(1)  # [B]

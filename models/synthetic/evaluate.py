@@ -82,7 +82,7 @@ def evaluate_clip(loaded, staa: Staa, seed: int, variants: dict[str, StaaParams]
     pixels = held_out.pixels.unsqueeze(0)  # [1, T, 3, H, W]
     scores, predicted = {}, None
     for name, params in variants.items():
-        attribution = staa._attribute(pixels, params)
+        attribution = staa.attribute_batch(pixels, params)
         predicted = int(attribution.logits.argmax(-1))
         scores[name] = asdict(score_window(attribution.spatial[0].numpy(), attribution.temporal[0].numpy(),
                                            held_out.token_masks, held_out.in_action))

@@ -22,7 +22,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from transformers import TimesformerForVideoClassification
 
 from models.preprocess import ProcessorSettings
-from models.registry import processor_config_for, tiny_timesformer_config
+from models.random_weights import processor_config_for, random_config
 from models.synthetic.actions import ACTIONS
 from models.synthetic.augment import augment_windows
 from models.synthetic.dataset import WindowSet, build_windows
@@ -38,7 +38,7 @@ def seeds(root: int, count: int, start: int = 0) -> list[int]:
 
 def model_config(hidden: int, layers: int, heads: int, mlp_ratio: int = 2, dropout: float = 0.0,
                  image_size: int = IMAGE_SIZE, patch: int = PATCH):
-    config = tiny_timesformer_config(image_size=image_size, patch_size=patch, num_frames=FRAMES, hidden_size=hidden,
+    config = random_config("timesformer", image_size=image_size, patch_size=patch, num_frames=FRAMES, hidden_size=hidden,
                                      num_hidden_layers=layers, num_attention_heads=heads,
                                      intermediate_size=mlp_ratio * hidden, hidden_dropout_prob=dropout,
                                      num_labels=len(ACTIONS))  # drop-path stays 0: this HF config types it int

@@ -1,9 +1,9 @@
 """Attention-based methods beside STAA: STAA's variants, gradient-weighted STAA, attention rollout
 for divided space-time attention, and the variant the original STAA code ships.
 
-Unlike the serving path (which reduces each attention tensor inside its hook), these need whole
-per-layer maps, so they keep the head-mean (or gradient-weighted) ``[B*T, 1+N, 1+N]`` spatial and
-``[B*N, T, T]`` temporal matrices of every layer for one explanation. That is what makes them
+Unlike STAA, these need whole per-layer attention, so they run a capture that keeps every
+layer's probabilities (``models.attention``: the same tap, eager maths): spatial
+``[B*T, H, 1+N, 1+N]`` and temporal ``[B*N, H, T, T]`` per layer. That is what makes them
 benchmark tools, not served ones.
 
 Token order (HF TimeSformer): CLS, then patch-major, frame-minor: token (p, t) sits at 1 + p*T + t.
@@ -12,14 +12,14 @@ Letters: B batch, T frames, N = h*w patches, H heads, L layers, S = 1 + N*T toke
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
 import torch
 
+from models.attention import Capture
 from models.pipeline import Attribution, Staa
 from models.registry import LoadedModel
-from models.staa import StaaParams, aggregate_layers, staa_spatial, staa_temporal
+from models.staa import AttentionRows, StaaParams, staa_maps
 from models.xai.base import as_batch, from_tubelets, resolve_target
 
 
@@ -36,43 +36,13 @@ class StaaVariant:
         return self.staa.attribute(clip, target)
 
 
-@dataclass
-class LayerAttention:
-    """Per layer: spatial ``[B*T, H, 1+N, 1+N]`` and temporal ``[B*N, H, T, T]`` probabilities."""
-
-    spatial: list[torch.Tensor] = field(default_factory=list)
-    temporal: list[torch.Tensor] = field(default_factory=list)
-
-
-@contextmanager
-def full_attention(loaded: LoadedModel, keep_grad: bool = False):
-    """Record every layer's attention probabilities (``retain_grad`` on them when ``keep_grad``)."""
-    record = LayerAttention()
-
-    def keeper(store):
-        def hook(module, inputs, probs):
-            if keep_grad and probs.requires_grad:
-                probs.retain_grad()
-            store.append(probs)
-        return hook
-
-    handles = []
-    for layer in loaded.model.timesformer.encoder.layer:
-        handles.append(layer.temporal_attention.attention.attn_drop.register_forward_hook(keeper(record.temporal)))
-        handles.append(layer.attention.attention.attn_drop.register_forward_hook(keeper(record.spatial)))
-    try:
-        yield record
-    finally:
-        for handle in handles:
-            handle.remove()
-
-
 @torch.no_grad()
-def forward_with_attention(loaded: LoadedModel, clip: torch.Tensor) -> tuple[torch.Tensor, LayerAttention]:
-    """One plain forward of ``clip`` keeping every layer's attention: logits ``[B, C]`` and the record."""
-    with full_attention(loaded) as record:
-        logits = loaded.model(pixel_values=as_batch(clip, loaded)).logits
-    return logits, record
+def forward_with_attention(loaded: LoadedModel, clip: torch.Tensor) -> tuple[torch.Tensor, Capture]:
+    """One forward of ``clip`` keeping every layer's attention: logits ``[B, C]`` and the capture
+    (``probabilities["spatial"]``, ``probabilities["temporal"]``: one tensor per layer)."""
+    with loaded.adapter.capture(keep_probabilities=True) as capture:
+        logits = loaded.adapter.forward(as_batch(clip, loaded))
+    return logits, capture
 
 
 class GradientWeightedStaa:
@@ -87,18 +57,17 @@ class GradientWeightedStaa:
         pixels = as_batch(clip, self.loaded)
         batch, frames = pixels.shape[:2]
         patches = self.loaded.grid[0] * self.loaded.grid[1]
-        with torch.enable_grad(), full_attention(self.loaded, keep_grad=True) as record:
-            logits = self.loaded.model(pixel_values=pixels).logits  # [B, C]
+        with torch.enable_grad(), self.loaded.adapter.capture(keep_probabilities=True, keep_grad=True) as capture:
+            logits = self.loaded.adapter.forward(pixels)  # [B, C]
             target = resolve_target(logits.detach(), target)
             logits.gather(1, target[:, None]).sum().backward()
-        weighted = lambda probs: (probs.grad.clamp_min(0) * probs).detach().mean(dim=1)  # noqa: E731  [rows, Q, K]
-        spatial_cls = [weighted(probs)[:, 0, 1:].reshape(batch, frames, patches) for probs in record.spatial]  # L x [B, T, N]
-        received = [weighted(probs).mean(dim=1).reshape(batch, patches, frames) for probs in record.temporal]  # L x [B, N, T]
-        params = self.params
-        spatial = staa_spatial(aggregate_layers(spatial_cls, params.spatial_aggregation, params.last_k))  # [B, T, N]
-        temporal = staa_temporal(aggregate_layers(received, params.temporal_aggregation, params.last_k), spatial, params)
-        rows, cols = self.loaded.grid
-        return Attribution(spatial=spatial.reshape(batch, frames, rows, cols), temporal=temporal, logits=logits.detach())
+        weighted = lambda probs: (probs.grad.clamp_min(0) * probs).detach().sum(dim=1)  # noqa: E731  [rows, Q, K], head-sum
+        spatial = [weighted(probs)[:, 0, 1:].reshape(batch, frames, patches) for probs in capture.probabilities["spatial"]]
+        received = [weighted(probs).sum(dim=1).reshape(batch, patches, frames) for probs in capture.probabilities["temporal"]]
+        rows = AttentionRows(spatial=torch.stack(spatial), temporal=torch.stack(received))  # [L, B, T, N], [L, B, N, T]
+        spatial_map, temporal = staa_maps(rows, self.params)
+        return Attribution(spatial=spatial_map.reshape(batch, frames, *self.loaded.grid), temporal=temporal,
+                           logits=logits.detach())
 
 
 def _with_residual(probs: torch.Tensor) -> torch.Tensor:
@@ -136,12 +105,14 @@ class AttentionRollout:
         self.loaded = loaded
 
     def attribute(self, clip: torch.Tensor, target=None) -> Attribution:
-        logits, record = forward_with_attention(self.loaded, clip)
+        logits, capture = forward_with_attention(self.loaded, clip)
         batch, frames = len(logits), self.loaded.num_frames
         rows, cols = self.loaded.grid
         patches = rows * cols
-        spatial = [_with_residual(probs.double()).reshape(batch, frames, 1 + patches, 1 + patches) for probs in record.spatial]
-        temporal = [_with_residual(probs.double()).reshape(batch, patches, frames, frames) for probs in record.temporal]
+        spatial = [_with_residual(probs.double()).reshape(batch, frames, 1 + patches, 1 + patches)
+                   for probs in capture.probabilities["spatial"]]
+        temporal = [_with_residual(probs.double()).reshape(batch, patches, frames, frames)
+                    for probs in capture.probabilities["temporal"]]
         scores = []
         for row in range(batch):
             product = torch.eye(1 + patches * frames, dtype=torch.float64)
@@ -166,11 +137,11 @@ class OriginalStaa:
         self.loaded = loaded
 
     def attribute(self, clip: torch.Tensor, target=None) -> Attribution:
-        logits, record = forward_with_attention(self.loaded, clip)
+        logits, capture = forward_with_attention(self.loaded, clip)
         batch, frames = len(logits), self.loaded.num_frames
         rows, cols = self.loaded.grid
         patches = rows * cols
-        last = record.spatial[-1].mean(dim=1).reshape(batch, frames, 1 + patches, 1 + patches)  # [B, T, 1+N, 1+N]
+        last = capture.probabilities["spatial"][-1].mean(dim=1).reshape(batch, frames, 1 + patches, 1 + patches)  # [B, T, 1+N, 1+N]
         query_rows = torch.arange(frames) + 1  # patch token t+1 of frame 0, one per frame t
         spatial_maps = last[:, 0, query_rows, 1:]  # [B, T, N]
         frame_means = last[:, :, 1:, 1:].mean(dim=(2, 3))  # [B, T]

@@ -20,6 +20,8 @@ import numpy as np
 import torch
 from scipy.stats import spearmanr
 
+from models.adapters import adapter_for
+
 
 def blurred_copy(pixels: torch.Tensor, sigma: float) -> torch.Tensor:
     """Gaussian-blurred copy of ``[T, 3, H, W]`` (normalised pixels): the 'removed' content."""
@@ -115,4 +117,5 @@ def with_random_weights(loaded, seed: int = 0):
     a faithful explanation must change when the weights it explains are destroyed."""
     torch.manual_seed(seed)
     fresh = type(loaded.model)(loaded.model.config).eval()
-    return dataclasses.replace(loaded, model=fresh, random_weights=True)
+    adapter = adapter_for(fresh, loaded.adapter.implementation)
+    return dataclasses.replace(loaded, model=fresh, adapter=adapter, random_weights=True)

@@ -33,9 +33,9 @@ def test_unknown_subcommand_exits_with_usage():
 
 
 def test_quick_compare_runs_videomae_and_skips_timesformer_only_methods(tmp_path):
-    from models.registry import save_random_model, tiny_videomae_config
+    from models.random_weights import random_config, save_random_model
 
-    model_dir = save_random_model(tmp_path / "videomae", tiny_videomae_config(image_size=32, num_labels=5), seed=2)
+    model_dir = save_random_model(tmp_path / "videomae", random_config("videomae", image_size=32, num_labels=5), seed=2)
     done = subprocess.run([sys.executable, "-m", "benchmarks.cli", "compare", "--quick", "--clips", "1", "--model",
                            str(model_dir), "--methods", "staa,attention_rollout,saliency", "--out-dir", str(tmp_path / "out")],
                           capture_output=True, text=True, timeout=600)

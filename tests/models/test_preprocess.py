@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from models.preprocess import ProcessorSettings, crop_box, normalise, normalise_tensor, preprocess, resized_size
-from models.registry import processor_config_for
+from models.random_weights import processor_config_for
 
 
 def settings(**changes) -> ProcessorSettings:

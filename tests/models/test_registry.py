@@ -46,11 +46,12 @@ def test_non_divided_attention_is_refused(tiny_model_dir, tmp_path):
 
 
 def test_the_command_line_never_overwrites_the_shipped_trained_model(capsys):
-    from models.registry import DEFAULT_MODEL_NAME, WEIGHTS_DIR, main
+    from models.random_weights import main
+    from models.registry import DEFAULT_MODEL_NAME, WEIGHTS_DIR
 
     weights = WEIGHTS_DIR / DEFAULT_MODEL_NAME / "model.safetensors"
     before = weights.stat().st_mtime_ns
-    for argv in ([], [str(WEIGHTS_DIR / DEFAULT_MODEL_NAME)]):
+    for argv in ([], [str(WEIGHTS_DIR / DEFAULT_MODEL_NAME)], [str(WEIGHTS_DIR / DEFAULT_MODEL_NAME / "." ), "--size", "base"]):
         with pytest.raises(SystemExit) as stopped:
             main(argv)
         assert stopped.value.code == 2

@@ -4,30 +4,32 @@ import numpy as np
 import pytest
 import torch
 
-from models.adapters import TimesformerAdapter
-from models.adapters.timesformer import AttentionRecord
+from models.adapters import adapter_for
 from models.pipeline import ExplanationPipeline, Staa
+from models.random_weights import random_config, save_random_model
 from models.registry import load_model
 from models.sampling import WindowSpec
-from models.staa import (ALL_LAYERS, StaaParams, aggregate_layers, layer_slice, normalise, staa_joint, staa_spatial,
-                         staa_temporal)
+from models.staa import (AttentionRows, StaaParams, aggregate_layers, layer_slice, normalise, staa_joint, staa_maps,
+                         staa_spatial, staa_temporal)
 from models.windowing import iter_array_windows
 
 
 def test_spatial_reads_cls_row_of_each_frame():
+    from transformers import TimesformerForVideoClassification
+
+    from kernels.attention_rows import query_row_from_probabilities
+    from models.attention import Capture
+
     frames, patches = 3, 4
     # [B*T, H, 1+N, 1+N]: frame t's CLS row puts all mass on patch t; patch rows point elsewhere.
     probs = torch.zeros(frames, 2, 1 + patches, 1 + patches)
     for frame in range(frames):
         probs[frame, :, 0, 1 + frame] = 1.0
         probs[frame, :, 1:, 1 + (frame + 1) % patches] = 1.0
-    model = load_model()
-    adapter = TimesformerAdapter(model.model)
-    adapter.num_frames, adapter.num_patches = frames, patches  # drive the reducer directly
-    record = AttentionRecord()
-    adapter._reduce_spatial(probs, record)
-    adapter._aggregate(record, ALL_LAYERS, ALL_LAYERS)
-    spatial = staa_spatial(record.spatial_cls)  # [1, T, N]
+    model = TimesformerForVideoClassification(random_config("timesformer", image_size=16, patch_size=8, num_frames=frames))
+    adapter = adapter_for(model)  # its layout: 3 frames of a 2 x 2 grid
+    capture = Capture(rows={"spatial": [query_row_from_probabilities(probs)], "temporal": [torch.ones(patches, frames)]})
+    spatial, _ = staa_maps(adapter.attention_rows(capture), StaaParams())  # [1, T, N]
     assert spatial.shape == (1, frames, patches)
     for frame in range(frames):
         assert spatial[0, frame].argmax().item() == frame
@@ -46,21 +48,21 @@ def test_temporal_weights_received_attention_by_cls_patch_weights():
 @pytest.mark.parametrize("how", ["last", "mean", "mean_last_k"])
 def test_temporal_aggregates_layers_before_weighting_exactly_as_after(how):
     generator = torch.Generator().manual_seed(3)
-    received = [torch.rand(2, 5, 4, generator=generator) for _ in range(3)]  # L x [B, N, T]
+    received = torch.rand(3, 2, 5, 4, generator=generator)  # [L, B, N, T]
     spatial = torch.rand(2, 4, 5, generator=generator)  # [B, T, N]
     params = StaaParams(temporal_aggregation=how)
     weights = normalise(spatial.mean(dim=1), dim=-1)  # [B, N]
-    per_layer = [torch.einsum("bn,bnt->bt", weights, layer) for layer in received]  # the definition, layer by layer
+    per_layer = torch.stack([torch.einsum("bn,bnt->bt", weights, layer) for layer in received])  # the definition, layer by layer
     expected = normalise(aggregate_layers(per_layer, how, params.last_k), dim=-1)
     aggregated = aggregate_layers(received, how, params.last_k)  # [B, N, T]: what a capture hands over
     torch.testing.assert_close(staa_temporal(aggregated, spatial, params), expected)
 
 
 def test_layer_aggregation_options():
-    layers = [torch.full((1, 2), float(value)) for value in (1, 2, 6)]
+    layers = torch.stack([torch.full((1, 2), float(value)) for value in (1, 2, 6)])  # [L, 1, 2]
     assert aggregate_layers(layers, "last", 2).tolist() == [[6.0, 6.0]]
     assert aggregate_layers(layers, "mean", 2).tolist() == [[9.0, 9.0]]  # sums: the maps are normalised after
-    assert aggregate_layers(torch.stack(layers), "mean_last_k", 2).tolist() == [[8.0, 8.0]]
+    assert aggregate_layers(layers, "mean_last_k", 2).tolist() == [[8.0, 8.0]]
     assert [list(range(5))[layer_slice(how, 2)] for how in ("last", "mean_last_k", "mean")] == [[4], [3, 4], [0, 1, 2, 3, 4]]
 
 
@@ -71,6 +73,19 @@ def test_spatial_map_is_the_normalised_layer_mean_of_head_means():
         means = layers.mean(dim=0)
         expected = means / means.sum(dim=-1, keepdim=True)
         torch.testing.assert_close(staa_spatial(aggregate_layers(per_layer, how, 2)), expected)
+
+
+@pytest.mark.parametrize("weighting", ["cls", "uniform"])
+def test_tubelet_slots_give_each_frame_their_map_and_an_equal_share(weighting):
+    """Rows per slot of two frames give what the same rows repeated for every frame give."""
+    generator = torch.Generator().manual_seed(8)
+    rows = AttentionRows(spatial=torch.rand(3, 2, 4, 6, generator=generator),  # [L, B, T'=4, N]
+                         temporal=torch.rand(3, 2, 6, 4, generator=generator), frames_per_slot=2)  # [L, B, N, T']
+    per_frame = AttentionRows(spatial=rows.spatial.repeat_interleave(2, dim=2), temporal=rows.temporal.repeat_interleave(2, dim=3))
+    params = StaaParams(temporal_weighting=weighting)
+    for got, expected in zip(staa_maps(rows, params), staa_maps(per_frame, params)):
+        assert got.shape == expected.shape
+        torch.testing.assert_close(got, expected)
 
 
 def test_normalise_makes_zero_and_nan_slices_uniform():
@@ -87,52 +102,6 @@ def model():
 def clip(model):
     generator = np.random.default_rng(0)
     return torch.from_numpy(generator.normal(size=(2, model.num_frames, 3, model.image_size, model.image_size)).astype(np.float32))
-
-
-@pytest.mark.parametrize("keep_whole_bytes", [0, 2**30], ids=["reduced-per-layer", "kept-whole"])
-def test_taps_match_the_attentions_hf_returns(model, clip, keep_whole_bytes):
-    with torch.inference_mode():
-        reference = model.model(pixel_values=clip, output_attentions=True).attentions  # L x [B*T, H, 1+N, 1+N]
-    attribution = Staa(model).attribute(clip)
-    adapter = TimesformerAdapter(model.model)
-    adapter.keep_whole_bytes = keep_whole_bytes
-    expected = [attentions[:, :, 0, 1:].sum(dim=1).reshape(2, model.num_frames, -1) for attentions in reference]  # L x head-sum [B, T, N]
-    for layers in [slice(layer, layer + 1) for layer in range(len(reference))] + [ALL_LAYERS, slice(-2, None)]:
-        with torch.inference_mode(), adapter.capture(spatial_layers=layers) as record:
-            adapter.forward(clip)
-        assert record.whole == bool(keep_whole_bytes) and not record.spatial_rows and not record.temporal_rows
-        torch.testing.assert_close(record.spatial_cls, sum(expected[layers]))
-    assert record.temporal_received.shape == (2, model.grid[0] * model.grid[1], model.num_frames)
-    assert attribution.spatial.shape == (2, model.num_frames, *model.grid)
-
-
-def test_capture_restores_the_models_own_modules_even_when_the_forward_fails(model, clip):
-    adapter = TimesformerAdapter(model.model)
-    before = [module for layer in adapter.layers for module in (layer.attention.attention.attn_drop,
-                                                                 layer.temporal_attention.attention.attn_drop)]
-    with pytest.raises(RuntimeError), torch.inference_mode(), adapter.capture():
-        adapter.forward(clip[:, :, :2])  # two channels: the patch embedding refuses it
-    after = [module for layer in adapter.layers for module in (layer.attention.attention.attn_drop,
-                                                                layer.temporal_attention.attention.attn_drop)]
-    assert all(a is b for a, b in zip(before, after)) and all(isinstance(m, torch.nn.Dropout) for m in after)
-
-
-@pytest.mark.parametrize("keep_whole_bytes", [0, 2**30], ids=["reduced-per-layer", "kept-whole"])
-def test_temporal_taps_reduce_full_temporal_probabilities(model, clip, keep_whole_bytes):
-    full = []
-    layer = model.model.timesformer.encoder.layer[1]
-    handle = layer.temporal_attention.attention.attn_drop.register_forward_hook(lambda m, i, out: full.append(out.clone()))
-    adapter = TimesformerAdapter(model.model)
-    adapter.keep_whole_bytes = keep_whole_bytes
-    with torch.inference_mode():
-        adapter.forward(clip)  # the plain forward calls the hooked Dropout; a capture's tap stands in for it
-        handle.remove()
-        with adapter.capture(temporal_layers=slice(1, 2)) as record:
-            adapter.forward(clip)
-    assert len(full) == 1
-    probs = full[0]  # [B*N, H, T, T]
-    expected = probs.sum(dim=(1, 2)).reshape(2, -1, model.num_frames)  # heads and queries summed -> [B, N, T]
-    torch.testing.assert_close(record.temporal_received, expected)
 
 
 def test_maps_are_normalised_and_tau_sums_to_one(model, clip):
@@ -173,9 +142,7 @@ def test_same_input_same_bytes(model):
 
 
 def test_different_weights_change_the_map(model, clip, tiny_model_dir):
-    from models.registry import save_random_model, tiny_timesformer_config
-
-    config = tiny_timesformer_config(image_size=model.image_size, patch_size=model.patch_size)  # same geometry, other weights
+    config = random_config("timesformer", image_size=model.image_size, patch_size=model.patch_size)  # same geometry, other weights
     other = load_model(str(save_random_model(tiny_model_dir.parent / "other-seed", config, seed=123)))
     assert not torch.allclose(Staa(model).attribute(clip).spatial, Staa(other).attribute(clip).spatial)
 
@@ -185,34 +152,3 @@ def test_params_reject_out_of_range_values_by_name():
         StaaParams(gamma=0.5)
     with pytest.raises(ValueError, match="spatial_aggregation"):
         StaaParams(spatial_aggregation="rollout")
-
-
-def test_taps_keep_attention_dropout_working_in_training_mode():
-    """A tap passes the probabilities on through the original Dropout whenever the model trains: the
-    captured forward draws the same dropout masks as the plain one, and eval mode is restored."""
-    from transformers import TimesformerForVideoClassification
-
-    from models.registry import tiny_timesformer_config
-
-    torch.manual_seed(0)
-    model = TimesformerForVideoClassification(tiny_timesformer_config(image_size=32, num_hidden_layers=2,
-                                                                      attention_probs_dropout_prob=0.5))
-    adapter = TimesformerAdapter(model)
-    pixels = torch.randn(1, 8, 3, 32, 32)
-    model.eval()
-    with adapter.capture():  # builds the taps while the model is in eval mode
-        adapter.forward(pixels)
-    model.train()  # switched while the taps are not installed: they must follow the original modules
-    torch.manual_seed(1)
-    plain = adapter.forward(pixels)
-    torch.manual_seed(1)
-    with adapter.capture() as record:
-        captured = adapter.forward(pixels)
-    torch.manual_seed(2)
-    other_masks = adapter.forward(pixels)
-    assert torch.equal(plain, captured) and not torch.allclose(plain, other_masks)
-    assert record.spatial_cls.shape == (1, 8, 16)
-    model.eval()
-    with adapter.capture():
-        model.train()  # switched during a capture: reaches the original modules through the taps
-    assert all(layer.attention.attention.attn_drop.training for layer in adapter.layers)

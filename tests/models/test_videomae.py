@@ -3,16 +3,16 @@
 import pytest
 import torch
 
-from models.adapters import adapter_for
 from models.errors import UnsupportedModel
 from models.pipeline import Staa
-from models.registry import load_model, save_random_model, tiny_videomae_config
+from models.registry import load_model
+from models.random_weights import random_config, save_random_model
 from models.xai import build_method, supported_methods
 
 
 @pytest.fixture(scope="module")
 def videomae(tmp_path_factory):
-    directory = save_random_model(tmp_path_factory.mktemp("videomae"), tiny_videomae_config(image_size=32, num_labels=5), seed=3)
+    directory = save_random_model(tmp_path_factory.mktemp("videomae"), random_config("videomae", image_size=32, num_labels=5), seed=3)
     return load_model(str(directory))
 
 
@@ -22,27 +22,24 @@ def clips():
     return torch.randn(2, 8, 3, 32, 32)
 
 
-def test_loads_with_eager_attention(videomae):
-    assert videomae.architecture == "videomae" and videomae.model.config._attn_implementation == "eager"
+def test_loads_with_its_attention_routed_through_the_tap(videomae):
+    assert videomae.architecture == "videomae" and videomae.model.config._attn_implementation == "staa"
+    assert videomae.adapter.implementation == "fused"
     assert videomae.grid == (4, 4) and videomae.num_frames == 8
 
 
 def test_staa_reads_the_mean_query_row_of_each_layer(videomae, clips):
     attribution = Staa(videomae).attribute(clips)
-    outputs = videomae.model(pixel_values=clips, output_attentions=True)
+    with torch.inference_mode(), videomae.adapter.using("eager"):
+        outputs = videomae.model(pixel_values=clips, output_attentions=True)
     rows = [probs.mean(dim=(1, 2)).reshape(2, 4, 16) for probs in outputs.attentions]  # L x [B, T', N]
     expected = torch.stack(rows).mean(dim=0)  # default: mean over layers
     expected = expected / expected.sum(dim=-1, keepdim=True)
     assert torch.allclose(attribution.spatial.reshape(2, 8, 16)[:, ::2], expected, atol=1e-5)
     assert torch.equal(attribution.spatial[:, 0::2], attribution.spatial[:, 1::2])  # a tubelet's two frames share its map
+    assert torch.equal(attribution.temporal[:, 0::2], attribution.temporal[:, 1::2])  # and its importance, halved
     assert torch.allclose(attribution.temporal.sum(dim=1), torch.ones(2))
     assert torch.allclose(attribution.logits, outputs.logits, atol=1e-5)
-
-
-def test_plain_forward_is_sdpa_and_agrees(videomae, clips):
-    adapter = adapter_for(videomae.model)
-    assert torch.allclose(adapter.plain_forward(clips), adapter.forward(clips), atol=1e-4)
-    assert videomae.model.config._attn_implementation == "eager"  # switched back for STAA
 
 
 def test_gradient_baselines_run_and_timesformer_only_methods_say_why(videomae, clips):
@@ -51,12 +48,3 @@ def test_gradient_baselines_run_and_timesformer_only_methods_say_why(videomae, c
     assert saliency.spatial.shape == (2, 8, 4, 4)
     with pytest.raises(UnsupportedModel, match="attention_rollout needs a divided space-time TimeSformer"):
         build_method(videomae, "attention_rollout")
-
-
-def test_sdpa_model_is_refused_by_the_adapter(videomae):
-    videomae.model.set_attn_implementation("sdpa")
-    try:
-        with pytest.raises(UnsupportedModel, match="eager"):
-            adapter_for(videomae.model)
-    finally:
-        videomae.model.set_attn_implementation("eager")

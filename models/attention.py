@@ -1,0 +1,151 @@
+"""The one way STAA reads attention: every attention layer of a served model computes through
+``attend``, and a capture collects the rows it reads there.
+
+``attend`` has the signature of a ``transformers`` attention function, and is registered with
+its AttentionInterface as ``"staa"``: VideoMAE and ViViT call it through their
+``config._attn_implementation``. TimeSformer's self-attention calls no interface (it always runs
+its own eager maths), so its adapter stands in a module computing the same Q, K, V from the same
+weights that calls ``attend`` too. The model's code is never edited; its weights are untouched.
+
+Each attention module carries a ``Site``: its layer, its role in the adapter's layout and the row
+STAA reads there (``QUERY_ROW``: the head-sum of query 0's softmax row, a CLS token's attention;
+``COLUMN_SUM``: the head- and query-sum of the whole softmax, the attention each key receives).
+Outside a capture ``attend`` is plain attention. Under one it also hands that row, float32
+``[R, S]``, to the capture; how it computes it is the model's ``implementation``:
+- ``"eager"`` (the oracle): P = softmax(Q K^T * scale) materialised, output P @ V, the row read
+  from P. The same operations, in the same order, as ``transformers``' eager attention.
+- ``"fused"``: output from ``scaled_dot_product_attention`` (flash / memory-efficient kernels where
+  the device has them), the row recomputed exactly from Q and K (``kernels.attention_rows``): one
+  query's softmax, or column sums in chunks / a Triton kernel, never S x S at once. A column-sum
+  site whose S is at most ``EAGER_COLUMN_TOKENS`` (TimeSformer's 8-frame temporal attention) takes
+  the eager maths under a capture: its probabilities are smaller than a second pass over Q and K.
+A capture that keeps probabilities (the attention baselines: rollout, gradient-weighted STAA)
+makes every site eager and keeps each layer's P, with its gradient when asked.
+
+Letters: R rows (batch x blocks), H heads, S tokens, d head size.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from transformers import AttentionInterface
+
+from kernels.attention_rows import column_sum, column_sum_from_probabilities, query_row, query_row_from_probabilities
+
+IMPLEMENTATIONS = ("fused", "eager")
+QUERY_ROW, COLUMN_SUM = "query_row", "column_sum"
+EAGER_COLUMN_TOKENS = 32
+
+
+@dataclass
+class Capture:
+    """What the attention calls of one forward handed over, by the role of their site, in call order.
+
+    Attributes:
+        rows: role -> one float32 ``[R, S]`` per call (layers in order).
+        probabilities: role -> one ``[R, H, S, S]`` per call, when the capture keeps them.
+        seconds: time spent reading rows beside the attention (part of attribution, not of the forward).
+    """
+
+    keep_probabilities: bool = False
+    keep_grad: bool = False
+    rows: dict[str, list[torch.Tensor]] = field(default_factory=dict)
+    probabilities: dict[str, list[torch.Tensor]] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+class Taps:
+    """A model's attention sites and the capture in progress (one at a time: a model's forwards run on
+    one thread)."""
+
+    def __init__(self, implementation: str):
+        self.implementation = implementation
+        self.current: Capture | None = None
+
+    @property
+    def implementation(self) -> str:
+        return self._implementation
+
+    @implementation.setter
+    def implementation(self, name: str) -> None:
+        if name not in IMPLEMENTATIONS:
+            raise ValueError(f"attention implementation must be one of {IMPLEMENTATIONS}, got {name!r}")
+        self._implementation = name
+
+    @contextmanager
+    def capture(self, keep_probabilities: bool = False, keep_grad: bool = False):
+        """Yields the ``Capture`` the attention calls inside the block fill."""
+        if self.current is not None:
+            raise RuntimeError("a capture is already in progress on this model")
+        self.current = Capture(keep_probabilities, keep_grad)
+        try:
+            yield self.current
+        finally:
+            self.current = None
+
+
+@dataclass(frozen=True)
+class Site:
+    """One attention module's place: its role in the adapter's layout ("spatial", "temporal",
+    "joint") and the row STAA reads there. Calls of one role come in layer order."""
+
+    role: str
+    readout: str
+    taps: Taps
+
+
+def attach(module: torch.nn.Module, site: Site) -> None:
+    """Give an attention module its site (read by ``attend`` from the module it is called with)."""
+    module.__dict__["staa_site"] = site  # a plain attribute: not a parameter, buffer or submodule
+
+
+def attend(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+           attention_mask: torch.Tensor | None = None, scaling: float | None = None, dropout: float = 0.0,
+           output_attentions: bool = False, **kwargs) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """A ``transformers`` attention function: ``query``, ``key``, ``value`` ``[R, H, S, d]`` ->
+    output ``[R, S, H, d]`` and the probabilities ``[R, H, S, S]`` where they were computed (else None).
+    Hands the site's row to the capture in progress, if any (see the module docstring)."""
+    site: Site = module.staa_site
+    capture = site.taps.current
+    scale = query.shape[-1] ** -0.5 if scaling is None else scaling
+    eager = (site.taps.implementation == "eager" or output_attentions
+             or (capture is not None and (capture.keep_probabilities or (site.readout == COLUMN_SUM
+                                                                          and key.shape[-2] <= EAGER_COLUMN_TOKENS))))
+    if not eager:
+        output = F.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask,
+                                                dropout_p=dropout if module.training else 0.0, scale=scale)
+        if capture is not None:
+            started = time.perf_counter()
+            row = query_row(query, key, scale) if site.readout == QUERY_ROW else column_sum(query, key, scale)
+            capture.rows.setdefault(site.role, []).append(row)
+            capture.seconds += time.perf_counter() - started
+        return output.transpose(1, 2).contiguous(), None  # [R, H, S, d] -> [R, S, H, d]
+    scores = torch.matmul(query, key.transpose(-2, -1)) * scale  # [R, H, S, S]
+    if attention_mask is not None:
+        scores = scores + attention_mask
+    probs = F.dropout(scores.softmax(dim=-1), p=dropout, training=module.training)  # [R, H, S, S]
+    if capture is not None:
+        _keep(capture, site, probs)
+    output = torch.matmul(probs, value)  # [R, H, S, d]
+    return output.transpose(1, 2).contiguous(), probs
+
+
+def _keep(capture: Capture, site: Site, probs: torch.Tensor) -> None:
+    """The eager path's share of a capture: the row read from ``probs``, and ``probs`` itself when kept."""
+    started = time.perf_counter()
+    if capture.keep_probabilities:
+        if capture.keep_grad and probs.requires_grad:
+            probs.retain_grad()
+        capture.probabilities.setdefault(site.role, []).append(probs)
+    source = probs.detach()
+    row = query_row_from_probabilities(source) if site.readout == QUERY_ROW else column_sum_from_probabilities(source)
+    capture.rows.setdefault(site.role, []).append(row)
+    capture.seconds += time.perf_counter() - started
+
+
+AttentionInterface.register("staa", attend)
