@@ -22,6 +22,7 @@ from grpc_reflection.v1alpha import reflection
 
 from pathlib import Path
 
+from models.attention import IMPLEMENTATIONS
 from models.registry import load_model
 from server.auth import BearerTokenInterceptor
 from server.config import ServerConfig
@@ -94,11 +95,11 @@ async def start_server(config: ServerConfig) -> RunningServer:
 
 async def load_and_warm(running: RunningServer, config: ServerConfig) -> None:
     def load() -> ExplainEngine:
-        loaded = load_model(config.model)
+        loaded = load_model(config.model, attention=config.attention)
         if config.ray:
             from server.ray_backend import RayBackend  # Ray is imported only when asked for
 
-            backend = RayBackend(config.model, config.ray_replicas, config.ray_address, config.max_batch)
+            backend = RayBackend(config.model, config.ray_replicas, config.ray_address, config.max_batch, config.attention)
             engine = ExplainEngine(loaded, config, running.metrics, batcher=backend.batcher(), on_shutdown=backend.stop)
         else:
             engine = ExplainEngine(loaded, config, running.metrics)
@@ -125,7 +126,8 @@ async def serve(config: ServerConfig, announce=print) -> None:
                            f"{type(error).__name__}: {error}") from None
     loaded = running.servicer.engine.loaded
     announce(f"STAA Serve ready on {config.host}:{running.port}: model {loaded.model_id} "
-             f"({loaded.architecture}, {loaded.num_frames} frames, grid {loaded.grid[0]}x{loaded.grid[1]})")
+             f"({loaded.architecture}, {loaded.num_frames} frames, grid {loaded.grid[0]}x{loaded.grid[1]}, "
+             f"{loaded.adapter.implementation} attention)")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -185,6 +187,9 @@ def parse_args(argv=None) -> ServerConfig:
     parser.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=50051, help="port (0 = any free port)")
     parser.add_argument("--model", default=None, help="registry name, local directory or cached hub id")
+    parser.add_argument("--attention", choices=IMPLEMENTATIONS, default=ServerConfig.attention,
+                        help="fused: the fastest attention, STAA's rows recomputed exactly beside it (default); "
+                             "eager: attention probabilities materialised (the reference to check fused against)")
     parser.add_argument("--max-streams", type=int, default=ServerConfig.max_streams)
     parser.add_argument("--max-clip-bytes", type=int, default=ServerConfig.max_clip_bytes)
     parser.add_argument("--max-message-bytes", type=int, default=ServerConfig.max_message_bytes)
@@ -222,7 +227,8 @@ def parse_args(argv=None) -> ServerConfig:
     args = parser.parse_args(argv)
     try:
         token = Path(args.auth_token_file).read_text().strip() if args.auth_token_file else None
-        return ServerConfig(host=args.host, port=args.port, model=args.model, max_streams=args.max_streams,
+        return ServerConfig(host=args.host, port=args.port, model=args.model, attention=args.attention,
+                            max_streams=args.max_streams,
                             max_clip_bytes=args.max_clip_bytes, max_message_bytes=args.max_message_bytes,
                             max_clip_frames=args.max_clip_frames, max_clip_requests=args.max_clip_requests,
                             max_batch=args.max_batch, max_batch_wait_ms=args.max_batch_wait_ms,

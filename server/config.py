@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
+from models.attention import IMPLEMENTATIONS
+
 MIB = 1 << 20
 
 
@@ -12,6 +14,9 @@ class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 50051
     model: str | None = None  # registry name, local directory or cached hub id; None = shipped default
+    # The model's attention (models/attention.py): "fused" (SDPA, STAA's rows recomputed beside it)
+    # or "eager" (probabilities materialised: the oracle the fused path is tested against).
+    attention: str = "fused"
     # Transport limit, set on both sides. Kept above max_clip_bytes so that an oversized clip
     # reaches our handler and gets INVALID_ARGUMENT with this message, not gRPC's generic one.
     max_message_bytes: int = 64 * MIB
@@ -67,6 +72,8 @@ class ServerConfig:
             value = getattr(self, item.name)
             if item.type == "int" and item.name != "port" and value < 1:
                 raise ValueError(f"ServerConfig.{item.name} must be >= 1, got {value}")
+        if self.attention not in IMPLEMENTATIONS:
+            raise ValueError(f"ServerConfig.attention must be one of {', '.join(IMPLEMENTATIONS)}, got {self.attention!r}")
         if not 0 <= self.port <= 65535:
             raise ValueError(f"ServerConfig.port must be in [0, 65535], got {self.port}")
         if self.max_clip_bytes >= self.max_message_bytes:

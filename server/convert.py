@@ -159,6 +159,7 @@ def model_info(loaded: LoadedModel) -> pb.ModelInfo:
             rescale_factor=settings.rescale_factor,
         ),
         weights_sha256=loaded.weights_sha256,
+        attention=loaded.adapter.implementation,
         versions={
             "staa-serve": code_version(),
             "python": sys.version.split()[0],
