@@ -7,10 +7,12 @@ factors 1/H, 1/L, 1/T cancel):
 - spatial  r^l[t, p]: divided attention (TimeSformer): frame t's CLS query row over its patches;
   joint attention: the CLS row (ViViT) or the mean query row (VideoMAE), slot t's share of it;
 - temporal c^l[p, t]: divided: the attention frame t receives at patch position p, over all
-  queries; joint: the same row as the spatial one.
+  queries (``AttentionRows.per_patch``); joint: the same row as the spatial one.
 Maths:
 - spatial map  s[t, p] = sum_{l in Ls} r^l[t, p], normalised per frame (each frame sums to 1);
-- patch weight w[p] = mean_t s[t, p] (or 1 for every patch: ``temporal_weighting="uniform"``);
+- patch weight w[p] = mean_t s[t, p] for divided attention, where it says how much the CLS token
+  looks at patch position p (or 1 for every patch: ``temporal_weighting="uniform"``); 1 for joint
+  attention, whose row already is the CLS (or mean query) attention to each (t, p): tau sums it per slot;
 - frame importance tau[t] = sum_p w[p] * sum_{l in Lt} c^l[p, t], normalised to sum 1;
 - joint map E[t, p] = tau[t] * s[t, p].
 Ls and Lt are the layers ``layer_slice`` picks for each map. A model whose tokens span several
@@ -44,7 +46,7 @@ class StaaParams:
     spatial_aggregation: str = "mean"
     temporal_aggregation: str = "mean"  # the prototype's best: all layers (sum and mean rank alike)
     last_k: int = 2
-    temporal_weighting: str = "cls"
+    temporal_weighting: str = "cls"  # divided attention only (models with a joint row sum it per slot)
     threshold_mode: str = "mean_std"
     kappa: float = DEFAULT_KAPPA
     percentile: float = DEFAULT_PERCENTILE
@@ -83,11 +85,14 @@ class AttentionRows:
     Attributes:
         spatial: ``[L, B, T', N]``: r^l[t, p] of the module docstring.
         temporal: ``[L, B, N, T']``: c^l[p, t].
+        per_patch: the temporal rows are attention received at each patch position (divided
+            attention), which the CLS patch weights w[p] apply to; False for a joint row.
         frames_per_slot: frames each slot spans (1, or a tubelet's depth).
     """
 
     spatial: torch.Tensor
     temporal: torch.Tensor
+    per_patch: bool = True
     frames_per_slot: int = 1
 
 
@@ -117,11 +122,13 @@ def staa_spatial(spatial_rows: torch.Tensor) -> torch.Tensor:
     return normalise(spatial_rows, dim=-1)
 
 
-def staa_temporal(temporal_rows: torch.Tensor, spatial: torch.Tensor, params: StaaParams) -> torch.Tensor:
-    """Layer-aggregated received attention ``[B, N, T']`` weighted by ``spatial`` ``[B, T', N]`` -> ``[B, T']`` summing to 1."""
+def staa_temporal(temporal_rows: torch.Tensor, spatial: torch.Tensor, params: StaaParams,
+                  per_patch: bool = True) -> torch.Tensor:
+    """Layer-aggregated received attention ``[B, N, T']`` weighted by ``spatial`` ``[B, T', N]`` (when
+    ``per_patch``, see ``AttentionRows``) -> ``[B, T']`` summing to 1."""
     # w[p] = mean_t s[t, p]: a sum here, as the constant 1/T cancels in the final normalise.
     patch_weights = spatial.sum(dim=1, keepdim=True)  # [B, T', N] -> [B, 1, N]
-    if params.temporal_weighting == "uniform":
+    if not per_patch or params.temporal_weighting == "uniform":
         patch_weights = torch.ones_like(patch_weights)
     weighted = torch.bmm(patch_weights, temporal_rows).squeeze(1)  # [B, 1, N] @ [B, N, T'] -> [B, 1, T'] -> [B, T']
     return normalise(weighted, dim=-1)
@@ -132,7 +139,7 @@ def staa_maps(rows: AttentionRows, params: StaaParams) -> tuple[torch.Tensor, to
     ``[B, T]`` (sums to 1)."""
     spatial = staa_spatial(aggregate_layers(rows.spatial, params.spatial_aggregation, params.last_k))  # [B, T', N]
     temporal_rows = aggregate_layers(rows.temporal, params.temporal_aggregation, params.last_k)  # [B, N, T']
-    temporal = staa_temporal(temporal_rows, spatial, params)  # [B, T']
+    temporal = staa_temporal(temporal_rows, spatial, params, rows.per_patch)  # [B, T']
     if rows.frames_per_slot == 1:
         return spatial, temporal
     repeat = rows.frames_per_slot  # every frame of a slot: its map, an equal share of its importance

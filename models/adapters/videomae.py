@@ -11,7 +11,8 @@ Facts of ``transformers`` 5.x ``modeling_videomae`` this relies on:
   (``COLUMN_SUM``, up to the constant 1/S).
 
 Rows read: per layer ``[B, S]`` -> ``[B, T', N]``, the same row for the spatial map and, transposed,
-for the temporal one (``AttentionRows`` at slot resolution: a slot's score is its frames' score).
+for the temporal one, which STAA sums per slot (ARCHITECTURE §4; ``AttentionRows`` at slot
+resolution: a slot's score is its frames' score).
 
 Letters: B batch, T frames, T' tubelet slots, N = h*w patches, L layers, S = T' * N tokens.
 """
@@ -50,4 +51,5 @@ class VideoMAEAdapter(VideoAdapter):
 def joint_rows(rows: list[torch.Tensor], slots: int, patches: int, frames_per_slot: int) -> AttentionRows:
     """L x ``[B, T'*N]`` (one row over a joint attention's patch tokens) -> the same row as both maps."""
     joint = torch.stack(rows).unflatten(-1, (slots, patches))  # [L, B, T'*N] -> [L, B, T', N]
-    return AttentionRows(spatial=joint, temporal=joint.transpose(2, 3), frames_per_slot=frames_per_slot)  # [L, B, N, T']
+    return AttentionRows(spatial=joint, temporal=joint.transpose(2, 3), per_patch=False,  # [L, B, N, T']
+                         frames_per_slot=frames_per_slot)

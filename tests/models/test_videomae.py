@@ -33,9 +33,11 @@ def test_staa_reads_the_mean_query_row_of_each_layer(videomae, clips):
     with torch.inference_mode(), videomae.adapter.using("eager"):
         outputs = videomae.model(pixel_values=clips, output_attentions=True)
     rows = [probs.mean(dim=(1, 2)).reshape(2, 4, 16) for probs in outputs.attentions]  # L x [B, T', N]
-    expected = torch.stack(rows).mean(dim=0)  # default: mean over layers
-    expected = expected / expected.sum(dim=-1, keepdim=True)
+    aggregated = torch.stack(rows).mean(dim=0)  # default: mean over layers
+    expected = aggregated / aggregated.sum(dim=-1, keepdim=True)
     assert torch.allclose(attribution.spatial.reshape(2, 8, 16)[:, ::2], expected, atol=1e-5)
+    slot_mass = aggregated.sum(dim=-1)  # joint attention: tau is the row's mass per slot (ARCHITECTURE §4)
+    assert torch.allclose(attribution.temporal[:, ::2] * 2, slot_mass / slot_mass.sum(dim=-1, keepdim=True), atol=1e-6)
     assert torch.equal(attribution.spatial[:, 0::2], attribution.spatial[:, 1::2])  # a tubelet's two frames share its map
     assert torch.equal(attribution.temporal[:, 0::2], attribution.temporal[:, 1::2])  # and its importance, halved
     assert torch.allclose(attribution.temporal.sum(dim=1), torch.ones(2))
