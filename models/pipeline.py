@@ -8,7 +8,7 @@ Letters: B batch, T frames, N = h*w patches, C classes.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import metadata
 
 import numpy as np
@@ -96,6 +96,29 @@ class ClassScore:
 
 
 @dataclass
+class WindowTimings:
+    """Where one window's time went, in milliseconds (a batch's shared costs divided by its size)."""
+
+    decode_ms: float = 0.0  # decoding + preprocessing the frames this window added
+    queue_ms: float = 0.0  # waiting for its forward (set by the server)
+    forward_ms: float = 0.0  # the model's forward, STAA's row reads excluded
+    attribution_ms: float = 0.0  # STAA's row reads beside the attention + STAA's maths
+    postprocess_ms: float = 0.0  # thresholding, focusing, quantisation, top-k
+    total_ms: float = 0.0  # decode to explanation ready (set by the server)
+    replica_ms: float = 0.0  # inside a Ray replica, when one explained it
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """What produced an explanation: enough to reproduce it."""
+
+    model_id: str
+    weights_sha256: str
+    code_version: str
+    params_hash: str
+
+
+@dataclass
 class WindowExplanation:
     """One served explanation (converted to protobuf in exactly one place, server/convert.py)."""
 
@@ -111,8 +134,8 @@ class WindowExplanation:
     crop: CropBox
     source_size: tuple[int, int]
     params: StaaParams
-    timings_ms: dict[str, float] = field(default_factory=dict)
-    provenance: dict[str, str] = field(default_factory=dict)
+    timings: WindowTimings
+    provenance: Provenance
 
 
 class ExplanationPipeline:
@@ -153,17 +176,9 @@ class ExplanationPipeline:
                 crop=window.crop,
                 source_size=window.source_size,
                 params=params,
-                timings_ms={
-                    "decode_ms": window.decode_ms,
-                    "forward_ms": attribution.forward_ms / batch,
-                    "attribution_ms": attribution.attribution_ms / batch,
-                    "postprocess_ms": postprocess_ms / batch,
-                },
-                provenance={
-                    "model_id": self.loaded.model_id,
-                    "weights_sha256": self.loaded.weights_sha256,
-                    "code_version": code_version(),
-                    "params_hash": params.digest(),
-                },
+                timings=WindowTimings(decode_ms=window.decode_ms, forward_ms=attribution.forward_ms / batch,
+                                      attribution_ms=attribution.attribution_ms / batch,
+                                      postprocess_ms=postprocess_ms / batch),
+                provenance=Provenance(self.loaded.model_id, self.loaded.weights_sha256, code_version(), params.digest()),
             ))
         return results

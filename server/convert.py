@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from dataclasses import asdict
 from importlib import metadata
 
 import numpy as np
@@ -104,7 +105,7 @@ def frame_input(frame: pb.Frame) -> FrameInput:
 
 def explanation(result: WindowExplanation) -> pb.Explanation:
     frames, height, width = result.heatmaps.shape
-    params = result.params
+    params, timings = result.params, result.timings
     return pb.Explanation(
         window_index=result.index,
         source_frames=result.source_frames,
@@ -125,9 +126,10 @@ def explanation(result: WindowExplanation) -> pb.Explanation:
             last_k=params.last_k, threshold_mode=_MODE_FROM_NAME[params.threshold_mode],
             kappa=params.kappa, percentile=params.percentile, gamma=params.gamma, smooth=params.smooth,
         ),
-        timings=pb.Timings(**{name: result.timings_ms.get(name, 0.0) for name in
-                              ("decode_ms", "queue_ms", "forward_ms", "attribution_ms", "postprocess_ms", "total_ms")}),
-        provenance=pb.Provenance(**result.provenance),
+        timings=pb.Timings(decode_ms=timings.decode_ms, queue_ms=timings.queue_ms, forward_ms=timings.forward_ms,
+                           attribution_ms=timings.attribution_ms, postprocess_ms=timings.postprocess_ms,
+                           total_ms=timings.total_ms),
+        provenance=pb.Provenance(**asdict(result.provenance)),
     )
 
 

@@ -109,9 +109,9 @@ class ExplainEngine:
     async def explain(self, window: PreparedWindow, options: ExplainOptions, priority: int = CLIP) -> WindowExplanation:
         queued = time.perf_counter()
         explanation, queue_seconds = await self.batcher.submit(window, (options.params, options.top_k), priority)
-        timings = explanation.timings_ms
-        timings["queue_ms"] = queue_seconds * 1e3
-        timings["total_ms"] = timings["decode_ms"] + (time.perf_counter() - queued) * 1e3
+        timings = explanation.timings
+        timings.queue_ms = queue_seconds * 1e3
+        timings.total_ms = timings.decode_ms + (time.perf_counter() - queued) * 1e3
         if self.metrics is not None:
             self.metrics.observe_explanation(timings)
         return explanation

@@ -11,6 +11,8 @@ from typing import Callable
 import grpc
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
+from models.pipeline import WindowTimings
+
 # Milliseconds: heatmaps are meant to be interactive, so the buckets are dense below a second.
 LATENCY_BUCKETS_MS = (1, 2, 5, 10, 20, 30, 50, 75, 100, 150, 200, 300, 500, 750, 1000, 2000, 5000, 10000)
 
@@ -40,11 +42,11 @@ class ServerMetrics:
         self.active_clips = Gauge("staa_active_clip_requests", "ExplainClip requests in flight", registry=self.registry)
         self._http = None
 
-    def observe_explanation(self, timings_ms: dict) -> None:
+    def observe_explanation(self, timings: WindowTimings) -> None:
         self.windows.inc()
-        self.queue_ms.observe(timings_ms.get("queue_ms", 0.0))
-        self.forward_ms.observe(timings_ms.get("forward_ms", 0.0))
-        self.attribution_ms.observe(timings_ms.get("attribution_ms", 0.0))
+        self.queue_ms.observe(timings.queue_ms)
+        self.forward_ms.observe(timings.forward_ms)
+        self.attribution_ms.observe(timings.attribution_ms)
 
     def observe_batch(self, size: int) -> None:
         self.batch_size.observe(size)

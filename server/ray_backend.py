@@ -151,7 +151,7 @@ def _replica_class():
                 explained = self.pipeline.explain([requests[position][0] for position in positions], params, top_k)
                 replica_ms = (time.perf_counter() - started) * 1e3 / len(positions)
                 for position, explanation in zip(positions, explained):
-                    explanation.timings_ms["replica_ms"] = replica_ms
+                    explanation.timings.replica_ms = replica_ms
                     results[position] = explanation
             return results
 
@@ -175,7 +175,7 @@ class RayBatcher:
         with self.busy:
             explanation = await self.handle.explain.remote((item, key))
         round_trip = time.perf_counter() - started
-        return explanation, max(0.0, round_trip - explanation.timings_ms.get("replica_ms", 0.0) / 1e3)
+        return explanation, max(0.0, round_trip - explanation.timings.replica_ms / 1e3)
 
     def close(self) -> None:
         self.idle.set()
