@@ -46,9 +46,12 @@ def column_sum_from_probabilities(probs: torch.Tensor) -> torch.Tensor:
 
 
 def query_row(query: torch.Tensor, key: torch.Tensor, scale: float, row: int = 0) -> torch.Tensor:
-    """``query``, ``key`` ``[R, H, S, d]`` -> float32 ``[R, S]``: head-sum of softmax(q_row K^T * scale)."""
-    scores = torch.matmul(query[:, :, row:row + 1], key.transpose(-2, -1))  # [R, H, 1, d] @ [R, H, d, S] -> [R, H, 1, S]
-    return sum_float32(scores.mul_(scale).softmax(dim=-1), (1, 2))  # [R, H, 1, S] -> [R, S]
+    """``query``, ``key`` ``[R, H, S, d]`` -> float32 ``[R, S]``: head-sum of softmax(q_row K^T * scale).
+
+    A broadcast product summed over d, not a matmul: K arrives as a strided view of the qkv
+    projection, which a batched matmul would first copy whole."""
+    scores = (query[:, :, row:row + 1] * scale * key).sum(dim=-1)  # [R, H, 1, d] * [R, H, S, d] -> [R, H, S]
+    return sum_float32(scores.softmax(dim=-1), (1,))  # [R, H, S] -> [R, S]
 
 
 def column_sum_reference(query: torch.Tensor, key: torch.Tensor, scale: float) -> torch.Tensor:

@@ -16,9 +16,10 @@ Outside a capture ``attend`` is plain attention. Under one it also hands that ro
   from P. The same operations, in the same order, as ``transformers``' eager attention.
 - ``"fused"``: output from ``scaled_dot_product_attention`` (flash / memory-efficient kernels where
   the device has them), the row recomputed exactly from Q and K (``kernels.attention_rows``): one
-  query's softmax, or column sums in chunks / a Triton kernel, never S x S at once. A column-sum
-  site whose S is at most ``EAGER_COLUMN_TOKENS`` (TimeSformer's 8-frame temporal attention) takes
-  the eager maths under a capture: its probabilities are smaller than a second pass over Q and K.
+  query's softmax, or column sums in chunks / a Triton kernel, never S x S at once. Over at most
+  ``SHORT_SEQUENCE`` keys (TimeSformer's 8-frame temporal attention) it materialises P instead,
+  with or without a capture: that tiny P is the fastest way to the output (the SDPA kernels are made
+  for long sequences) and hands STAA its row for one sum.
 A capture that keeps probabilities (the attention baselines: rollout, gradient-weighted STAA)
 makes every site eager and keeps each layer's P, with its gradient when asked.
 
@@ -39,7 +40,7 @@ from kernels.attention_rows import column_sum, column_sum_from_probabilities, qu
 
 IMPLEMENTATIONS = ("fused", "eager")
 QUERY_ROW, COLUMN_SUM = "query_row", "column_sum"
-EAGER_COLUMN_TOKENS = 32
+SHORT_SEQUENCE = 32  # keys; at most this many, the fused implementation materialises P (measured fastest on CPU)
 
 
 @dataclass
@@ -113,26 +114,42 @@ def attend(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, valu
     site: Site = module.staa_site
     capture = site.taps.current
     scale = query.shape[-1] ** -0.5 if scaling is None else scaling
-    eager = (site.taps.implementation == "eager" or output_attentions
-             or (capture is not None and (capture.keep_probabilities or (site.readout == COLUMN_SUM
-                                                                          and key.shape[-2] <= EAGER_COLUMN_TOKENS))))
-    if not eager:
-        output = F.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask,
-                                                dropout_p=dropout if module.training else 0.0, scale=scale)
-        if capture is not None:
-            started = time.perf_counter()
-            row = query_row(query, key, scale) if site.readout == QUERY_ROW else column_sum(query, key, scale)
-            capture.rows.setdefault(site.role, []).append(row)
-            capture.seconds += time.perf_counter() - started
-        return output.transpose(1, 2).contiguous(), None  # [R, H, S, d] -> [R, S, H, d]
-    scores = torch.matmul(query, key.transpose(-2, -1)) * scale  # [R, H, S, S]
-    if attention_mask is not None:
-        scores = scores + attention_mask
-    probs = F.dropout(scores.softmax(dim=-1), p=dropout, training=module.training)  # [R, H, S, S]
+    if site.taps.implementation == "eager" or output_attentions or (capture is not None and capture.keep_probabilities):
+        probs = _scores(query, key, scale, attention_mask).softmax(dim=-1)  # [R, H, S, S]
+    elif key.shape[-2] <= SHORT_SEQUENCE:
+        probs = _softmax_written_out(_scores(query, key, scale, attention_mask))
+    else:
+        return _fused(site, capture, query, key, value, attention_mask, scale, dropout if module.training else 0.0)
+    probs = F.dropout(probs, p=dropout, training=module.training)
     if capture is not None:
         _keep(capture, site, probs)
     output = torch.matmul(probs, value)  # [R, H, S, d]
     return output.transpose(1, 2).contiguous(), probs
+
+
+def _scores(query: torch.Tensor, key: torch.Tensor, scale: float, attention_mask: torch.Tensor | None) -> torch.Tensor:
+    """Q K^T * scale (+ mask) ``[R, H, S, S]``, the operations of transformers' eager attention."""
+    scores = torch.matmul(query, key.transpose(-2, -1)) * scale
+    return scores if attention_mask is None else scores + attention_mask
+
+
+def _softmax_written_out(scores: torch.Tensor) -> torch.Tensor:
+    """Softmax over the last axis as exp(x - max) / sum. PyTorch's CPU softmax vectorises along the
+    softmax axis, so over a handful of keys it costs several times these elementwise passes."""
+    exponentials = (scores - scores.amax(dim=-1, keepdim=True)).exp_()
+    return exponentials.div_(exponentials.sum(dim=-1, keepdim=True))
+
+
+def _fused(site: Site, capture: Capture | None, query, key, value, attention_mask, scale: float,
+           dropout: float) -> tuple[torch.Tensor, None]:
+    """SDPA for the output; the site's row, if a capture wants it, recomputed from Q and K."""
+    output = F.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask, dropout_p=dropout, scale=scale)
+    if capture is not None:
+        started = time.perf_counter()
+        row = query_row(query, key, scale) if site.readout == QUERY_ROW else column_sum(query, key, scale)
+        capture.rows.setdefault(site.role, []).append(row)
+        capture.seconds += time.perf_counter() - started
+    return output.transpose(1, 2).contiguous(), None  # [R, H, S, d] -> [R, S, H, d]
 
 
 def _keep(capture: Capture, site: Site, probs: torch.Tensor) -> None:

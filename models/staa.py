@@ -113,8 +113,7 @@ def normalise(values: torch.Tensor, dim: int) -> torch.Tensor:
     """Sum to 1 along ``dim``; a slice summing to 0 (or NaN) becomes uniform. No host sync: the same
     one pass on every device."""
     total = values.sum(dim=dim, keepdim=True)
-    uniform = torch.full_like(values, 1.0 / values.shape[dim])
-    return torch.where(total > 0, values / total.clamp_min(1e-30), uniform)
+    return torch.where(total > 0, values / total, 1.0 / values.shape[dim])
 
 
 def staa_spatial(spatial_rows: torch.Tensor) -> torch.Tensor:
