@@ -1,5 +1,5 @@
-"""Kernel benchmark: fused threshold/focus vs the op-by-op PyTorch sequence, and the memory the
-attention reduction saves per window.
+"""Kernel benchmark: fused threshold/focus vs the op-by-op PyTorch sequence, and the memory reading
+only STAA's rows saves per window.
 
     python -m benchmarks.kernels [--pairs 15]
 
@@ -22,6 +22,7 @@ import torch
 from tqdm import tqdm
 
 from benchmarks.report import REPORTS, conditions, interleaved, markdown_table, write_csv, write_markdown
+from kernels.attention_rows import column_sum_reference, column_sum_triton
 from kernels.threshold_focus import threshold_focus_reference, threshold_focus_triton
 from models.registry import load_model
 from models.random_weights import random_config, save_random_model
@@ -86,6 +87,45 @@ def time_threshold_focus(device: str, pairs: int) -> list[dict]:
     return rows
 
 
+# Joint attention column sums (models/attention.py, VideoMAE): (label, rows R, heads H, tokens S, head size d).
+COLUMN_SUM_SHAPES = (("VideoMAE-base 16x224, batch 1", 1, 12, 1568, 64), ("VideoMAE-base 16x224, batch 8", 8, 12, 1568, 64))
+COLUMN_SUM_COLUMNS = ["device", "shape", "sdpa_ms", "reference_ms", "reference_vs_sdpa", "triton_ms", "triton_vs_sdpa",
+                      "triton_score_tflops"]
+
+
+def time_column_sum(device: str, pairs: int) -> list[dict]:
+    """``kernels.column_sum``'s implementations against the attention they sit beside (SDPA), per shape.
+    Work: one Q K^T product, 2*R*H*S^2*d FLOPs, and R*H*S^2 exponentials (the kernel computes the
+    scores twice: its TFLOP/s column counts them once, as useful work)."""
+    rows = []
+    for label, batch, heads, tokens, head_size in tqdm(COLUMN_SUM_SHAPES, desc=f"column_sum on {device}"):
+        qkv = torch.randn(batch, tokens, 3, heads, head_size, device=device).permute(2, 0, 3, 1, 4)  # as a qkv projection lays them out
+        query, key, value = qkv[0], qkv[1], qkv[2]
+        scale = head_size ** -0.5
+
+        def timed(call):
+            def run():
+                call()
+                _synchronise(device)
+            return run
+
+        sdpa = timed(lambda: torch.nn.functional.scaled_dot_product_attention(query, key, value, scale=scale))
+        reference = timed(lambda: column_sum_reference(query, key, scale))
+        sdpa_times, reference_times, reference_ratio = interleaved(sdpa, reference, pairs, warmup=1)
+        row = {"device": torch.cuda.get_device_name() if device == "cuda" else "cpu", "shape": label,
+               "sdpa_ms": statistics.median(sdpa_times) * 1e3, "reference_ms": statistics.median(reference_times) * 1e3,
+               "reference_vs_sdpa": reference_ratio, "triton_ms": float("nan"), "triton_vs_sdpa": float("nan"),
+               "triton_score_tflops": float("nan")}
+        if device == "cuda":
+            triton = timed(lambda: column_sum_triton(query, key, scale))
+            _, triton_times, triton_ratio = interleaved(sdpa, triton, pairs, warmup=1)
+            triton_ms = statistics.median(triton_times) * 1e3
+            row |= {"triton_ms": triton_ms, "triton_vs_sdpa": triton_ratio,
+                    "triton_score_tflops": 2 * batch * heads * tokens ** 2 * head_size / (triton_ms / 1e3) / 1e12}
+        rows.append(row)
+    return rows
+
+
 def read_rows(path: Path) -> list[dict]:
     """Rows of a kernels.csv written by another run of this benchmark (numbers back to floats)."""
     with path.open() as handle:
@@ -122,6 +162,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     devices = [device for device in args.devices.split(",") if device != "cuda" or torch.cuda.is_available()]
     rows = [row for device in devices for row in time_threshold_focus(device, args.pairs)]
+    column_sums = [row for device in devices for row in time_column_sum(device, max(3, args.pairs // 3))]
     for path in args.include:
         rows += read_rows(path)
     base_dir = Path(tempfile.mkdtemp()) / "timesformer-base-random"
@@ -131,6 +172,7 @@ def main(argv=None) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     write_csv(args.out / "kernels.csv", rows, COLUMNS)
     write_csv(args.out / "kernels_memory.csv", memory, memory_columns)
+    write_csv(args.out / "kernels_column_sum.csv", column_sums, COLUMN_SUM_COLUMNS)
     gpu = ("GPU rows: Triton interleaved against the PyTorch path on the same card."
            if any(row["device"] != "cpu" for row in rows) else
            "**No GPU was available for this run**: only the PyTorch path is timed (the Triton kernels run on CPU "
@@ -142,9 +184,15 @@ def main(argv=None) -> None:
         "timing": f"median of {args.pairs} runs after 3 warm-up runs; on CUDA interleaved torch/triton pairs",
         **({"note": args.note} if args.note else {}),
     }), [gpu, "", "## threshold_focus", "", markdown_table(rows, COLUMNS), "",
+         "## column_sum: a joint attention's column sums beside SDPA", "",
+         "Q and K as strided views of a qkv projection; each implementation timed in interleaved pairs against "
+         "`scaled_dot_product_attention` on the same Q, K, V (`*_vs_sdpa`: median per-pair ratio). Useful work: "
+         "one Q K^T product (2*R*H*S^2*d FLOPs) and R*H*S^2 exponentials; the Triton kernel computes the scores "
+         "twice (its log-sum-exp pass, then the probabilities).", "",
+         markdown_table(column_sums, COLUMN_SUM_COLUMNS), "",
          "## Memory per window: attention reduction", "",
          "Every layer's attention (spatial [T, H, 1+N, 1+N] and temporal [N, H, T, T], batch 1) against what the "
-         "hooks keep after reducing each layer on the fly (L x (T*N + N*T) floats). HF's `output_attentions` "
+         "STAA keeps per window: the rows it reads (L x (T*N + N*T) floats; fused attention never holds the rest). HF's `output_attentions` "
          "returns only the spatial part; its measured size is shown too.", "",
          markdown_table(memory, memory_columns)])
     print((args.out / "kernels.md").read_text())

@@ -128,8 +128,8 @@ def main(argv=None) -> None:
         markdown_table(rows, COLUMNS), "",
         "- `decode_sample_ms`: decoding every frame of the clip, converting and preprocessing the sampled "
         "ones, apportioned to the window they complete.",
-        "- `forward_ms`: the plain inference forward (TimeSformer always runs eager attention in transformers 5.x).",
-        "- `staa_postprocess_ms`: the hook reductions inside the forward, STAA maths and thresholding/focusing.",
+        "- `forward_ms`: the plain inference forward (fused attention, models/attention.py).",
+        "- `staa_postprocess_ms`: STAA's row reads beside the attention, STAA maths and thresholding/focusing.",
         "- `ratio_interleaved`: (forward + STAA + postprocess) / (forward alone).",
         "", f"![window costs]({args.name}.png)",
     ])

@@ -40,7 +40,7 @@ from kernels.attention_rows import column_sum, column_sum_from_probabilities, qu
 
 IMPLEMENTATIONS = ("fused", "eager")
 QUERY_ROW, COLUMN_SUM = "query_row", "column_sum"
-SHORT_SEQUENCE = 32  # keys; at most this many, the fused implementation materialises P (measured fastest on CPU)
+SHORT_SEQUENCE = 32  # keys; at most this many, "fused" materialises P: SDPA kernels are built for long sequences
 
 
 @dataclass
@@ -61,8 +61,8 @@ class Capture:
 
 
 class Taps:
-    """A model's attention sites and the capture in progress (one at a time: a model's forwards run on
-    one thread)."""
+    """A model's attention implementation and the capture in progress, shared by its sites (one capture
+    at a time: a model's forwards run on one thread, see server/engine.py)."""
 
     def __init__(self, implementation: str):
         self.implementation = implementation
