@@ -11,7 +11,7 @@ TORCH_PIN ?= torch==2.13.0
 DEMO_CLIP ?=
 DEMO_OUT ?= demo-out
 
-.PHONY: demo test install stubs clean browser
+.PHONY: demo test install stubs clean browser gpu-check
 
 install: $(STAMP)
 
@@ -36,6 +36,11 @@ browser:
 
 test: $(STAMP) stubs browser
 	$(PY) -m pytest -q tests
+
+# The GPU check (benchmarks/gpu.py) on a machine with CUDA; GPU_CHECK_ARGS=--quick with --device cpu is the dry run.
+GPU_CHECK_ARGS ?=
+gpu-check: $(STAMP) stubs
+	$(PY) -m benchmarks.gpu $(GPU_CHECK_ARGS)
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) proto/staa/v1/*_pb2*.py proto/staa/v1/*_pb2*.pyi proto/staa/v1/.stubs.sha256

@@ -2,7 +2,7 @@
 eager oracle, on real-size geometry (random weights) and on the shipped default model.
 
     python -m benchmarks.attention_paths [--models default,timesformer-base,videomae-base,vivit-base]
-                                         [--pairs 5] [--default-pairs 60] [--device cpu|cuda]
+                                         [--pairs default=60,timesformer-base=15,...] [--device cpu|cuda]
 
 Per model and batch, five ways to run it, each timed in interleaved pairs against the fused plain
 forward (``benchmarks.report.interleaved``):
@@ -21,8 +21,10 @@ Writes benchmarks/reports/attention_paths.{md,csv,png}.
 from __future__ import annotations
 
 import argparse
+import csv
 import statistics
 import tempfile
+import time
 from pathlib import Path
 
 import torch
@@ -33,10 +35,14 @@ from models.pipeline import Staa
 from models.random_weights import random_config, save_random_model
 from models.registry import ARCHITECTURES, LoadedModel, load_model
 
-COLUMNS = ["model", "attention", "staa", "batch", "forward_ms", "ratio_to_fastest_plain", "max_rel_diff_vs_eager", "pairs"]
+COLUMNS = ["model", "attention", "staa", "batch", "forward_ms", "ratio_to_fastest_plain", "max_rel_diff_vs_eager", "pairs",
+           "measured"]
 MODELS = ("default", "timesformer-base", "videomae-base", "vivit-base")
 # The acceptance bounds of issue 20: STAA beside the fastest attention against the fastest plain forward.
 GOALS = {"timesformer-base": 1.03, "videomae-base": 1.30, "default": 1.08}
+# Interleaved pairs per variant: enough that this shared machine's drift (a few % over a minute)
+# stays below the smallest bound, within about half an hour on 2 cores.
+PAIRS = {"default": 60, "timesformer-base": 15, "videomae-base": 9, "vivit-base": 5}
 MAX_REL_DIFF = 1e-5
 
 
@@ -86,12 +92,24 @@ def measure(name: str, loaded: LoadedModel, untouched: torch.nn.Module, batch: i
     for attention, explained, implementation, explain in tqdm(variants, desc=f"{name} x{batch}", leave=False):
         reference_times, times, ratio = interleaved(reference, timed_call(implementation, explain), pairs, warmup)
         rows.append({"model": name, "attention": attention, "staa": explained, "batch": batch,
+                     "measured": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                      "forward_ms": statistics.median(times) * 1e3, "ratio_vs_fused_plain": ratio, "pairs": pairs,
                      "max_rel_diff_vs_eager": (max_relative_difference(fused_maps, eager_maps) if implementation == "fused"
                                                else 0.0) if explain else ""})
     fastest = min(row["ratio_vs_fused_plain"] for row in rows if row["staa"] == "none")
     for row in rows:
         row["ratio_to_fastest_plain"] = row.pop("ratio_vs_fused_plain") / fastest
+    return rows
+
+
+def read_rows(path: Path) -> list[dict]:
+    """Rows of an earlier run's attention_paths.csv, numbers back to numbers."""
+    with path.open() as handle:
+        rows = list(csv.DictReader(handle))
+    for row in rows:
+        row["batch"], row["pairs"] = int(row["batch"]), int(row["pairs"])
+        row["forward_ms"], row["ratio_to_fastest_plain"] = float(row["forward_ms"]), float(row["ratio_to_fastest_plain"])
+        row["max_rel_diff_vs_eager"] = float(row["max_rel_diff_vs_eager"]) if row["max_rel_diff_vs_eager"] else ""
     return rows
 
 
@@ -134,21 +152,26 @@ def plot(rows: list[dict], path: Path) -> None:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.attention_paths", description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", default=",".join(MODELS), help=f"comma-separated, of {', '.join(MODELS)}")
-    parser.add_argument("--pairs", type=int, default=5, help="interleaved pairs per variant, real-size models")
-    parser.add_argument("--default-pairs", type=int, default=60, help="interleaved pairs per variant, shipped model")
+    parser.add_argument("--pairs", default=",".join(f"{name}={count}" for name, count in PAIRS.items()),
+                        help="interleaved pairs per variant, per model (name=count,...)")
     parser.add_argument("--default-batches", default="1,8", help="batches for the shipped model (the server's max_batch is 8)")
+    parser.add_argument("--merge", action="store_true",
+                        help="keep the rows of models not measured now from the existing attention_paths.csv")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--out", type=Path, default=REPORTS)
     args = parser.parse_args(argv)
+    pairs = PAIRS | {name: int(count) for name, count in (item.split("=") for item in args.pairs.split(","))}
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
         for name in args.models.split(","):
             loaded, untouched = load(name, args.device, Path(scratch))
             batches = [int(batch) for batch in args.default_batches.split(",")] if name == "default" else [1]
             for batch in batches:
-                rows += measure(name, loaded, untouched, batch, args.default_pairs if name == "default" else args.pairs,
-                                args.device)
+                rows += measure(name, loaded, untouched, batch, pairs[name], args.device)
             del loaded, untouched
+    if args.merge and (args.out / "attention_paths.csv").is_file():
+        measured = {row["model"] for row in rows}
+        rows = [row for row in read_rows(args.out / "attention_paths.csv") if row["model"] not in measured] + rows
     args.out.mkdir(parents=True, exist_ok=True)
     write_csv(args.out / "attention_paths.csv", rows, COLUMNS)
     plot(rows, args.out / "attention_paths.png")
@@ -161,11 +184,14 @@ def main(argv=None) -> None:
         "transformers": __import__("transformers").__version__,
     }), [
         "## Goals (issue 20)", "", *goals(rows), "",
-        "## Every path", "", markdown_table(rows, COLUMNS), "",
+        "## Every path", "", markdown_table([row | {"max_rel_diff_vs_eager": f"{row['max_rel_diff_vs_eager']:.1e}"}
+                                             if row["max_rel_diff_vs_eager"] != "" else row for row in rows], COLUMNS), "",
         "- `attention`: `hf` = the untouched transformers model (its own default attention); `eager` / `fused` = "
         "the model routed through `models/attention.py`.",
         "- `staa`: `none` = plain forward; `staa` = `Staa.attribute_batch` (forward, rows, maps).",
         "- `max_rel_diff_vs_eager`: max over all map entries of |fused - eager| / eager (0 for the eager row itself).",
+        "- `measured`: when the row was measured; with `--merge` a run keeps the other models' rows of an earlier run "
+        "(the command above made the rows of its `--models`).",
         "", "![ratios](attention_paths.png)",
     ])
 

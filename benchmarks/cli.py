@@ -5,6 +5,7 @@
     staa-bench load [--sweep] ...         paced live streams: latency, throughput, drops (benchmarks/load.py)
     staa-bench soak ...                   live streams for minutes: server RSS and latency over time (benchmarks/soak.py)
     staa-bench hostile [--only NAME ...]  hostile clients: status, time and server RSS per attack (benchmarks/hostile.py)
+    staa-bench gpu [--quick] ...          the GPU check: throughput, latency, streams, kernels (benchmarks/gpu.py)
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import sys
 
 COMMANDS = {"compare": "benchmarks.compare", "robustness": "benchmarks.robustness", "load": "benchmarks.load",
-            "soak": "benchmarks.soak", "hostile": "benchmarks.hostile"}
+            "soak": "benchmarks.soak", "hostile": "benchmarks.hostile", "gpu": "benchmarks.gpu"}
 
 
 def main(argv=None) -> None:

@@ -158,6 +158,9 @@ class ExplanationPipeline:
         )
         probabilities = attribution.logits.softmax(dim=-1)  # [B, C]
         top_values, top_ids = probabilities.topk(min(top_k, probabilities.shape[-1]), dim=-1)  # [B, k]
+        # To the host once: uint8 grids and small vectors (the edge where results leave the device).
+        quantized, scale, mass, temporal, top_values, top_ids = (tensor.cpu() for tensor in (
+            focused.quantized, focused.scale, focused.mass, attribution.temporal, top_values, top_ids))
         postprocess_ms = (time.perf_counter() - started) * 1e3
         results = []
         for row, window in enumerate(windows):
@@ -169,10 +172,10 @@ class ExplanationPipeline:
                 pts=[index / window.fps for index in window.plan.frames],
                 padded=window.plan.padded,
                 topk=topk,
-                heatmaps=focused.quantized[row].reshape(frames, height, width).numpy(),  # [N] -> [T, h, w]
-                scale=focused.scale[row].numpy(),
-                mass=focused.mass[row].numpy(),
-                temporal=attribution.temporal[row].numpy(),
+                heatmaps=quantized[row].reshape(frames, height, width).numpy(),  # [T*N] -> [T, h, w]
+                scale=scale[row].numpy(),
+                mass=mass[row].numpy(),
+                temporal=temporal[row].numpy(),
                 crop=window.crop,
                 source_size=window.source_size,
                 params=params,

@@ -26,6 +26,7 @@ from transformers import (AutoConfig, TimesformerForVideoClassification, VideoMA
                           VivitForVideoClassification)
 
 from models.adapters import VideoAdapter, adapter_for
+from models.devices import resolve_device, resolve_dtype
 from models.errors import UnsupportedModel
 from models.preprocess import ProcessorSettings
 
@@ -55,6 +56,8 @@ class LoadedModel:
     default_stride: int
     weights_sha256: str
     random_weights: bool
+    device: torch.device
+    dtype: torch.dtype  # of the weights and activations; STAA's rows and maps are float32 on any
 
     @property
     def grid(self) -> tuple[int, int]:
@@ -97,13 +100,18 @@ def weights_sha256(model_dir: Path) -> str:
     return digest.hexdigest()
 
 
-def load_model(id_or_dir: str | None = None, device: str = "cpu", attention: str = "fused") -> LoadedModel:
-    """Load a video classifier and its processor settings for inference; ``attention`` is the
+def load_model(id_or_dir: str | None = None, device: str = "cpu", attention: str = "fused",
+               dtype: str = "auto") -> LoadedModel:
+    """Load a video classifier and its processor settings for inference on ``device`` in ``dtype``
+    (``models.devices``: ``auto`` is bfloat16 on CUDA, float32 elsewhere); ``attention`` is the
     implementation its attention runs (``models.attention.IMPLEMENTATIONS``).
 
     Raises:
-        UnsupportedModel: unknown architecture, missing safetensors, or not available offline.
+        UnsupportedModel: unknown architecture, missing safetensors, not available offline, or a
+            device that is not there.
     """
+    torch_device = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, torch_device)
     model_id, model_dir = resolve_model_dir(id_or_dir)
     config = AutoConfig.from_pretrained(model_dir, local_files_only=True, trust_remote_code=False)
     model_class = ARCHITECTURES.get(config.model_type)
@@ -115,7 +123,7 @@ def load_model(id_or_dir: str | None = None, device: str = "cpu", attention: str
         raise UnsupportedModel(f"model {model_id!r}: STAA needs divided space-time attention, got {config.attention_type!r}")
     digest = weights_sha256(model_dir)
     model = model_class.from_pretrained(model_dir, local_files_only=True, use_safetensors=True, trust_remote_code=False)
-    model.to(device).eval()
+    model.to(device=torch_device, dtype=torch_dtype).eval()
     adapter = adapter_for(model, attention)
     labels = [config.id2label[index] for index in range(config.num_labels)]
     return LoadedModel(
@@ -132,6 +140,8 @@ def load_model(id_or_dir: str | None = None, device: str = "cpu", attention: str
         default_stride=int(getattr(config, "staa_frame_stride", DEFAULT_FRAME_STRIDE)),
         weights_sha256=digest,
         random_weights=bool(getattr(config, "staa_random_weights", False)),
+        device=torch_device,
+        dtype=torch_dtype,
     )
 
 

@@ -95,11 +95,12 @@ async def start_server(config: ServerConfig) -> RunningServer:
 
 async def load_and_warm(running: RunningServer, config: ServerConfig) -> None:
     def load() -> ExplainEngine:
-        loaded = load_model(config.model, attention=config.attention)
+        loaded = load_model(config.model, device=config.device, attention=config.attention, dtype=config.dtype)
         if config.ray:
             from server.ray_backend import RayBackend  # Ray is imported only when asked for
 
-            backend = RayBackend(config.model, config.ray_replicas, config.ray_address, config.max_batch, config.attention)
+            backend = RayBackend(config.model, config.ray_replicas, config.ray_address, config.max_batch, config.attention,
+                                 config.dtype)
             engine = ExplainEngine(loaded, config, running.metrics, batcher=backend.batcher(), on_shutdown=backend.stop)
         else:
             engine = ExplainEngine(loaded, config, running.metrics)
@@ -127,7 +128,7 @@ async def serve(config: ServerConfig, announce=print) -> None:
     loaded = running.servicer.engine.loaded
     announce(f"STAA Serve ready on {config.host}:{running.port}: model {loaded.model_id} "
              f"({loaded.architecture}, {loaded.num_frames} frames, grid {loaded.grid[0]}x{loaded.grid[1]}, "
-             f"{loaded.adapter.implementation} attention)")
+             f"{loaded.adapter.implementation} attention, {loaded.device}, {str(loaded.dtype).removeprefix('torch.')})")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -190,6 +191,10 @@ def parse_args(argv=None) -> ServerConfig:
     parser.add_argument("--attention", choices=IMPLEMENTATIONS, default=ServerConfig.attention,
                         help="fused: the fastest attention, STAA's rows recomputed exactly beside it (default); "
                              "eager: attention probabilities materialised (the reference to check fused against)")
+    parser.add_argument("--device", default=ServerConfig.device,
+                        help="auto (CUDA where visible, else CPU), cpu, cuda or cuda:N")
+    parser.add_argument("--dtype", default=ServerConfig.dtype, choices=("auto", "float32", "bfloat16", "float16"),
+                        help="weights and activations (auto: bfloat16 on CUDA, float32 on CPU); STAA's maths stay float32")
     parser.add_argument("--max-streams", type=int, default=ServerConfig.max_streams)
     parser.add_argument("--max-clip-bytes", type=int, default=ServerConfig.max_clip_bytes)
     parser.add_argument("--max-message-bytes", type=int, default=ServerConfig.max_message_bytes)
@@ -228,6 +233,7 @@ def parse_args(argv=None) -> ServerConfig:
     try:
         token = Path(args.auth_token_file).read_text().strip() if args.auth_token_file else None
         return ServerConfig(host=args.host, port=args.port, model=args.model, attention=args.attention,
+                            device=args.device, dtype=args.dtype,
                             max_streams=args.max_streams,
                             max_clip_bytes=args.max_clip_bytes, max_message_bytes=args.max_message_bytes,
                             max_clip_frames=args.max_clip_frames, max_clip_requests=args.max_clip_requests,

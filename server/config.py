@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 
 from models.attention import IMPLEMENTATIONS
+from models.devices import check_device_name, check_dtype_name
 
 MIB = 1 << 20
 
@@ -17,6 +18,10 @@ class ServerConfig:
     # The model's attention (models/attention.py): "fused" (SDPA, STAA's rows recomputed beside it)
     # or "eager" (probabilities materialised: the oracle the fused path is tested against).
     attention: str = "fused"
+    # Where the model runs and in what precision (models/devices.py): auto = CUDA + bfloat16 where
+    # a GPU is visible, else the CPU in float32.
+    device: str = "auto"
+    dtype: str = "auto"
     # Transport limit, set on both sides. Kept above max_clip_bytes so that an oversized clip
     # reaches our handler and gets INVALID_ARGUMENT with this message, not gRPC's generic one.
     max_message_bytes: int = 64 * MIB
@@ -72,6 +77,11 @@ class ServerConfig:
             value = getattr(self, item.name)
             if item.type == "int" and item.name != "port" and value < 1:
                 raise ValueError(f"ServerConfig.{item.name} must be >= 1, got {value}")
+        for name, check in (("device", check_device_name), ("dtype", check_dtype_name)):
+            try:
+                check(getattr(self, name))
+            except ValueError as error:
+                raise ValueError(f"ServerConfig.{error}") from None
         if self.attention not in IMPLEMENTATIONS:
             raise ValueError(f"ServerConfig.attention must be one of {', '.join(IMPLEMENTATIONS)}, got {self.attention!r}")
         if not 0 <= self.port <= 65535:

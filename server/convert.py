@@ -162,6 +162,8 @@ def model_info(loaded: LoadedModel) -> pb.ModelInfo:
         ),
         weights_sha256=loaded.weights_sha256,
         attention=loaded.adapter.implementation,
+        device=str(loaded.device),
+        dtype=str(loaded.dtype).removeprefix("torch."),
         versions={
             "staa-serve": code_version(),
             "python": sys.version.split()[0],

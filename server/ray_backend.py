@@ -133,8 +133,8 @@ def _replica_class():
     from models.registry import load_model
 
     class ExplainerReplica:
-        def __init__(self, model: str | None, max_batch: int, attention: str):
-            self.loaded = load_model(model, attention=attention)
+        def __init__(self, model: str | None, max_batch: int, attention: str, dtype: str):
+            self.loaded = load_model(model, device="auto", attention=attention, dtype=dtype)  # Ray shows each its GPU
             self.pipeline = ExplanationPipeline(self.loaded)
             self.explain.set_max_batch_size(max_batch)
 
@@ -185,7 +185,7 @@ class RayBackend:
     """Starts (or joins) Ray, deploys the replicas, and hands out a RayBatcher; ``stop`` undoes it."""
 
     def __init__(self, model: str | None, replicas: int | None = None, address: str | None = None,
-                 max_batch: int = 8, attention: str = "fused"):
+                 max_batch: int = 8, attention: str = "fused", dtype: str = "auto"):
         self.private_home = None
         if address is None:  # a private single-node cluster on loopback
             self.private_home = isolate_for_loopback()  # before Ray is imported: it reads some at import time
@@ -204,7 +204,7 @@ class RayBackend:
             num_replicas=self.replicas,
             ray_actor_options={"num_cpus": 1, "num_gpus": 1 if gpus else 0},
         )
-        self.handle = serve.run(deployment.bind(model, max_batch, attention), name=DEPLOYMENT_NAME, route_prefix=None)
+        self.handle = serve.run(deployment.bind(model, max_batch, attention, dtype), name=DEPLOYMENT_NAME, route_prefix=None)
         self.model_id = self.handle.model_id.remote().result()
         logger.info("Ray Serve deployment %s: %d replica(s) of %s", DEPLOYMENT_NAME, self.replicas, self.model_id)
 

@@ -13,6 +13,9 @@ os.environ.setdefault("TRITON_INTERPRET", "1")
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+# Where tests that run models and kernels put them: the CPU in CI; STAA_TEST_DEVICE=cuda on a lent GPU
+# (with TRITON_INTERPRET=0, so the kernels compile there).
+TEST_DEVICE = os.environ.get("STAA_TEST_DEVICE", "cpu")
 CLIPS = Path(os.environ.get("STAA_SHARED_CLIPS", REPO.parent / "shared" / "clips"))
 SHARED_CLIPS = ("arm_wrestling.mp4", "flipping_pancake.mkv", "ucf101_apply_eye_makeup.avi")
 # Frame counts agreed by three decoders (../shared/clips/README.md).

@@ -20,6 +20,9 @@ class VideoAdapter:
     ``_route_attention`` sends the model's attention calls through ``models.attention.attend``."""
 
     architecture = ""
+    num_frames: int
+    frames_per_slot: int = 1  # frames a token spans (a tubelet's depth)
+    grid: tuple[int, int]  # patches per frame, (h, w)
 
     def __init__(self, model: torch.nn.Module, implementation: str = "fused"):
         self.model = model
@@ -27,10 +30,6 @@ class VideoAdapter:
         self._route_attention()
         for module, role, readout in self._attention_modules():
             attach(module, Site(role, readout, self.taps))
-
-    num_frames: int
-    frames_per_slot: int = 1
-    grid: tuple[int, int]
 
     @property
     def num_patches(self) -> int:
@@ -55,7 +54,10 @@ class VideoAdapter:
         return self.taps.capture(keep_probabilities, keep_grad)
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """``pixel_values`` ``[B, T, 3, H, W]`` -> logits ``[B, num_labels]``."""
+        """``pixel_values`` ``[B, T, 3, H, W]``, on any device -> logits ``[B, num_labels]`` on the model's.
+        The input moves to the model's device and dtype here, the one place it crosses (differentiably)."""
+        parameter = next(self.model.parameters())
+        pixel_values = pixel_values.to(device=parameter.device, dtype=parameter.dtype, non_blocking=True)
         return self.model(pixel_values=pixel_values).logits
 
     def read(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, AttentionRows, float]:

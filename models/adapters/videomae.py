@@ -28,7 +28,6 @@ from models.staa import AttentionRows
 
 class VideoMAEAdapter(VideoAdapter):
     architecture = "videomae"
-    readout = COLUMN_SUM
 
     def __init__(self, model: torch.nn.Module, implementation: str = "fused"):
         config = model.config
@@ -42,7 +41,7 @@ class VideoMAEAdapter(VideoAdapter):
         self.model.set_attn_implementation("staa")
 
     def _attention_modules(self):
-        return [(layer.attention.attention, "joint", self.readout) for layer in self.layers]
+        return [(layer.attention.attention, "joint", COLUMN_SUM) for layer in self.layers]
 
     def attention_rows(self, capture: Capture) -> AttentionRows:
         return joint_rows(capture.rows["joint"], self.num_frames // self.frames_per_slot, self.num_patches, self.frames_per_slot)

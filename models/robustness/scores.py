@@ -69,6 +69,7 @@ class RobustnessScorer:
         ``run_pass(work)``: runs every model pass (see ``perturb``)."""
         started = time.perf_counter()
         params = params or self.staa.params
+        pixel_values = pixel_values.to(self.loaded.device, non_blocking=True)  # float32: the attack's maths stay precise
         batch = pixel_values.shape[0]
         clean = run_pass(lambda: self.staa.attribute_batch(pixel_values, params))  # [B, T, h, w], [B, T], [B, C]
         target = clean.logits.argmax(dim=-1)  # [B]
@@ -82,8 +83,8 @@ class RobustnessScorer:
         results = []
         for row in range(batch):
             deviation = explanation_deviation(
-                clean.spatial[row].flatten(1).numpy(), clean.temporal[row].numpy(),  # [T, h, w] -> [T, N]
-                attacked.spatial[row].flatten(1).numpy(), attacked.temporal[row].numpy(), self.loaded.grid)
+                clean.spatial[row].flatten(1).cpu().numpy(), clean.temporal[row].cpu().numpy(),  # [T, h, w] -> [T, N]
+                attacked.spatial[row].flatten(1).cpu().numpy(), attacked.temporal[row].cpu().numpy(), self.loaded.grid)
             results.append(RobustnessResult(
                 window_index=window_indices[row] if window_indices is not None else row,
                 attack=spec.kind, epsilon=spec.epsilon, steps=spec.steps if spec.kind == "pgd" else 0,

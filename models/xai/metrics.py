@@ -116,6 +116,6 @@ def with_random_weights(loaded, seed: int = 0):
     """The same model with freshly initialised weights (the model-randomisation sanity check):
     a faithful explanation must change when the weights it explains are destroyed."""
     torch.manual_seed(seed)
-    fresh = type(loaded.model)(loaded.model.config).eval()
+    fresh = type(loaded.model)(loaded.model.config).to(device=loaded.device, dtype=loaded.dtype).eval()
     adapter = adapter_for(fresh, loaded.adapter.implementation)
     return dataclasses.replace(loaded, model=fresh, adapter=adapter, random_weights=True)

@@ -5,16 +5,13 @@ Tolerance: float32 sums of the same products in another order, rtol 1e-5 (atol 1
 near zero, where a relative bound means nothing).
 """
 
-import os
-
 import pytest
 import torch
 
 from kernels import attention_rows
 from kernels.attention_rows import (column_sum, column_sum_from_probabilities, column_sum_reference, column_sum_triton,
                                     query_row, query_row_from_probabilities)
-
-DEVICE = os.environ.get("STAA_TEST_DEVICE", "cpu")  # see conftest.py: cuda on a lent GPU
+from tests.conftest import TEST_DEVICE as DEVICE
 
 
 def projections(rows, heads, tokens, head_size, seed=0, spread=1.0):

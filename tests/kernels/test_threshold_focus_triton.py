@@ -5,14 +5,11 @@ Tolerances: quantised grids agree exactly except where 255*f/max(f) lies within 
 most one step on at most 1 % of entries; scale and mass to rtol 1e-4 for the same reason.
 """
 
-import os
-
 import pytest
 import torch
 
 from kernels.threshold_focus import threshold_focus, threshold_focus_reference, threshold_focus_triton
-
-DEVICE = os.environ.get("STAA_TEST_DEVICE", "cpu")  # see conftest.py: cuda on a lent GPU
+from tests.conftest import TEST_DEVICE as DEVICE
 
 
 def assert_match(maps, grid, **options):

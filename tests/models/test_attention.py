@@ -14,6 +14,7 @@ from models.errors import UnsupportedModel
 from models.pipeline import Staa
 from models.random_weights import random_config, save_random_model
 from models.registry import ARCHITECTURES, load_model
+from tests.conftest import TEST_DEVICE
 
 ODD = {  # 40 / 8 -> a 5 x 5 grid; 3 frames, or 6 frames in 3 tubelet slots
     "timesformer": dict(image_size=40, patch_size=8, num_frames=3, num_hidden_layers=3, num_labels=5),
@@ -32,17 +33,18 @@ def saved(request, tmp_path_factory):
 @pytest.fixture(scope="module")
 def clips(saved):
     architecture, _ = saved
-    return torch.randn(2, ODD[architecture]["num_frames"], 3, 40, 40, generator=torch.Generator().manual_seed(4))
+    clips = torch.randn(2, ODD[architecture]["num_frames"], 3, 40, 40, generator=torch.Generator().manual_seed(4))
+    return clips.to(TEST_DEVICE)
 
 
 def hf_model(saved):
     """The same checkpoint through ``transformers`` alone: no adapter, its own eager attention."""
     architecture, directory = saved
-    return ARCHITECTURES[architecture].from_pretrained(directory, attn_implementation="eager").eval()
+    return ARCHITECTURES[architecture].from_pretrained(directory, attn_implementation="eager").to(TEST_DEVICE).eval()
 
 
 def test_fused_maps_equal_the_eager_oracle(saved, clips):
-    loaded = load_model(str(saved[1]))
+    loaded = load_model(str(saved[1]), device=TEST_DEVICE)
     assert loaded.adapter.implementation == "fused"
     fused = Staa(loaded).attribute(clips)
     with loaded.adapter.using("eager"):
@@ -55,7 +57,7 @@ def test_fused_maps_equal_the_eager_oracle(saved, clips):
 
 def test_routed_model_computes_what_transformers_computes(saved, clips):
     reference = hf_model(saved)
-    loaded = load_model(str(saved[1]))
+    loaded = load_model(str(saved[1]), device=TEST_DEVICE)
     assert set(loaded.model.state_dict()) == set(reference.state_dict())  # routing renamed no parameter
     with torch.inference_mode():
         expected = reference(pixel_values=clips).logits
@@ -87,7 +89,7 @@ def hf_rows(saved, clips):
 
 @pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
 def test_captured_rows_are_the_rows_of_transformers_attention(saved, clips, implementation):
-    loaded = load_model(str(saved[1]), attention=implementation)
+    loaded = load_model(str(saved[1]), device=TEST_DEVICE, attention=implementation)
     with torch.inference_mode():
         _, rows, _ = loaded.adapter.read(clips)
     expected = hf_rows(saved, clips)
@@ -99,7 +101,7 @@ def test_captured_rows_are_the_rows_of_transformers_attention(saved, clips, impl
 
 def test_a_capture_keeping_probabilities_keeps_every_layer(saved, clips):
     architecture, _ = saved
-    loaded = load_model(str(saved[1]))
+    loaded = load_model(str(saved[1]), device=TEST_DEVICE)
     with torch.inference_mode(), loaded.adapter.capture(keep_probabilities=True) as capture:
         loaded.adapter.forward(clips)
     roles = {"timesformer": {"spatial": (6, 4, 26, 26), "temporal": (50, 4, 3, 3)}}.get(architecture)
@@ -109,7 +111,7 @@ def test_a_capture_keeping_probabilities_keeps_every_layer(saved, clips):
 
 
 def test_captures_do_not_nest_and_end_even_when_the_forward_fails(saved, clips):
-    loaded = load_model(str(saved[1]))
+    loaded = load_model(str(saved[1]), device=TEST_DEVICE)
     adapter = loaded.adapter
     with pytest.raises((RuntimeError, ValueError)), torch.inference_mode(), adapter.capture():
         adapter.forward(clips[:, :, :2])  # two channels: the patch embedding refuses it

@@ -1,0 +1,167 @@
+"""The GPU check in one command: throughput with and without STAA, latency, live streams sustained,
+the kernels' CUDA test lane and bandwidth. Prepared to run on a lent H100/H200 in a few minutes;
+``--device cpu --quick`` runs the same code on small sizes anywhere (the dry run).
+
+    python -m benchmarks.gpu [--device auto] [--dtype auto] [--quick] [--out DIR]
+    staa-bench gpu ...
+
+Per model (random-weight TimeSformer-base 8x224 and VideoMAE-base 16x224; tiny configs with
+``--quick``) and batch: windows/s of the fused plain forward and of the served explanation path
+(``Staa.attribute_batch`` + ``threshold_focus``), timed in interleaved pairs; ``staa_ratio`` is the
+median per-pair ratio; at batch 1 the explanation's p50/p99 latency. Then the most paced live 25 fps
+streams (a window every 10 frames) one ``staa-serve`` on the device sustains with p99 <= 250 ms
+(load generated on this machine's CPUs, ``benchmarks/load.py``), for TimeSformer-base. On CUDA also
+``STAA_TEST_DEVICE=cuda pytest tests/kernels`` and the threshold/focus kernel's bandwidth.
+
+Writes gpu.md and gpu.csv.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from benchmarks.report import REPORTS, conditions, interleaved, markdown_table, write_csv, write_markdown
+from benchmarks.streams import percentiles
+from kernels import threshold_focus
+from models.devices import resolve_device, resolve_dtype
+from models.pipeline import Staa
+from models.random_weights import random_config, save_random_model
+from models.registry import load_model
+
+REPO = Path(__file__).resolve().parents[1]
+COLUMNS = ["device", "model", "dtype", "batch", "windows_per_s", "plain_windows_per_s", "staa_ratio", "p50_ms",
+           "p99_ms", "streams_sustained"]
+SIZES = {False: ("base", (1, 8, 32, 64), (25, 50, 75, 100, 150, 200)), True: ("tiny", (1, 2), (1, 2))}
+
+
+def synchronise(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def throughput(name: str, loaded, batch: int, pairs: int) -> dict:
+    """Windows/s of the plain forward and of the explanation path at ``batch``, interleaved."""
+    size, device = loaded.image_size, loaded.device
+    pixels = torch.randn(batch, loaded.num_frames, 3, size, size, generator=torch.Generator().manual_seed(0)).to(device)
+    staa = Staa(loaded)
+    params = staa.params
+
+    def plain():
+        with torch.inference_mode():
+            loaded.adapter.forward(pixels)
+        synchronise(device)
+
+    def explained():
+        attribution = staa.attribute_batch(pixels)
+        threshold_focus(attribution.spatial.flatten(2), loaded.grid, mode=params.threshold_mode, kappa=params.kappa,
+                        percentile=params.percentile, gamma=params.gamma, smooth=params.smooth)
+        synchronise(device)
+
+    plain_times, staa_times, ratio = interleaved(plain, explained, pairs, warmup=3)
+    row = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu", "model": name,
+           "dtype": str(loaded.dtype).removeprefix("torch."), "batch": batch,
+           "windows_per_s": batch / statistics.median(staa_times), "plain_windows_per_s": batch / statistics.median(plain_times),
+           "staa_ratio": ratio, "p50_ms": float("nan"), "p99_ms": float("nan"), "streams_sustained": ""}
+    if batch == 1:  # one window's latency through the explanation path, as a lone live window sees it
+        latencies = percentiles([seconds * 1e3 for seconds in staa_times], points=(50, 99))
+        row |= {"p50_ms": latencies["p50_ms"], "p99_ms": latencies["p99_ms"]}
+    return row
+
+
+def streams_sustained(model_dir: Path, device: str, dtype: str, counts: tuple[int, ...], seconds: float) -> tuple[int, list[dict]]:
+    """The most paced 25 fps streams one spawned server sustains (p99 <= 250 ms, >= 2 windows/s each)."""
+    from benchmarks.load import SpawnedServer, one_run, source_frames
+
+    frames, _ = source_frames(seconds, 25.0)
+    server = SpawnedServer(["--model", str(model_dir), "--device", device, "--dtype", dtype, "--max-batch", "64",
+                            "--max-streams", str(max(counts)), "--decode-workers", str(max(2, (os.cpu_count() or 2) // 2))])
+    runs = []
+    try:
+        for count in counts:
+            runs.append(one_run(server.target, count, 25.0, 10, seconds, frames, "rgb24", server, 250.0, 2.0))
+            if not runs[-1]["sustained"]:
+                break
+    finally:
+        server.stop()
+    sustained = [run["streams"] for run in runs if run["sustained"]]
+    return (max(sustained) if sustained else 0), runs
+
+
+def kernel_lane(device: torch.device) -> str:
+    """``pytest tests/kernels`` compiled on the GPU (the CPU suite runs them in the interpreter)."""
+    if device.type != "cuda":
+        return "not run (no CUDA device; `make test` runs the kernel tests in the Triton interpreter)"
+    environment = dict(os.environ, STAA_TEST_DEVICE="cuda", TRITON_INTERPRET="0")
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/kernels"], cwd=REPO,
+                            env=environment, capture_output=True, text=True, timeout=300)
+    lines = [line for line in result.stdout.splitlines() if line.strip()]
+    return f"exit {result.returncode}: {lines[-1] if lines else result.stderr[-300:]}"
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.gpu", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--dtype", default="auto")
+    parser.add_argument("--quick", action="store_true", help="tiny models, two batches, two stream counts: the dry run")
+    parser.add_argument("--pairs", type=int, default=None, help="interleaved pairs per row (default 20, 3 with --quick)")
+    parser.add_argument("--stream-seconds", type=float, default=None, help="seconds per stream run (default 12, 4 with --quick)")
+    parser.add_argument("--out", type=Path, default=REPORTS)
+    args = parser.parse_args(argv)
+    started = time.perf_counter()
+    device = resolve_device(args.device)
+    dtype_name = str(resolve_dtype(args.dtype, device)).removeprefix("torch.")
+    size, batches, stream_counts = SIZES[args.quick]
+    pairs = args.pairs or (3 if args.quick else 20)
+    rows, stream_rows = [], []
+    with tempfile.TemporaryDirectory() as scratch:
+        directories = {f"{architecture}-{size}": save_random_model(Path(scratch) / architecture, random_config(architecture, size))
+                       for architecture in ("timesformer", "videomae")}
+        for name, directory in directories.items():
+            loaded = load_model(str(directory), device=str(device), dtype=dtype_name)
+            for batch in tqdm(batches, desc=name):
+                rows.append(throughput(name, loaded, batch, pairs))
+            del loaded
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+        first = next(iter(directories))
+        sustained, stream_rows = streams_sustained(directories[first], str(device), dtype_name, stream_counts,
+                                                   args.stream_seconds or (4.0 if args.quick else 12.0))
+        next(row for row in rows if row["model"] == first and row["batch"] == 1)["streams_sustained"] = sustained
+    lane = kernel_lane(device)
+    kernel_rows = []
+    if device.type == "cuda":
+        from benchmarks.kernels import time_threshold_focus
+
+        kernel_rows = [row for row in time_threshold_focus("cuda", 10) if row["batch"] >= 4096]
+    args.out.mkdir(parents=True, exist_ok=True)
+    write_csv(args.out / "gpu.csv", rows, COLUMNS)
+    stream_columns = ["streams", "windows_per_s", "p50_ms", "p99_ms", "dropped_pct", "errors", "sustained"]
+    write_markdown(args.out / "gpu.md", "GPU check: throughput, latency, live streams, kernels", conditions({
+        "device": rows[0]["device"], "dtype": dtype_name,
+        "models": f"random-weight TimeSformer-{size} and VideoMAE-{size}, fused attention",
+        "timing": f"{pairs} interleaved pairs per row (plain forward vs explanation path), medians",
+        "torch cuda": str(torch.version.cuda), "wall": f"{time.perf_counter() - started:.0f} s",
+    }), [
+        "## Throughput and latency", "", markdown_table(rows, COLUMNS), "",
+        "`windows_per_s`: explanation path (forward + STAA + threshold/focus); `plain_windows_per_s`: the fused "
+        "forward alone; `staa_ratio`: median per-pair time ratio of the two; latency at batch 1 only.", "",
+        f"## Live streams ({first}, 25 fps, a window every 10 frames, p99 <= 250 ms)", "",
+        markdown_table(stream_rows, stream_columns), "",
+        "## Kernels", "", f"CUDA test lane: {lane}", "",
+        markdown_table(kernel_rows, list(kernel_rows[0])) if kernel_rows else "Bandwidth: not measured (no CUDA device).",
+    ])
+    print((args.out / "gpu.md").read_text())
+
+
+if __name__ == "__main__":
+    main()
