@@ -135,9 +135,10 @@ def _scores(query: torch.Tensor, key: torch.Tensor, scale: float, attention_mask
 
 def _softmax_written_out(scores: torch.Tensor) -> torch.Tensor:
     """Softmax over the last axis as exp(x - max) / sum. PyTorch's CPU softmax vectorises along the
-    softmax axis, so over a handful of keys it costs several times these elementwise passes."""
+    softmax axis, so over a handful of keys it costs several times these elementwise passes. (Only the
+    exp is in place, on a temporary: the division must not overwrite what exp's backward reads.)"""
     exponentials = (scores - scores.amax(dim=-1, keepdim=True)).exp_()
-    return exponentials.div_(exponentials.sum(dim=-1, keepdim=True))
+    return exponentials / exponentials.sum(dim=-1, keepdim=True)
 
 
 def _fused(site: Site, capture: Capture | None, query, key, value, attention_mask, scale: float,
@@ -146,7 +147,8 @@ def _fused(site: Site, capture: Capture | None, query, key, value, attention_mas
     output = F.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask, dropout_p=dropout, scale=scale)
     if capture is not None:
         started = time.perf_counter()
-        row = query_row(query, key, scale) if site.readout == QUERY_ROW else column_sum(query, key, scale)
+        with torch.no_grad():  # a row is read, never differentiated
+            row = query_row(query, key, scale) if site.readout == QUERY_ROW else column_sum(query, key, scale)
         capture.rows.setdefault(site.role, []).append(row)
         capture.seconds += time.perf_counter() - started
     return output.transpose(1, 2).contiguous(), None  # [R, H, S, d] -> [R, S, H, d]

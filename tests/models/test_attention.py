@@ -66,6 +66,18 @@ def test_routed_model_computes_what_transformers_computes(saved, clips):
                 torch.testing.assert_close(loaded.adapter.forward(clips), expected, rtol=1e-4, atol=1e-5)
 
 
+def test_gradients_through_fused_attention_equal_the_eager_ones(saved, clips):
+    """Attacks and gradient baselines differentiate the served model: every path must stay differentiable."""
+    loaded = load_model(str(saved[1]), device=TEST_DEVICE)
+    gradients = {}
+    for implementation in IMPLEMENTATIONS:
+        pixels = clips.clone().requires_grad_(True)
+        with loaded.adapter.using(implementation):
+            loaded.adapter.forward(pixels)[:, 0].sum().backward()
+        gradients[implementation] = pixels.grad
+    torch.testing.assert_close(gradients["fused"], gradients["eager"], rtol=1e-4, atol=1e-6)
+
+
 def hf_rows(saved, clips):
     """The rows STAA reads, taken from the probabilities HF's untouched eager model computes: per layer
     (spatial, temporal) as ``[B, T', N]`` and ``[B, N, T']``."""
