@@ -1,4 +1,4 @@
-"""From prepared windows to explanations: one forward pass with attention taps, STAA, post-processing.
+"""From prepared windows to explanations: one forward pass reading STAA's rows, STAA, post-processing.
 
 ``Staa`` is the attribution method (Captum-style ``attribute``); ``ExplanationPipeline`` adds
 what a served explanation carries: top-k, quantised heatmaps, timings and provenance.
@@ -36,8 +36,8 @@ class Attribution:
         spatial: ``[B, T, h, w]`` on the model's patch grid, each frame summing to 1.
         temporal: ``[B, T]`` frame importance summing to 1.
         logits: ``[B, C]`` from the same forward pass.
-        forward_ms: model forward time, attention reductions excluded.
-        attribution_ms: attention reductions + STAA maths.
+        forward_ms: model forward time, STAA's row reads excluded (host time: on CUDA, launch time).
+        attribution_ms: STAA's row reads beside the attention + STAA's maths.
     """
 
     spatial: torch.Tensor
