@@ -33,7 +33,7 @@ from tqdm import tqdm
 from benchmarks.report import REPORTS, conditions, interleaved, markdown_table, write_csv, write_markdown
 from benchmarks.streams import percentiles
 from kernels import threshold_focus
-from models.devices import resolve_device, resolve_dtype
+from models.devices import resolve_device, resolve_dtype, synchronise
 from models.pipeline import Staa
 from models.random_weights import random_config, save_random_model
 from models.registry import load_model
@@ -42,11 +42,6 @@ REPO = Path(__file__).resolve().parents[1]
 COLUMNS = ["device", "model", "dtype", "batch", "windows_per_s", "plain_windows_per_s", "staa_ratio", "p50_ms",
            "p99_ms", "streams_sustained"]
 SIZES = {False: ("base", (1, 8, 32, 64), (25, 50, 75, 100, 150, 200)), True: ("tiny", (1, 2), (1, 2))}
-
-
-def synchronise(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def throughput(name: str, loaded, batch: int, pairs: int) -> dict:

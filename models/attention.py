@@ -50,7 +50,8 @@ class Capture:
     Attributes:
         rows: role -> one float32 ``[R, S]`` per call (layers in order).
         probabilities: role -> one ``[R, H, S, S]`` per call, when the capture keeps them.
-        seconds: time spent reading rows beside the attention (part of attribution, not of the forward).
+        seconds: host time spent reading rows beside the attention (part of attribution, not of the
+            forward; on CUDA, the time to launch that work, which the forward's time then includes).
     """
 
     keep_probabilities: bool = False

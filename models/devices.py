@@ -53,3 +53,10 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     if name == "auto":
         return torch.bfloat16 if device.type == "cuda" else torch.float32
     return DTYPES[name]
+
+
+def synchronise(device: torch.device) -> None:
+    """Wait for the device's queued work (CUDA runs asynchronously: a host clock read without this
+    measures launches, not work). Nothing to wait for on the CPU."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from kernels import threshold_focus
+from models.devices import synchronise
 from models.preprocess import CropBox
 from models.registry import LoadedModel
 from models.staa import StaaParams, staa_maps
@@ -36,7 +37,7 @@ class Attribution:
         spatial: ``[B, T, h, w]`` on the model's patch grid, each frame summing to 1.
         temporal: ``[B, T]`` frame importance summing to 1.
         logits: ``[B, C]`` from the same forward pass.
-        forward_ms: model forward time, STAA's row reads excluded (host time: on CUDA, launch time).
+        forward_ms: model forward time, STAA's row reads excluded.
         attribution_ms: STAA's row reads beside the attention + STAA's maths.
     """
 
@@ -76,8 +77,10 @@ class Staa:
         batch, frames = pixel_values.shape[:2]
         started = time.perf_counter()
         logits, rows, read_seconds = self.adapter.read(pixel_values)  # [B, C]; [L, B, T', N] and [L, B, N, T']
+        synchronise(self.loaded.device)  # the results are read right after anyway: the wait costs nothing
         maths_started = time.perf_counter()
         spatial, temporal = staa_maps(rows, params or self.params)  # [B, T, N], [B, T]
+        synchronise(self.loaded.device)
         maths_seconds = time.perf_counter() - maths_started
         return Attribution(
             spatial=spatial.reshape(batch, frames, *self.loaded.grid),  # [B, T, N] -> [B, T, h, w]
@@ -148,6 +151,8 @@ class ExplanationPipeline:
     def explain(self, windows: list[PreparedWindow], params: StaaParams, top_k: int = 5) -> list[WindowExplanation]:
         """Explain a batch of windows in one forward pass; returns one explanation per window."""
         pixel_values = torch.stack([window.pixels for window in windows])  # B x [T, 3, H, W] -> [B, T, 3, H, W]
+        if self.loaded.device.type == "cuda":  # page-locked, so the adapter's copy to the device is asynchronous
+            pixel_values = pixel_values.pin_memory()
         attribution = self.staa.attribute_batch(pixel_values, params)
         started = time.perf_counter()
         batch, frames, height, width = attribution.spatial.shape
