@@ -142,3 +142,24 @@ def column_sum_triton(query: torch.Tensor, key: torch.Tensor, scale: float, bloc
 def column_sum(query: torch.Tensor, key: torch.Tensor, scale: float) -> torch.Tensor:
     """Dispatch (kernels.dispatch): CUDA -> Triton, CPU -> the chunked reference."""
     return (column_sum_triton if use_triton(query.is_cuda) else column_sum_reference)(query, key, scale)
+
+
+def attention_chunked(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                      scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Attention output ``[R, H, S, d]`` and its column sums float32 ``[R, S]`` in one pass over query
+    chunks (Q K^T computed once), for the CPU: there the column sum is bound by its Q K^T product, and
+    computing the output from the same chunk's probabilities costs less than SDPA plus a second product
+    (whole VideoMAE-base explanations: 1.21x the plain forward against 1.26x)."""
+    rows, heads, tokens, _ = query.shape
+    chunk = max(1, CHUNK_BYTES // max(1, heads * tokens * 4))
+    output = torch.empty(rows, heads, tokens, value.shape[-1], dtype=query.dtype, device=query.device)
+    total = torch.empty(rows, tokens, dtype=torch.float32, device=query.device)
+    for row in range(rows):
+        key_t = key[row].transpose(-2, -1)  # [H, d, S]
+        received = torch.zeros(tokens, dtype=torch.float32, device=query.device)
+        for start in range(0, tokens, chunk):
+            probs = torch.matmul(query[row, :, start:start + chunk], key_t).mul_(scale).softmax(dim=-1)  # [H, c, S]
+            torch.matmul(probs, value[row], out=output[row, :, start:start + chunk])  # [H, c, d]
+            received += sum_float32(probs, (0, 1))  # [H, c, S] -> [S]
+        total[row] = received
+    return output, total

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from kernels import attention_rows
-from kernels.attention_rows import (column_sum, column_sum_from_probabilities, column_sum_reference, column_sum_triton,
-                                    query_row, query_row_from_probabilities)
+from kernels.attention_rows import (attention_chunked, column_sum, column_sum_from_probabilities, column_sum_reference,
+                                    column_sum_triton, query_row, query_row_from_probabilities)
 from tests.conftest import TEST_DEVICE as DEVICE
 
 
@@ -91,3 +91,14 @@ def test_dispatch_on_cpu_takes_the_reference_unless_forced(monkeypatch):
     monkeypatch.setenv("STAA_KERNELS", "bogus")
     with pytest.raises(ValueError, match="STAA_KERNELS"):
         column_sum(query, key, 0.25)
+
+
+@pytest.mark.parametrize("rows,heads,tokens,head_size", [(1, 3, 97, 16), (2, 2, 65, 8)])
+def test_chunked_attention_gives_the_output_and_the_column_sums(rows, heads, tokens, head_size, monkeypatch):
+    query, key = projections(rows, heads, tokens, head_size, seed=tokens)
+    value = torch.randn(rows, heads, tokens, head_size, generator=torch.Generator().manual_seed(1)).to(DEVICE)
+    probs = probabilities(query, key, head_size ** -0.5)
+    monkeypatch.setattr(attention_rows, "CHUNK_BYTES", 4 * heads * tokens * 10)  # ten queries a chunk
+    output, sums = attention_chunked(query, key, value, head_size ** -0.5)
+    torch.testing.assert_close(output, probs @ value, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(sums, column_sum_from_probabilities(probs), rtol=1e-5, atol=1e-6)
