@@ -16,8 +16,10 @@ Outside a capture ``attend`` is plain attention. Under one it also hands that ro
   from P. The same operations, in the same order, as ``transformers``' eager attention.
 - ``"fused"``: output from ``scaled_dot_product_attention`` (flash / memory-efficient kernels where
   the device has them), the row recomputed exactly from Q and K (``kernels.attention_rows``): one
-  query's softmax, or column sums in chunks / a Triton kernel, never S x S at once. Over at most
-  ``SHORT_SEQUENCE`` keys (TimeSformer's 8-frame temporal attention) it materialises P instead,
+  query's softmax, or column sums by a Triton kernel (CUDA), never S x S at once. On the CPU a
+  column-sum site under a capture computes its output and sums in one chunked pass instead
+  (``attention_chunked``): there the sums are bound by their Q K^T product, done once that way.
+  Over at most ``SHORT_SEQUENCE`` keys (TimeSformer's 8-frame temporal attention) it materialises P instead,
   with or without a capture: that tiny P is the fastest way to the output (the SDPA kernels are made
   for long sequences) and hands STAA its row for one sum.
 A capture that keeps probabilities (the attention baselines: rollout, gradient-weighted STAA)
