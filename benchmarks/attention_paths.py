@@ -31,6 +31,7 @@ import torch
 from tqdm import tqdm
 
 from benchmarks.report import REPORTS, conditions, interleaved, markdown_table, write_csv, write_markdown
+from models.devices import synchronise
 from models.pipeline import Staa
 from models.random_weights import random_config, save_random_model
 from models.registry import ARCHITECTURES, LoadedModel, load_model
@@ -68,7 +69,6 @@ def measure(name: str, loaded: LoadedModel, untouched: torch.nn.Module, batch: i
     size = loaded.image_size
     pixels = torch.randn(batch, loaded.num_frames, 3, size, size, generator=generator).to(device)
     adapter, staa = loaded.adapter, Staa(loaded)
-    synchronise = torch.cuda.synchronize if device == "cuda" else (lambda: None)
 
     def timed_call(implementation: str | None, explain: bool):
         def call():
@@ -78,7 +78,7 @@ def measure(name: str, loaded: LoadedModel, untouched: torch.nn.Module, batch: i
             else:
                 with adapter.using(implementation), torch.inference_mode():
                     staa.attribute_batch(pixels) if explain else adapter.forward(pixels)
-            synchronise()
+            synchronise(loaded.device)
         return call
 
     with adapter.using("eager"):
