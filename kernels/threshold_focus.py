@@ -17,8 +17,8 @@ never poisons the batch.
 Memory traffic: the op-by-op PyTorch sequence reads and writes the [B, T, N] float map about a
 dozen times (sanitise, max, divide, mean, std, subtract, clamp, pow, where, max, divide, round);
 the fused kernel reads it once (4 bytes/entry), writes q once (1 byte/entry) and 8 bytes per row,
-plus a scratch round trip of the row when smoothing. One program handles one row (a frame of a
-window) entirely in registers.
+plus a scratch round trip of the row when smoothing. One program handles a tile of whole rows
+(frames of windows) entirely in registers.
 
 ``threshold_focus`` dispatches: CUDA tensors -> the Triton kernel, CPU tensors -> the reference;
 ``STAA_KERNELS=reference|triton`` forces either (triton on CPU needs TRITON_INTERPRET=1 set
@@ -39,6 +39,9 @@ _EPS = 1e-12
 MODES = ("mean_std", "percentile")
 # The served defaults (models.staa.StaaParams takes them from here; chosen with the quality harness).
 DEFAULT_KAPPA, DEFAULT_PERCENTILE, DEFAULT_GAMMA = 2.0, 80.0, 2.0
+# Entries one program tiles (rows x next_power_of_2(N)): one 196-entry row per program left a GPU
+# launch- and latency-bound; a tile of several rows gives each warp enough loads in flight.
+TILE_ENTRIES = 4096
 
 
 @dataclass
@@ -116,39 +119,43 @@ def _kernel():
     @triton.jit
     def threshold_focus_kernel(
         maps_ptr, quantized_ptr, scale_ptr, mass_ptr, scratch_ptr,
-        num_patches, count, grid_width, stride_row,
+        num_rows, num_patches, count, grid_width, stride_row,
         kappa, quantile_position, gamma,
-        PERCENTILE: tl.constexpr, SMOOTH: tl.constexpr, BLOCK: tl.constexpr,
+        PERCENTILE: tl.constexpr, SMOOTH: tl.constexpr, ROWS: tl.constexpr, BLOCK: tl.constexpr,
     ):
-        row = tl.program_id(0)
-        offsets = tl.arange(0, BLOCK)
-        valid = offsets < num_patches
-        values = tl.load(maps_ptr + row * stride_row + offsets, mask=valid, other=0.0).to(tl.float32)
+        # One program: ROWS whole rows as a [ROWS, BLOCK] tile; every reduction runs along axis 1.
+        rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)  # [ROWS]
+        offsets = tl.arange(0, BLOCK)  # [BLOCK]
+        live = rows < num_rows
+        valid = live[:, None] & (offsets < num_patches)[None, :]  # [ROWS, BLOCK]
+        values = tl.load(maps_ptr + rows[:, None] * stride_row + offsets[None, :], mask=valid, other=0.0).to(tl.float32)
         # 0. sanitise: NaN and -inf -> 0, +inf -> the largest finite entry, negatives -> 0
         finite = (values == values) & (tl.abs(values) != float("inf"))
         clean = tl.where(finite & valid, values, 0.0)
-        finite_max = tl.max(clean, axis=0)
+        finite_max = tl.max(clean, axis=1)[:, None]  # [ROWS, 1]
         clean = tl.where(values == float("inf"), finite_max, clean)
         clean = tl.maximum(tl.where(valid, clean, 0.0), 0.0)
         # 1. normalise to the peak
-        raw_max = tl.max(clean, axis=0)
+        raw_max = tl.max(clean, axis=1)[:, None]  # [ROWS, 1]
         # IEEE-rounded division (plain `/` compiles to an approximate divide on NVIDIA GPUs, which
         # can leave the peak at 0.99999994 and lose it in the degenerate branch below)
         normalised = tl.math.div_rn(clean, tl.maximum(raw_max, 1e-12))
         # 2. dynamic threshold, clamped to 1 so the peak survives
         if PERCENTILE:
-            ordered = tl.sort(tl.where(valid, normalised, float("inf")), dim=0)
+            # padding sorts last; a tile's rows past the end stay finite (no inf - inf)
+            ordered = tl.sort(tl.where(valid, normalised, tl.where(live[:, None], float("inf"), 0.0)), dim=1)
             low_index = tl.floor(quantile_position).to(tl.int32)
             weight = quantile_position - low_index.to(tl.float32)
-            low = tl.sum(tl.where(offsets == low_index, ordered, 0.0), axis=0)
+            low = tl.sum(tl.where(offsets[None, :] == low_index, ordered, 0.0), axis=1)
             high_index = tl.minimum(low_index + 1, num_patches - 1)
-            high = tl.sum(tl.where(offsets == high_index, ordered, 0.0), axis=0)
-            theta = low + weight * (high - low)
+            high = tl.sum(tl.where(offsets[None, :] == high_index, ordered, 0.0), axis=1)
+            theta = (low + weight * (high - low))[:, None]
         else:
-            mean = tl.math.div_rn(tl.sum(normalised, axis=0), count)
+            mean = tl.math.div_rn(tl.sum(normalised, axis=1), count)[:, None]
             centred = tl.where(valid, normalised - mean, 0.0)
-            theta = mean + kappa * tl.math.sqrt_rn(tl.math.div_rn(tl.sum(centred * centred, axis=0), count))
-        theta = tl.minimum(theta, 1.0)
+            spread = tl.math.sqrt_rn(tl.math.div_rn(tl.sum(centred * centred, axis=1), count))[:, None]
+            theta = mean + kappa * spread
+        theta = tl.minimum(theta, 1.0)  # [ROWS, 1]
         span = 1.0 - theta
         # 3. focusing: ((m - theta)+ / (1 - theta))^gamma; a degenerate span keeps the peak only
         lifted = tl.maximum(normalised - theta, 0.0) / tl.maximum(span, 1e-12)
@@ -156,25 +163,27 @@ def _kernel():
         peak_only = tl.where(clean >= raw_max, 1.0, 0.0)  # the peak itself, found without arithmetic
         focused = tl.where(span > 1e-12, sharp, peak_only)
         focused = tl.where(valid, tl.where(raw_max > 0.0, focused, 0.0), 0.0)
-        if SMOOTH:  # 3x3 mean on the grid, zero outside it: round-trip the row through scratch
-            tl.store(scratch_ptr + row * stride_row + offsets, focused, mask=valid)
+        if SMOOTH:  # 3x3 mean on the grid, zero outside it: round-trip the rows through scratch
+            tl.store(scratch_ptr + rows[:, None] * stride_row + offsets[None, :], focused, mask=valid)
             tl.debug_barrier()
             y = offsets // grid_width
             x = offsets % grid_width
             height = (num_patches + grid_width - 1) // grid_width
-            total = tl.zeros([BLOCK], dtype=tl.float32)
+            total = tl.zeros([ROWS, BLOCK], dtype=tl.float32)
             for dy in tl.static_range(-1, 2):
                 for dx in tl.static_range(-1, 2):
                     ny, nx = y + dy, x + dx
-                    inside = valid & (ny >= 0) & (ny < height) & (nx >= 0) & (nx < grid_width)
-                    total += tl.load(scratch_ptr + row * stride_row + ny * grid_width + nx, mask=inside, other=0.0)
+                    inside = (offsets < num_patches) & (ny >= 0) & (ny < height) & (nx >= 0) & (nx < grid_width)
+                    total += tl.load(scratch_ptr + rows[:, None] * stride_row + (ny * grid_width + nx)[None, :],
+                                     mask=live[:, None] & inside[None, :], other=0.0)
             focused = tl.where(valid, total / 9.0, 0.0)
         # 4. quantise (half-up) with a per-row scale; the focused mass in raw units
-        focused_max = tl.max(focused, axis=0)
-        quantized = tl.floor(255.0 * focused / tl.maximum(focused_max, 1e-12) + 0.5)
-        tl.store(quantized_ptr + row * num_patches + offsets, quantized.to(tl.uint8), mask=valid)
-        tl.store(scale_ptr + row, focused_max * raw_max / 255.0)
-        tl.store(mass_ptr + row, tl.sum(focused, axis=0) * raw_max)
+        focused_max = tl.max(focused, axis=1)  # [ROWS]
+        quantized = tl.floor(255.0 * focused / tl.maximum(focused_max, 1e-12)[:, None] + 0.5)
+        tl.store(quantized_ptr + rows[:, None] * num_patches + offsets[None, :], quantized.to(tl.uint8), mask=valid)
+        row_max = tl.max(raw_max, axis=1)  # [ROWS, 1] -> [ROWS]
+        tl.store(scale_ptr + rows, focused_max * row_max / 255.0, mask=live)
+        tl.store(mass_ptr + rows, tl.sum(focused, axis=1) * row_max, mask=live)
 
     return threshold_focus_kernel
 
@@ -197,14 +206,16 @@ def threshold_focus_triton(
     scale = torch.empty(batch * frames, dtype=torch.float32, device=maps.device)
     mass = torch.empty_like(scale)
     scratch = torch.empty_like(rows, dtype=torch.float32) if smooth else rows
+    block = triton.next_power_of_2(patches)
+    rows_per_program = max(1, TILE_ENTRIES // block)
     if batch * frames:
-        _kernel()[(batch * frames,)](
+        _kernel()[(triton.cdiv(batch * frames, rows_per_program),)](
             rows, quantized, scale, mass, scratch,
             # count = N as a float argument: Triton compiles an int argument equal to 1 as a
             # constant, which has no .to(), so a 1-patch map would not compile on a GPU
-            patches, float(patches), grid[1], rows.stride(0),
+            batch * frames, patches, float(patches), grid[1], rows.stride(0),
             float(kappa), float(percentile) / 100.0 * (patches - 1), float(gamma),
-            PERCENTILE=mode == "percentile", SMOOTH=bool(smooth), BLOCK=triton.next_power_of_2(patches),
+            PERCENTILE=mode == "percentile", SMOOTH=bool(smooth), ROWS=rows_per_program, BLOCK=block,
         )
     return FocusedMaps(quantized.reshape(batch, frames, patches), scale.reshape(batch, frames), mass.reshape(batch, frames))
 

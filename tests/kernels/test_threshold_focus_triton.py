@@ -23,7 +23,8 @@ def assert_match(maps, grid, **options):
     torch.testing.assert_close(actual.mass, expected.mass, rtol=1e-4, atol=1e-6)
 
 
-SHAPES = [(1, 1, 1), (1, 1, 196), (2, 8, 196), (3, 1, 49), (1, 16, 200), (5, 4, 63), (1, 8, 64), (16, 8, 64)]
+# (9, 8, 196): several programs of 16 rows and a part-filled last tile
+SHAPES = [(1, 1, 1), (1, 1, 196), (2, 8, 196), (3, 1, 49), (1, 16, 200), (5, 4, 63), (1, 8, 64), (16, 8, 64), (9, 8, 196)]
 
 
 @pytest.mark.parametrize("batch,frames,patches", SHAPES)
@@ -46,6 +47,11 @@ def test_kernel_smoothing_matches_reference(grid):
     maps = torch.rand(2, 3, patches, generator=torch.Generator().manual_seed(patches)) ** 4
     assert_match(maps, grid, smooth=True)
     assert_match(maps, grid, smooth=True, mode="percentile", percentile=50.0)
+
+
+def test_kernel_smoothing_across_several_tiles():
+    maps = torch.rand(9, 8, 196, generator=torch.Generator().manual_seed(9)) ** 4  # 72 rows: 5 tiles of 16
+    assert_match(maps, (14, 14), smooth=True)
 
 
 def degenerate_rows(patches: int) -> torch.Tensor:
