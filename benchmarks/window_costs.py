@@ -20,6 +20,7 @@ from tqdm import tqdm
 from benchmarks.report import REPORTS, conditions, interleaved, markdown_table, write_csv, write_markdown
 from kernels import threshold_focus
 from models.pipeline import Staa
+from models.preprocess import model_input
 from models.registry import load_model
 from models.random_weights import random_config, save_random_model
 from models.sampling import WindowSpec
@@ -40,7 +41,7 @@ def measure_clip(loaded, staa: Staa, path: Path, pairs: int, params: StaaParams,
     height, width = loaded.grid
     plain_ms, full_ms, staa_ms, ratios = [], [], [], []
     for window in tqdm(windows, desc=path.name, leave=False):
-        pixels = window.pixels.unsqueeze(0)  # [T, 3, H, W] -> [1, T, 3, H, W]
+        pixels = model_input(window.frames.unsqueeze(0), loaded.processor)  # [1, T, H, W, 3] uint8 -> [1, T, 3, H, W]
         inner = {}
 
         def plain():

@@ -16,7 +16,7 @@ import torch
 
 from kernels import threshold_focus
 from models.devices import synchronise
-from models.preprocess import CropBox
+from models.preprocess import CropBox, model_input
 from models.registry import LoadedModel
 from models.staa import StaaParams, staa_maps
 from models.windowing import PreparedWindow
@@ -150,9 +150,8 @@ class ExplanationPipeline:
 
     def explain(self, windows: list[PreparedWindow], params: StaaParams, top_k: int = 5) -> list[WindowExplanation]:
         """Explain a batch of windows in one forward pass; returns one explanation per window."""
-        pixel_values = torch.stack([window.pixels for window in windows])  # B x [T, 3, H, W] -> [B, T, 3, H, W]
-        if self.loaded.device.type == "cuda":  # page-locked, so the adapter's copy to the device is asynchronous
-            pixel_values = pixel_values.pin_memory()
+        frames = torch.stack([window.frames for window in windows])  # B x [T, H, W, 3] -> [B, T, H, W, 3] uint8
+        pixel_values = model_input(frames, self.loaded.processor, self.loaded.device)  # [B, T, 3, H, W] on the device
         attribution = self.staa.attribute_batch(pixel_values, params)
         started = time.perf_counter()
         batch, frames, height, width = attribution.spatial.shape

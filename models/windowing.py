@@ -1,8 +1,10 @@
 """Turn a stream of (index, frame) into prepared model windows; the same code serves clips and live streams.
 
-Only frames some window can read are preprocessed and kept (``frame_is_needed``), and a
+Only frames some window can read are resized, cropped and kept (``frame_is_needed``), and a
 frame is dropped as soon as no later window can read it, so memory stays at about one
-window whatever the clip length.
+window whatever the clip length. Windows carry uint8 crops: normalising to the model's float
+input happens where the model runs (``models.preprocess.model_input``), so a window is a quarter
+of the float bytes in memory, over Ray and over PCIe.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import numpy as np
 import torch
 
 from models.errors import InvalidInput
-from models.preprocess import CropBox, ProcessorSettings, crop_box, preprocess_frame
+from models.preprocess import CropBox, ProcessorSettings, crop_box, resize_and_crop
 from models.sampling import WindowPlan, WindowSpec, frame_is_needed, padded_window, sample_window, window_is_complete
 from models.video import ClipEnd, DecodeLimits, StreamInfo, VideoSource, iter_frames
 
@@ -26,15 +28,15 @@ class PreparedWindow:
 
     Attributes:
         plan: window index, the T source frame indices, padded flag.
-        pixels: float32 ``[T, 3, crop_h, crop_w]``.
+        frames: uint8 ``[T, crop_h, crop_w, 3]`` RGB, resized and cropped (not normalised).
         crop: source pixels the model input covers.
         source_size: ``(width, height)`` of the source frames.
         fps: average source frame rate (pts = index / fps).
-        decode_ms: time spent decoding + preprocessing the frames this window added.
+        decode_ms: time spent decoding, resizing and cropping the frames this window added.
     """
 
     plan: WindowPlan
-    pixels: torch.Tensor
+    frames: torch.Tensor
     crop: CropBox
     source_size: tuple[int, int]
     fps: float
@@ -50,7 +52,7 @@ class WindowAssembler:
 
     def __init__(self, spec: WindowSpec, settings: ProcessorSettings, fps: float):
         self.spec, self.settings, self.fps = spec, settings, fps
-        self.frames: dict[int, np.ndarray] = {}  # index -> [3, crop_h, crop_w]
+        self.frames: dict[int, np.ndarray] = {}  # index -> uint8 [crop_h, crop_w, 3]
         self.frames_seen = 0
         self.next_window = 0
         self.source_size: tuple[int, int] | None = None
@@ -69,11 +71,11 @@ class WindowAssembler:
             raise InvalidInput(
                 f"frame {index} is {width}x{height} but the stream started at {self.source_size[0]}x{self.source_size[1]}"
             )
-        # Every frame of the first span is preprocessed, even off the window grid: a clip that ends
+        # Every frame of the first span is resized, even off the window grid: a clip that ends
         # before one span gets a padded window that may read any of them. Keeping those raw instead
         # would cost far more memory (up to ~1 GB at the frame-size limit) than the one-time resizes.
         if frame_is_needed(index, self.spec):
-            self.frames[index] = preprocess_frame(frame, self.settings)
+            self.frames[index] = np.ascontiguousarray(resize_and_crop(frame, self.settings))
         self.frames_seen = max(self.frames_seen, index + 1)
         self.pending_ms += decode_ms + (time.perf_counter() - started) * 1e3
         ready = []
@@ -102,8 +104,8 @@ class WindowAssembler:
         return all(index in self.frames for index in plan.frames)
 
     def _emit(self, plan: WindowPlan) -> PreparedWindow:
-        pixels = torch.from_numpy(np.stack([self.frames[index] for index in plan.frames]))  # [T, 3, h, w]
-        window = PreparedWindow(plan, pixels, self.crop, self.source_size, self.fps, self.pending_ms)
+        frames = torch.from_numpy(np.stack([self.frames[index] for index in plan.frames]))  # [T, h, w, 3]
+        window = PreparedWindow(plan, frames, self.crop, self.source_size, self.fps, self.pending_ms)
         self.pending_ms = 0.0
         return window
 

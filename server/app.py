@@ -99,8 +99,8 @@ async def load_and_warm(running: RunningServer, config: ServerConfig) -> None:
         if config.ray:
             from server.ray_backend import RayBackend  # Ray is imported only when asked for
 
-            backend = RayBackend(config.model, config.ray_replicas, config.ray_address, config.max_batch, config.attention,
-                                 config.dtype)
+            backend = RayBackend(config.model, config.ray_replicas, config.ray_address, config.max_batch,
+                                 config.max_batch_wait_ms, config.attention, config.dtype)
             engine = ExplainEngine(loaded, config, running.metrics, batcher=backend.batcher(), on_shutdown=backend.stop)
         else:
             engine = ExplainEngine(loaded, config, running.metrics)

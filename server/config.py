@@ -8,6 +8,7 @@ from models.attention import IMPLEMENTATIONS
 from models.devices import check_device_name, check_dtype_name
 
 MIB = 1 << 20
+MAX_BATCH = 64  # windows per forward: the GPU batches the benchmarks measure (1, 8, 32, 64)
 
 
 @dataclass(frozen=True)
@@ -33,7 +34,7 @@ class ServerConfig:
     max_clip_requests: int = 8  # ExplainClip calls in flight at once; beyond, RESOURCE_EXHAUSTED
     # Scheduling (ARCHITECTURE §8): windows of all requests share forwards of up to max_batch
     # windows; a window waits at most max_batch_wait_ms for company.
-    max_batch: int = 8
+    max_batch: int = 8  # at most MAX_BATCH: 64 TimeSformer-base windows are 0.3 GB of float input
     max_batch_wait_ms: float = 2.0
     # A live stream's frames not yet processed; beyond, the oldest is dropped (Ack.dropped).
     # 64 frames is about 2.5 s at 25 fps: two windows' span at the default stride.
@@ -100,6 +101,8 @@ class ServerConfig:
                              f"max_stream_buffered_bytes={self.max_stream_buffered_bytes}")
         if self.default_top_k > self.max_top_k:
             raise ValueError(f"ServerConfig.default_top_k={self.default_top_k} exceeds max_top_k={self.max_top_k}")
+        if self.max_batch > MAX_BATCH:
+            raise ValueError(f"ServerConfig.max_batch must be <= {MAX_BATCH}, got {self.max_batch}")
         for name in ("grace_seconds", "max_batch_wait_ms"):
             if getattr(self, name) < 0:
                 raise ValueError(f"ServerConfig.{name} must be >= 0, got {getattr(self, name)}")

@@ -39,9 +39,10 @@ LIVE, CLIP = 0, 1  # batcher priorities: lower goes first
 
 def window_bytes(loaded: LoadedModel) -> int:
     """Bytes of decoded windows one call holds at most: the assembler's frames, the window being
-    explained and the one decoded ahead, each float32 ``[T, 3, crop_h, crop_w]``."""
+    explained and the one decoded ahead, each uint8 ``[T, crop_h, crop_w, 3]`` (normalised floats
+    exist only inside a batch, on the model's device)."""
     settings = loaded.processor
-    return 3 * loaded.num_frames * 3 * settings.crop_height * settings.crop_width * 4
+    return 3 * loaded.num_frames * settings.crop_height * settings.crop_width * 3
 
 
 class PendingRobustness:

@@ -3,7 +3,9 @@
 The front end (sessions, decoding, windowing, limits, auth, metrics) stays ours and stays local to
 the streams; only the forward + STAA of prepared windows goes to the replicas, one per accelerator
 (one on a CPU-only node), each batching with ``@serve.batch``. A window travels as its normalised
-pixels (``[T, 3, H, W]`` float32, about 0.9 MB for the default model) and comes back as a
+resized and cropped uint8 frames (``[T, H, W, 3]``, 1.2 MB for TimeSformer-base, a quarter of
+the float input); the replica normalises them on its device with the processor settings of the
+model it loaded (the same model as the front end's), and the explanation comes back as a
 WindowExplanation. Ray's own gRPC/HTTP proxies are not used: ours is the only public port.
 
 Ray listens and connects on the machine's external address unless told otherwise, and its
@@ -133,10 +135,11 @@ def _replica_class():
     from models.registry import load_model
 
     class ExplainerReplica:
-        def __init__(self, model: str | None, max_batch: int, attention: str, dtype: str):
+        def __init__(self, model: str | None, max_batch: int, max_batch_wait_ms: float, attention: str, dtype: str):
             self.loaded = load_model(model, device="auto", attention=attention, dtype=dtype)  # Ray shows each its GPU
             self.pipeline = ExplanationPipeline(self.loaded)
             self.explain.set_max_batch_size(max_batch)
+            self.explain.set_batch_wait_timeout_s(max_batch_wait_ms / 1e3)
 
         @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.002)
         async def explain(self, requests: list) -> list:
@@ -185,7 +188,7 @@ class RayBackend:
     """Starts (or joins) Ray, deploys the replicas, and hands out a RayBatcher; ``stop`` undoes it."""
 
     def __init__(self, model: str | None, replicas: int | None = None, address: str | None = None,
-                 max_batch: int = 8, attention: str = "fused", dtype: str = "auto"):
+                 max_batch: int = 8, max_batch_wait_ms: float = 2.0, attention: str = "fused", dtype: str = "auto"):
         self.private_home = None
         if address is None:  # a private single-node cluster on loopback
             self.private_home = isolate_for_loopback()  # before Ray is imported: it reads some at import time
@@ -204,7 +207,7 @@ class RayBackend:
             num_replicas=self.replicas,
             ray_actor_options={"num_cpus": 1, "num_gpus": 1 if gpus else 0},
         )
-        self.handle = serve.run(deployment.bind(model, max_batch, attention, dtype), name=DEPLOYMENT_NAME, route_prefix=None)
+        self.handle = serve.run(deployment.bind(model, max_batch, max_batch_wait_ms, attention, dtype), name=DEPLOYMENT_NAME, route_prefix=None)
         self.model_id = self.handle.model_id.remote().result()
         logger.info("Ray Serve deployment %s: %d replica(s) of %s", DEPLOYMENT_NAME, self.replicas, self.model_id)
 

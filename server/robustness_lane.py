@@ -21,6 +21,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from models.preprocess import model_input
 from models.registry import LoadedModel
 from models.robustness import AttackSpec, RobustnessResult, RobustnessScorer
 from models.staa import StaaParams
@@ -140,7 +141,8 @@ class RobustnessLane:
     def _run(self, window: PreparedWindow, plan: RobustnessPlan,
              params: StaaParams) -> RobustnessResult | SkippedRobustness:
         try:
-            pixel_values = window.pixels.unsqueeze(0)  # [T, 3, H, W] -> [1, T, 3, H, W]
+            # [T, H, W, 3] uint8 -> [1, T, 3, H, W] normalised, on the model's device
+            pixel_values = model_input(window.frames.unsqueeze(0), self.scorer.loaded.processor, self.scorer.loaded.device)
             return self.scorer.score(pixel_values, plan.spec, [window.plan.index], params, self._run_pass)[0]
         except Exception as error:  # one window's failure must not end the stream
             logger.exception("robustness scoring failed for window %d", window.plan.index)

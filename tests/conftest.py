@@ -16,6 +16,8 @@ REPO = Path(__file__).resolve().parent.parent
 # Where tests that run models and kernels put them: the CPU in CI; STAA_TEST_DEVICE=cuda on a lent GPU
 # (with TRITON_INTERPRET=0, so the kernels compile there).
 TEST_DEVICE = os.environ.get("STAA_TEST_DEVICE", "cpu")
+# Served tests compare figures across devices: float32 unless asked otherwise.
+TEST_DTYPE = os.environ.get("STAA_TEST_DTYPE", "float32")
 CLIPS = Path(os.environ.get("STAA_SHARED_CLIPS", REPO.parent / "shared" / "clips"))
 SHARED_CLIPS = ("arm_wrestling.mp4", "flipping_pancake.mkv", "ucf101_apply_eye_makeup.avi")
 # Frame counts agreed by three decoders (../shared/clips/README.md).
@@ -57,13 +59,20 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     return save_random_model(tmp_path_factory.mktemp("tiny-model"), config, seed=7)
 
 
+def served_config(**changes):
+    """A ServerConfig for a test server: the model on ``TEST_DEVICE`` in ``TEST_DTYPE``, so the
+    gRPC end-to-end tests run on a GPU with ``STAA_TEST_DEVICE=cuda``."""
+    from server.config import ServerConfig
+
+    return ServerConfig(**({"device": TEST_DEVICE, "dtype": TEST_DTYPE} | changes))
+
+
 @pytest.fixture(scope="session")
 def server():
     """The default model behind a real gRPC server on a free 127.0.0.1 port, for the whole session."""
     from server.app import BackgroundServer
-    from server.config import ServerConfig
 
-    with BackgroundServer(ServerConfig(port=0, max_clip_bytes=2 << 20, max_message_bytes=4 << 20,
+    with BackgroundServer(served_config(port=0, max_clip_bytes=2 << 20, max_message_bytes=4 << 20,
                                        max_frame_width=2048, max_frame_height=2048, max_streams=8,
                                        allow_decord=True)) as running:
         yield running

@@ -64,7 +64,7 @@ class RobustnessScorer:
 
     def score(self, pixel_values: torch.Tensor, spec: AttackSpec, window_indices: list[int] | None = None,
               params: StaaParams | None = None, run_pass=run_here) -> list[RobustnessResult]:
-        """``pixel_values``: normalised model input ``[B, T, 3, H, W]`` (as ``PreparedWindow.pixels`` stacked);
+        """``pixel_values``: normalised model input ``[B, T, 3, H, W]`` (as ``models.preprocess.model_input`` makes it);
         ``params``: the STAA parameters of the explanations being scored (default: the scorer's);
         ``run_pass(work)``: runs every model pass (see ``perturb``)."""
         started = time.perf_counter()

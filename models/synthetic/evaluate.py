@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from models.localisation import score_window, token_mask
 from models.pipeline import Staa
+from models.preprocess import model_input
 from models.registry import load_model
 from models.sampling import WindowSpec
 from models.staa import StaaParams
@@ -74,7 +75,8 @@ def held_out_window(loaded, seed: int, difficulty=None) -> HeldOutWindow:
     first, last = spec.action_frames
     in_action = np.array([first <= index <= last for index in frames])
     masks = np.stack([token_mask(clip.masks[index], window.crop, loaded.grid) for index in frames])  # [T, h, w]
-    return HeldOutWindow(seed, spec.class_id, spec.difficulty, window.pixels, masks, in_action)
+    pixels = model_input(window.frames, loaded.processor)  # [T, H, W, 3] uint8 -> [T, 3, H, W] normalised
+    return HeldOutWindow(seed, spec.class_id, spec.difficulty, pixels, masks, in_action)
 
 
 def evaluate_clip(loaded, staa: Staa, seed: int, variants: dict[str, StaaParams], difficulty=None) -> ClipResult:

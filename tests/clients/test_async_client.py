@@ -4,7 +4,7 @@ import asyncio
 
 from clients.client import AsyncExplainerClient
 from models.video import decode_clip
-from tests.conftest import clip_path
+from tests.conftest import clip_path, served_config
 
 
 def test_async_client_clip_and_live_match(server):
@@ -27,9 +27,8 @@ def test_async_client_clip_and_live_match(server):
 
 def test_async_client_waits_until_the_server_is_serving(tiny_model_dir):
     from server.app import BackgroundServer
-    from server.config import ServerConfig
 
-    with BackgroundServer(ServerConfig(port=0, model=str(tiny_model_dir)), wait_ready=False) as server:
+    with BackgroundServer(served_config(port=0, model=str(tiny_model_dir)), wait_ready=False) as server:
         async def scenario():
             async with AsyncExplainerClient(server.target, timeout=60) as client:
                 await client.wait_ready(timeout=300)

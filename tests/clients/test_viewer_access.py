@@ -10,7 +10,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.conftest import clip_path
+from tests.conftest import clip_path, served_config
 
 BIN = Path(sys.executable).parent
 
@@ -116,7 +116,6 @@ def test_an_unreachable_server_ends_the_viewer_with_one_line():
 
 def test_the_viewer_reaches_a_server_that_needs_a_bearer_token(tmp_path):
     from server.app import BackgroundServer
-    from server.config import ServerConfig
 
     token_file = tmp_path / "token"
     token_file.write_text("viewer-secret\n")
@@ -130,7 +129,7 @@ def test_the_viewer_reaches_a_server_that_needs_a_bearer_token(tmp_path):
                     pass
                 return message
 
-    with BackgroundServer(ServerConfig(port=0, auth_token="viewer-secret")) as server:
+    with BackgroundServer(served_config(port=0, auth_token="viewer-secret")) as server:
         process, url = start_viewer(server.target, "--token-file", str(token_file))
         try:
             message = asyncio.run(first_explanation(url))

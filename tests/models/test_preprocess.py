@@ -5,8 +5,9 @@ import pytest
 
 import torch
 
-from models.preprocess import ProcessorSettings, crop_box, normalise, normalise_tensor, preprocess, resized_size
+from models.preprocess import ProcessorSettings, crop_box, model_input, preprocess, resized_size
 from models.random_weights import processor_config_for
+from tests.conftest import TEST_DEVICE
 
 
 def settings(**changes) -> ProcessorSettings:
@@ -45,10 +46,12 @@ def test_frames_smaller_than_the_crop_are_enlarged():
     assert out.shape == (1, 3, 64, 64)
 
 
-def test_tensor_normalising_matches_the_servers_numpy_path():
+def test_model_input_normalises_uint8_crops_on_the_requested_device():
     frames = np.random.default_rng(0).integers(0, 256, (2, 3, 5, 7, 3), dtype=np.uint8)  # [B, T, h, w, 3]
     custom = settings(image_mean=[0.1, 0.5, 0.9], image_std=[0.3, 2.0, 0.5])
-    expected = normalise(frames, custom)  # [B, T, 3, h, w]
-    got = normalise_tensor(torch.from_numpy(frames), custom)
-    assert got.shape == expected.shape == (2, 3, 3, 5, 7)
-    np.testing.assert_allclose(got.numpy(), expected, rtol=0, atol=1e-6)
+    mean, std = np.array([0.1, 0.5, 0.9]), np.array([0.3, 2.0, 0.5])
+    expected = np.moveaxis((frames / 255.0 - mean) / std, -1, -3)  # [B, T, 3, h, w], float64 oracle
+    got = model_input(torch.from_numpy(frames), custom, TEST_DEVICE)
+    assert got.shape == (2, 3, 3, 5, 7) and got.dtype == torch.float32 and got.device.type == TEST_DEVICE.split(":")[0]
+    np.testing.assert_allclose(got.cpu().numpy(), expected, rtol=0, atol=1e-5)
+    assert model_input(torch.from_numpy(frames), custom).is_contiguous()

@@ -8,15 +8,14 @@ from clients.client import ExplainerClient
 from clients.results import heatmaps
 from models.random_weights import random_config, save_random_model
 from server.app import BackgroundServer
-from server.config import ServerConfig
-from tests.conftest import clip_path
+from tests.conftest import clip_path, served_config
 from tests.server.test_grpc_e2e import assert_well_formed
 
 CLIP = "ucf101_apply_eye_makeup.avi"  # 164 frames
 
 
 def served(model_dir, attention="fused"):
-    return BackgroundServer(ServerConfig(port=0, model=str(model_dir), attention=attention, max_clip_bytes=2 << 20,
+    return BackgroundServer(served_config(port=0, model=str(model_dir), attention=attention, max_clip_bytes=2 << 20,
                                          max_message_bytes=4 << 20))
 
 

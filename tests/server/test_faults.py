@@ -20,10 +20,9 @@ from benchmarks.report import rss_mb
 from clients.client import ExplainerClient, open_channel
 from models.frames import encode_frame
 from server.app import BackgroundServer
-from server.config import ServerConfig
 from staa.v1 import explainer_pb2 as pb
 from staa.v1 import explainer_pb2_grpc as pb_grpc
-from tests.conftest import REPO, clip_path, wait_for
+from tests.conftest import REPO, clip_path, served_config, wait_for
 
 FUZZ_CASES = 2000
 ALLOWED = {grpc.StatusCode.OK, grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED}
@@ -31,7 +30,7 @@ ALLOWED = {grpc.StatusCode.OK, grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode
 
 @pytest.fixture(scope="module")
 def fault_server(tiny_model_dir):
-    config = ServerConfig(port=0, model=str(tiny_model_dir), max_clip_bytes=1 << 20, max_message_bytes=2 << 20,
+    config = served_config(port=0, model=str(tiny_model_dir), max_clip_bytes=1 << 20, max_message_bytes=2 << 20,
                           max_frame_width=512, max_frame_height=512, max_clip_frames=300, max_streams=16,
                           max_clip_requests=16, stream_idle_seconds=5)
     with BackgroundServer(config) as running:
@@ -279,7 +278,7 @@ def test_sigterm_under_load_gives_every_stream_a_terminal_status_within_the_grac
 
 def test_a_clip_call_still_running_when_the_grace_period_ends_gets_unavailable_with_a_reason():
     outcome, first_window = {}, threading.Event()
-    with BackgroundServer(ServerConfig(port=0)) as server:
+    with BackgroundServer(served_config(port=0)) as server:
         def clip_call() -> None:
             try:
                 with ExplainerClient(server.target, timeout=120) as client:

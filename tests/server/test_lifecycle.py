@@ -10,11 +10,12 @@ from server.app import BackgroundServer, load_and_warm, start_server
 from server.config import ServerConfig
 from staa.v1 import explainer_pb2 as pb
 from staa.v1 import explainer_pb2_grpc as pb_grpc
+from tests.conftest import clip_path, served_config
 
 
 def test_health_is_not_serving_until_the_model_is_warm():
     async def scenario():
-        config = ServerConfig(port=0)
+        config = served_config(port=0)
         running = await start_server(config)
         try:
             async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
@@ -36,9 +37,8 @@ def test_health_is_not_serving_until_the_model_is_warm():
 
 def test_a_tiny_random_model_directory_is_served_with_its_own_geometry(tiny_model_dir):
     from clients.client import ExplainerClient
-    from tests.conftest import clip_path
 
-    with BackgroundServer(ServerConfig(port=0, model=str(tiny_model_dir))) as running:
+    with BackgroundServer(served_config(port=0, model=str(tiny_model_dir))) as running:
         with ExplainerClient(running.target) as client:
             info = client.model_info()
             assert (info.num_frames, info.grid_height, info.grid_width, len(info.labels)) == (4, 4, 4, 5)
@@ -53,6 +53,9 @@ def test_server_config_rejects_bad_values_by_name():
         ServerConfig(max_streams=0)
     with pytest.raises(ValueError, match="max_clip_bytes=.* must be below max_message_bytes"):
         ServerConfig(max_clip_bytes=100, max_message_bytes=100)
+    assert ServerConfig(max_batch=64).max_batch == 64
+    with pytest.raises(ValueError, match="ServerConfig.max_batch must be <= 64, got 65"):
+        ServerConfig(max_batch=65)
 
 
 def test_binds_loopback_by_default():

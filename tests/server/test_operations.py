@@ -13,10 +13,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from clients.client import ExplainerClient, open_channel
 from server.app import BackgroundServer
-from server.config import ServerConfig
 from staa.v1 import explainer_pb2 as pb
 from staa.v1 import explainer_pb2_grpc as pb_grpc
-from tests.conftest import clip_path, wait_for
+from tests.conftest import clip_path, served_config, wait_for
 
 CLIP = "ucf101_apply_eye_makeup.avi"
 
@@ -38,7 +37,7 @@ def scrape(port: int) -> dict[str, float]:
 
 
 def test_metrics_page_counts_windows_latencies_streams_and_errors(tiny_model_dir):
-    with BackgroundServer(ServerConfig(port=0, model=str(tiny_model_dir), metrics_port=0)) as running:
+    with BackgroundServer(served_config(port=0, model=str(tiny_model_dir), metrics_port=0)) as running:
         port = running.running.metrics_port
         with ExplainerClient(running.target, timeout=60) as client:
             windows = list(client.explain_clip(clip_path(CLIP)))
@@ -56,7 +55,7 @@ def test_metrics_page_counts_windows_latencies_streams_and_errors(tiny_model_dir
 
 
 def test_bearer_token_is_required_for_every_rpc_but_health(tiny_model_dir, tmp_path):
-    with BackgroundServer(ServerConfig(port=0, model=str(tiny_model_dir), auth_token="s3cret")) as running:
+    with BackgroundServer(served_config(port=0, model=str(tiny_model_dir), auth_token="s3cret")) as running:
         channel = open_channel(running.target)
         stub = pb_grpc.VideoExplainerStub(channel)
         health = health_pb2_grpc.HealthStub(channel)
@@ -103,7 +102,7 @@ def self_signed(tmp_path):
 
 def test_tls_serves_verified_clients_and_refuses_plaintext(tiny_model_dir, tmp_path):
     cert, key = self_signed(tmp_path)
-    config = ServerConfig(port=0, model=str(tiny_model_dir), tls_cert=str(cert), tls_key=str(key))
+    config = served_config(port=0, model=str(tiny_model_dir), tls_cert=str(cert), tls_key=str(key))
     with BackgroundServer(config) as running:
         with ExplainerClient(running.target, root_certificates=cert.read_bytes(), timeout=60) as client:
             assert client.model_info().num_frames == 4
@@ -115,7 +114,7 @@ def test_tls_serves_verified_clients_and_refuses_plaintext(tiny_model_dir, tmp_p
 
 
 def test_streams_past_the_admission_limit_get_resource_exhausted(tiny_model_dir):
-    with BackgroundServer(ServerConfig(port=0, model=str(tiny_model_dir), max_streams=2)) as running:
+    with BackgroundServer(served_config(port=0, model=str(tiny_model_dir), max_streams=2)) as running:
         release = threading.Event()
 
         def held_requests():
@@ -140,7 +139,7 @@ def test_streams_past_the_admission_limit_get_resource_exhausted(tiny_model_dir)
 
 
 def test_an_idle_stream_is_closed_with_deadline_exceeded(tiny_model_dir):
-    config = ServerConfig(port=0, model=str(tiny_model_dir), stream_idle_seconds=0.5)
+    config = served_config(port=0, model=str(tiny_model_dir), stream_idle_seconds=0.5)
     with BackgroundServer(config) as running:
         stop = threading.Event()
 
@@ -161,7 +160,7 @@ def test_an_idle_stream_is_closed_with_deadline_exceeded(tiny_model_dir):
 
 def test_a_stream_sent_faster_than_served_drops_its_oldest_frames_and_says_so(tiny_model_dir):
     # A queue of 4 frames and windows that need 13 frames: an unpaced burst must overflow it.
-    config = ServerConfig(port=0, model=str(tiny_model_dir), max_pending_frames=4, metrics_port=0)
+    config = served_config(port=0, model=str(tiny_model_dir), max_pending_frames=4, metrics_port=0)
     with BackgroundServer(config) as running:
         with ExplainerClient(running.target, timeout=60) as client:
             sent = frames(300, 320, 240)

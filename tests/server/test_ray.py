@@ -21,9 +21,8 @@ import pytest
 
 from clients.client import ExplainerClient
 from server.app import BackgroundServer
-from server.config import ServerConfig
 from server.ray_backend import process_stat
-from tests.conftest import REPO, clip_path
+from tests.conftest import REPO, clip_path, served_config
 
 CLIP = "ucf101_apply_eye_makeup.avi"
 TCP_STATES = {"01": "ESTABLISHED", "02": "SYN_SENT", "03": "SYN_RECV", "04": "FIN_WAIT1", "05": "FIN_WAIT2",
@@ -117,7 +116,7 @@ def test_a_clip_explained_through_ray_serve_matches_the_local_server(ray_server,
         through_ray = list(client.explain_clip(clip_path(CLIP)))
         live = [event for event in client.explain_frames(
             [window for window in _frames(clip_path(CLIP))], 25.0, speed=0) if event.WhichOneof("event") == "explanation"]
-    with BackgroundServer(ServerConfig(port=0, model=str(tiny_model_dir))) as local:
+    with BackgroundServer(served_config(port=0, model=str(tiny_model_dir))) as local:
         with ExplainerClient(local.target, timeout=120) as client:
             here = list(client.explain_clip(clip_path(CLIP)))
     assert len(through_ray) == len(here) == len(live) > 0

@@ -9,9 +9,8 @@ import pytest
 from clients.client import ExplainerClient, robustness_options
 from models.video import decode_clip
 from server.app import BackgroundServer
-from server.config import ServerConfig
 from staa.v1 import explainer_pb2 as pb
-from tests.conftest import clip_path
+from tests.conftest import clip_path, served_config
 
 CLIP = "arm_wrestling.mp4"  # 280 frames: 9 windows of the default model
 WINDOWS = 9
@@ -83,7 +82,7 @@ def test_bad_robustness_options_are_invalid_argument_and_the_server_keeps_servin
 @pytest.fixture(scope="module")
 def gated_server():
     """A server whose robustness budget is 2 windows, so the budget and the lane's gate can be watched."""
-    with BackgroundServer(ServerConfig(port=0, max_robustness_jobs=2)) as running:
+    with BackgroundServer(served_config(port=0, max_robustness_jobs=2)) as running:
         yield running
 
 

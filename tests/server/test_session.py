@@ -2,17 +2,18 @@
 
 import numpy as np
 import pytest
+import torch
 
 from models.errors import InvalidInput
 from models.staa import StaaParams
-from server.config import ServerConfig
 from server.errors import Overloaded
 from server.session import ExplainOptions, FrameInput, SessionRegistry, StreamSession, resolve_window
+from tests.conftest import served_config
 
 
 @pytest.fixture(scope="module")
 def config():
-    return ServerConfig(max_streams=2)
+    return served_config(max_streams=2)
 
 
 def make_session(default_model, config, session_id=1):
@@ -63,7 +64,7 @@ def test_short_live_stream_gets_one_padded_window_at_the_end(default_model, conf
         assert session.accept_frame(index, rgb(index)) == []
     (window,) = session.finish()
     size = default_model.image_size
-    assert window.plan.padded and window.pixels.shape == (8, 3, size, size)
+    assert window.plan.padded and window.frames.shape == (8, size, size, 3) and window.frames.dtype == torch.uint8
 
 
 def test_registry_counts_streams_from_admission_before_their_config_and_frees_them():
