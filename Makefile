@@ -11,7 +11,7 @@ TORCH_PIN ?= torch==2.13.0
 DEMO_CLIP ?=
 DEMO_OUT ?= demo-out
 
-.PHONY: demo test install stubs clean browser gpu-check
+.PHONY: demo test install stubs clean browser gpu-check gpu-wheels
 
 install: $(STAMP)
 
@@ -37,10 +37,23 @@ browser:
 test: $(STAMP) stubs browser
 	$(PY) -m pytest -q tests
 
-# The GPU check (benchmarks/gpu.py) on a machine with CUDA; GPU_CHECK_ARGS=--quick with --device cpu is the dry run.
+# The GPU check (benchmarks/gpu.py). On a lent GPU machine it runs with that image's Python (its
+# CUDA torch, transformers, triton): no .venv there, which would install the CPU torch. What the
+# image lacks travels from here: `make gpu-wheels` (wheels into .whl) and `make stubs` (generated
+# stubs, ignored by git: carry proto/staa/v1 files and .whl). Here, with .venv,
+# `make gpu-check GPU_CHECK_ARGS="--device cpu --quick"` is the dry run.
 GPU_CHECK_ARGS ?=
-gpu-check: $(STAMP) stubs
-	$(PY) -m benchmarks.gpu $(GPU_CHECK_ARGS)
+GPU_PYTHON ?= $(if $(wildcard $(PY)),$(PY),python3)
+GPU_SITE ?= /tmp/staa-site
+GPU_WHEELS := av==18.1.0 protobuf==7.36.2 grpcio-health-checking==1.85.1 grpcio-reflection==1.85.1
+GPU_PLATFORMS := manylinux_2_28_x86_64 manylinux_2_27_x86_64 manylinux_2_17_x86_64 manylinux2014_x86_64
+gpu-wheels: stubs
+	rm -rf .whl && $(PY) -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 \
+	  --implementation cp $(foreach platform,$(GPU_PLATFORMS),--platform $(platform)) -d .whl $(GPU_WHEELS)
+gpu-check:
+	if [ "$(GPU_PYTHON)" != "$(PY)" ] && ls .whl/*.whl >/dev/null 2>&1; then $(GPU_PYTHON) -m pip install -q --no-index --no-deps --no-compile \
+	  --no-cache-dir --upgrade --target $(GPU_SITE) .whl/*.whl; fi
+	PYTHONPATH=$(GPU_SITE):.:proto $(GPU_PYTHON) -m benchmarks.gpu $(GPU_CHECK_ARGS)
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) proto/staa/v1/*_pb2*.py proto/staa/v1/*_pb2*.pyi proto/staa/v1/.stubs.sha256

@@ -6,12 +6,18 @@ the kernels' CUDA test lane and bandwidth. Prepared to run on a lent H100/H200 i
     staa-bench gpu ...
 
 Per model (random-weight TimeSformer-base 8x224 and VideoMAE-base 16x224; tiny configs with
-``--quick``) and batch: windows/s of the fused plain forward and of the served explanation path
-(``Staa.attribute_batch`` + ``threshold_focus``), timed in interleaved pairs; ``staa_ratio`` is the
-median per-pair ratio; at batch 1 the explanation's p50/p99 latency. Then the most paced live 25 fps
+``--quick``) and batch, both from uint8 windows in host memory, as the server holds them: windows/s
+of the plain served forward (upload, normalise, fused forward) and of the served explanation path
+(``ExplanationPipeline.explain``: the same + STAA's rows and maths + ``threshold_focus`` + results to
+the host), timed in interleaved pairs; ``staa_ratio`` is the median per-pair ratio; at batch 1 the
+explanation's p50/p99 latency. Then the most paced live 25 fps
 streams (a window every 10 frames) one ``staa-serve`` on the device sustains with p99 <= 250 ms
 (load generated on this machine's CPUs, ``benchmarks/load.py``), for TimeSformer-base. On CUDA also
-``STAA_TEST_DEVICE=cuda pytest tests/kernels`` and the threshold/focus kernel's bandwidth.
+the device test lane (``STAA_TEST_DEVICE=cuda pytest`` over ``DEVICE_TESTS``: kernels compiled, models,
+gRPC end to end with the server on the GPU) and the threshold/focus kernel's bandwidth.
+
+The device needs what its image lacks: ``make gpu-wheels`` downloads them into ``.whl`` here (README,
+"The GPU check").
 
 Writes gpu.md and gpu.csv.
 """
@@ -32,35 +38,46 @@ from tqdm import tqdm
 
 from benchmarks.report import REPORTS, conditions, interleaved, markdown_table, write_csv, write_markdown
 from benchmarks.streams import percentiles
-from kernels import threshold_focus
-from models.devices import resolve_device, resolve_dtype, synchronise
-from models.pipeline import Staa
+from models.devices import resolve_device, resolve_dtype
+from models.pipeline import ExplanationPipeline
+from models.preprocess import CropBox, model_input
 from models.random_weights import random_config, save_random_model
 from models.registry import load_model
+from models.sampling import WindowPlan
+from models.windowing import PreparedWindow
 
 REPO = Path(__file__).resolve().parents[1]
 COLUMNS = ["device", "model", "dtype", "batch", "windows_per_s", "plain_windows_per_s", "staa_ratio", "p50_ms",
            "p99_ms", "streams_sustained"]
+# The tests STAA_TEST_DEVICE moves to the GPU (tests/conftest.py): the rest of the suite is host logic.
+DEVICE_TESTS = ("tests/kernels", "tests/models/test_attention.py", "tests/models/test_preprocess.py",
+                "tests/models/test_devices.py", "tests/server/test_architectures.py", "tests/server/test_lifecycle.py")
 SIZES = {False: ("base", (1, 8, 32, 64), (25, 50, 75, 100, 150, 200)), True: ("tiny", (1, 2), (1, 2))}
 
 
+def host_windows(loaded, batch: int) -> list[PreparedWindow]:
+    """``batch`` windows of random uint8 crops in host memory, as the server's assembler emits them."""
+    size, frames = loaded.image_size, loaded.num_frames
+    pixels = torch.randint(0, 256, (batch, frames, size, size, 3), dtype=torch.uint8,
+                           generator=torch.Generator().manual_seed(0))  # [B, T, H, W, 3]
+    return [PreparedWindow(WindowPlan(index, tuple(range(frames))), pixels[index], CropBox(0, 0, size, size),
+                           (size, size), 25.0, 0.0) for index in range(batch)]
+
+
 def throughput(name: str, loaded, batch: int, pairs: int) -> dict:
-    """Windows/s of the plain forward and of the explanation path at ``batch``, interleaved."""
-    size, device = loaded.image_size, loaded.device
-    pixels = torch.randn(batch, loaded.num_frames, 3, size, size, generator=torch.Generator().manual_seed(0)).to(device)
-    staa = Staa(loaded)
-    params = staa.params
+    """Windows/s of the plain served forward and of the explanation path at ``batch``, interleaved."""
+    device = loaded.device
+    windows = host_windows(loaded, batch)
+    pipeline = ExplanationPipeline(loaded)
+    params = pipeline.staa.params
 
     def plain():
         with torch.inference_mode():
-            loaded.adapter.forward(pixels)
-        synchronise(device)
+            frames = torch.stack([window.frames for window in windows])  # [B, T, H, W, 3] uint8
+            loaded.adapter.forward(model_input(frames, loaded.processor, device)).argmax(-1).cpu()
 
     def explained():
-        attribution = staa.attribute_batch(pixels)
-        threshold_focus(attribution.spatial.flatten(2), loaded.grid, mode=params.threshold_mode, kappa=params.kappa,
-                        percentile=params.percentile, gamma=params.gamma, smooth=params.smooth)
-        synchronise(device)
+        pipeline.explain(windows, params)
 
     plain_times, staa_times, ratio = interleaved(plain, explained, pairs, warmup=3)
     row = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu", "model": name,
@@ -92,12 +109,13 @@ def streams_sustained(model_dir: Path, device: str, dtype: str, counts: tuple[in
     return (max(sustained) if sustained else 0), runs
 
 
-def kernel_lane(device: torch.device) -> str:
-    """``pytest tests/kernels`` compiled on the GPU (the CPU suite runs them in the interpreter)."""
+def device_lane(device: torch.device) -> str:
+    """The device-parametrised tests on the GPU: kernels compiled (the CPU suite runs them in the
+    interpreter), attention and preprocessing on CUDA, gRPC servers with their model on CUDA."""
     if device.type != "cuda":
-        return "not run (no CUDA device; `make test` runs the kernel tests in the Triton interpreter)"
-    environment = dict(os.environ, STAA_TEST_DEVICE="cuda", TRITON_INTERPRET="0")
-    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/kernels"], cwd=REPO,
+        return "not run (no CUDA device; `make test` runs the same tests on the CPU)"
+    environment = dict(os.environ, STAA_TEST_DEVICE=str(device), TRITON_INTERPRET="0")
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *DEVICE_TESTS], cwd=REPO,
                             env=environment, capture_output=True, text=True, timeout=300)
     lines = [line for line in result.stdout.splitlines() if line.strip()]
     return f"exit {result.returncode}: {lines[-1] if lines else result.stderr[-300:]}"
@@ -132,7 +150,7 @@ def main(argv=None) -> None:
         sustained, stream_rows = streams_sustained(directories[first], str(device), dtype_name, stream_counts,
                                                    args.stream_seconds or (4.0 if args.quick else 12.0))
         next(row for row in rows if row["model"] == first and row["batch"] == 1)["streams_sustained"] = sustained
-    lane = kernel_lane(device)
+    lane = device_lane(device)
     kernel_rows = []
     if device.type == "cuda":
         from benchmarks.kernels import time_threshold_focus
@@ -148,11 +166,12 @@ def main(argv=None) -> None:
         "torch cuda": str(torch.version.cuda), "wall": f"{time.perf_counter() - started:.0f} s",
     }), [
         "## Throughput and latency", "", markdown_table(rows, COLUMNS), "",
-        "`windows_per_s`: explanation path (forward + STAA + threshold/focus); `plain_windows_per_s`: the fused "
-        "forward alone; `staa_ratio`: median per-pair time ratio of the two; latency at batch 1 only.", "",
+        "Both from uint8 windows in host memory. `windows_per_s`: the served explanation path (upload, normalise, "
+        "fused forward, STAA, threshold/focus, results to the host); `plain_windows_per_s`: upload, normalise and "
+        "the fused forward alone; `staa_ratio`: median per-pair time ratio of the two; latency at batch 1 only.", "",
         f"## Live streams ({first}, 25 fps, a window every 10 frames, p99 <= 250 ms)", "",
         markdown_table(stream_rows, stream_columns), "",
-        "## Kernels", "", f"CUDA test lane: {lane}", "",
+        "## Kernels", "", f"Device test lane ({' '.join(DEVICE_TESTS)}): {lane}", "",
         markdown_table(kernel_rows, list(kernel_rows[0])) if kernel_rows else "Bandwidth: not measured (no CUDA device).",
     ])
     print((args.out / "gpu.md").read_text())

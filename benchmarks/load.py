@@ -53,7 +53,9 @@ class SpawnedServer:
 
     def __init__(self, extra_args: list[str] = ()):
         binary = Path(sys.executable).parent / "staa-serve"
-        self.process = subprocess.Popen([str(binary), "--port", "0", *extra_args], stdout=subprocess.PIPE, text=True)
+        # Without the installed script (a GPU machine's image Python, the tree on PYTHONPATH): the module.
+        command = [str(binary)] if binary.exists() else [sys.executable, "-m", "server.app"]
+        self.process = subprocess.Popen([*command, "--port", "0", *extra_args], stdout=subprocess.PIPE, text=True)
         line = self.process.stdout.readline()
         if "listening on" not in line:
             raise RuntimeError(f"staa-serve did not start: {line!r}")

@@ -18,4 +18,4 @@ def test_the_gpu_check_runs_end_to_end_on_cpu(tmp_path):
     report = (tmp_path / "gpu.md").read_text()
     streams = report.split("## Live streams")[1].split("## Kernels")[0]
     assert "| 1 | " in streams  # the sweep ran its first stream count against the spawned server
-    assert "CUDA test lane: not run" in report
+    assert "Device test lane (tests/kernels " in report and "): not run" in report
