@@ -20,7 +20,6 @@ import ctypes
 import statistics
 import threading
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +34,7 @@ from models.staa import StaaParams
 from models.synthetic.__main__ import clip_seed
 from models.synthetic.evaluate import EVALUATION_SEED, HeldOutWindow, held_out_window
 from models.xai import METHOD_NAMES, build_methods, joint_map, supported_methods
-from models.xai.metrics import (blurred_copy, frame_deletion, random_scores, rank_agreement, tubelet_faithfulness,
+from models.xai.metrics import (blurred_copy, cascading_randomisations, frame_deletion, random_scores, rank_agreement, tubelet_faithfulness,
                                 with_random_weights)
 
 COLUMNS = ["method", "passes", "ms_median", "ratio_to_forward", "timing_pairs", "peak_mb", "deletion_auc", "insertion_auc",
@@ -172,6 +171,33 @@ def focus_sweep(loaded, cases: list[HeldOutWindow], predict, blurreds: list[torc
     return rows
 
 
+def cascading_sanity(loaded, names: tuple[str, ...], cases: list[HeldOutWindow], predict) -> list[dict]:
+    """Per method and cascading-randomisation stage (``cascading_randomisations``): the median over
+    ``cases`` of the Spearman rho between the trained model's maps and the randomised model's, for the
+    same class (the trained model's prediction). Near 1: the map ignores what was randomised."""
+    targets = [int(predict(case.pixels[None]).argmax(-1)) for case in cases]
+    reference = {method.name: [method.attribute(case.pixels, target=target) for case, target in zip(cases, targets)]
+                 for method in build_methods(loaded, names)}
+    rows = []
+    stages = cascading_randomisations(loaded)
+    for stage, randomised in tqdm(stages, desc="cascading randomisation"):
+        for method in build_methods(randomised, names):
+            spatial, temporal = [], []
+            for case, target, trained in zip(cases, targets, reference[method.name]):
+                attribution = method.attribute(case.pixels, target=target)
+                if method.spatial:
+                    spatial.append(rank_agreement(trained.spatial[0].numpy(), attribution.spatial[0].numpy()))
+                temporal.append(rank_agreement(trained.temporal[0].numpy(), attribution.temporal[0].numpy()))
+            rows.append({"method": method.name, "stage": stage, "rho_spatial": _median(spatial),
+                         "rho_temporal": _median(temporal)})
+    return rows
+
+
+def _median(values) -> float | None:
+    values = [value for value in values if value == value]
+    return float(np.median(values)) if values else None
+
+
 def _mean(values) -> float | None:
     values = [value for value in values if value is not None and value == value]
     return float(np.mean(values)) if values else None
@@ -220,12 +246,13 @@ def run(model: str | None, clips: int, quick: bool, out_dir: Path, methods: tupl
     floor_row = {"method": "random (floor)", "passes": 0}
     floor_row.update({key: _mean([floor[key] for floor in floors]) for key in QUALITY if key in floors[0]})
     focus = focus_sweep(loaded, cases, predict, blurreds, StaaParams())
+    sanity_rows = cascading_sanity(loaded, methods, cases[:sanity_clips], predict)
     curves = {method.name: (np.mean([r["deletion_curve"] for r in per_method[method.name]], axis=0),
                             np.mean([r["insertion_curve"] for r in per_method[method.name]], axis=0))
               for method in chosen if method.spatial}
     curves["random (floor)"] = (np.mean([f["deletion_curve"] for f in floors], axis=0), np.mean([f["insertion_curve"] for f in floors], axis=0))
-    write_reports(out_dir, loaded, rows, floor_row, focus, curves, clips, quick)
-    return {"rows": rows, "floor": floor_row, "focus": focus}
+    write_reports(out_dir, loaded, rows, floor_row, focus, curves, clips, quick, sanity_rows, sanity_clips)
+    return {"rows": rows, "floor": floor_row, "focus": focus, "sanity": sanity_rows}
 
 
 STAA_VARIANTS = {"staa": "mean over layers, CLS-weighted tau", "staa_last_layer": "last layer",
@@ -272,13 +299,34 @@ def _fmt(value) -> str:
     return f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
+SANITY_COLUMNS = ["method", "stage", "rho_spatial", "rho_temporal"]
+
+
+def sanity_table(sanity: list[dict]) -> tuple[list[dict], list[str]]:
+    """Methods as rows, stages as columns: "spatial rho / temporal rho"."""
+    stages = list(dict.fromkeys(row["stage"] for row in sanity))
+    table = {}
+    for row in sanity:
+        table.setdefault(row["method"], {"method": row["method"]})[row["stage"]] = (
+            f"{_fmt(row['rho_spatial'])} / {_fmt(row['rho_temporal'])}")
+    return list(table.values()), ["method", *stages]
+
+
 def write_reports(out_dir: Path, loaded, rows: list[dict], floor: dict, focus: list[dict], curves: dict, clips: int,
-                  quick: bool) -> None:
+                  quick: bool, sanity: list[dict] = (), sanity_clips: int = 0) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     table_rows = [{column: _fmt(row.get(column)) for column in COLUMNS} for row in rows + [floor]]
     write_csv(out_dir / "compare.csv", rows + [floor], COLUMNS)
     focus_columns = ["kappa", "gamma", "pointing_spatial", "mass_spatial", "deletion_auc"]
     write_csv(out_dir / "compare_focus.csv", focus, focus_columns)
+    write_csv(out_dir / "compare_sanity.csv", list(sanity), SANITY_COLUMNS)
+    sanity_rows, sanity_columns = sanity_table(list(sanity))
+    floor_tau = floor.get("mass_temporal")
+    if floor_tau is not None:
+        summary_tau = "- Frame-importance mass inside the action above the random floor (" + f"{floor_tau:.3f}): " + ", ".join(
+            f"{row['method']} {row['mass_temporal'] - floor_tau:+.3f}" for row in rows if row.get("mass_temporal") is not None) + "."
+    else:
+        summary_tau = ""
     by_name = {row["method"]: row for row in rows}
     summary = []
     if "staa" in by_name:
@@ -292,13 +340,21 @@ def write_reports(out_dir: Path, loaded, rows: list[dict], floor: dict, focus: l
                        f"interval {100 * (staa['ratio_low'] - 1):+.1f} to {100 * (staa['ratio_high'] - 1):+.1f} %; "
                        "pairs interleaved, alternating which runs first; measured before the quality pass).")
     sections = [
-        "## Summary", "", *summary, "",
+        "## Summary", "", *summary, summary_tau, "",
         "## Defaults from evidence", "", *evidence_for_defaults(rows, focus), "",
         f"## Methods ({clips} held-out clips{', --quick' if quick else ''})", "",
         "Deletion AUC: lower is better; all other quality columns: higher is better, except "
         "randomisation_agreement (rank correlation of the map with the map of the same model with random weights: "
         "lower means the method depends on what the model learned). n/a: the method has no spatial map.", "",
         markdown_table(table_rows, COLUMNS), "",
+        f"## Sanity: cascading model randomisation ({sanity_clips} held-out clips)", "",
+        "Adebayo et al. 2018: re-initialise the classifier and final LayerNorm, then each block from the top down, "
+        "then the embeddings, keeping each stage's randomisation; explain the trained model's predicted class with "
+        "the randomised model. Each cell: median Spearman rho of the spatial maps / of the frame importance against "
+        "the trained model's (1: unchanged; an explanation of the decision should fall towards 0 from the first "
+        "stage). n/a: no spatial map, or constant maps.", "",
+        markdown_table(sanity_rows, sanity_columns), "",
+        "![sanity](compare_sanity.png)", "",
         "## Thresholding + focusing (served STAA maps)", "",
         "The raw STAA map against the served map after dynamic thresholding (mean + kappa * std) and focusing "
         "(power gamma), on the same clips:", "",
@@ -307,14 +363,30 @@ def write_reports(out_dir: Path, loaded, rows: list[dict], floor: dict, focus: l
     ]
     write_markdown(out_dir / "compare.md", "STAA vs gradient-based XAI: cost and quality",
                    conditions({"model": f"{loaded.model_id} ({loaded.weights_sha256[:12]})", "clips": str(clips)}), sections)
-    _plots(out_dir, rows, curves)
+    _plots(out_dir, rows, curves, list(sanity))
 
 
-def _plots(out_dir: Path, rows: list[dict], curves: dict) -> None:
+def _plots(out_dir: Path, rows: list[dict], curves: dict, sanity: list[dict]) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(9, 4.5))
+    stages = list(dict.fromkeys(row["stage"] for row in sanity))
+    for method in dict.fromkeys(row["method"] for row in sanity):
+        values = [next((row["rho_spatial"] for row in sanity if row["method"] == method and row["stage"] == stage), None)
+                  for stage in stages]
+        if any(value is not None for value in values):
+            axis.plot(stages, [np.nan if value is None else value for value in values], marker="o", label=method,
+                      linewidth=2.5 if method.startswith("staa") and method in ("staa", "staa_class") else 1.0)
+    axis.set_ylabel("spatial Spearman rho vs trained")
+    axis.set_title("cascading model randomisation (lower after randomising = depends on the model)")
+    axis.tick_params(axis="x", rotation=30)
+    axis.legend(fontsize=7, ncol=2)
+    figure.tight_layout()
+    figure.savefig(out_dir / "compare_sanity.png", dpi=110)
+    plt.close(figure)
 
     figure, axis = plt.subplots(figsize=(8, 4.5))
     ordered = sorted(rows, key=lambda row: row["ms_median"])

@@ -35,54 +35,59 @@ def sum_float32(values: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
     return values.sum(dim=dims) if values.dtype == torch.float32 else values.sum(dim=dims, dtype=torch.float32)
 
 
-def query_row_from_probabilities(probs: torch.Tensor, query: int = 0) -> torch.Tensor:
-    """``[R, H, S, S]`` -> float32 ``[R, S]``: head-sum of one query's row."""
-    return sum_float32(probs.select(2, query), (1,))  # [R, H, S] -> [R, S]
+def query_row_from_probabilities(probs: torch.Tensor, query: int = 0, per_head: bool = False) -> torch.Tensor:
+    """``[R, H, S, S]`` -> float32 ``[R, S]``: head-sum of one query's row (``[R, H, S]`` per head)."""
+    row = probs.select(2, query)  # [R, H, S]
+    return row.float() if per_head else sum_float32(row, (1,))  # -> [R, S]
 
 
-def column_sum_from_probabilities(probs: torch.Tensor) -> torch.Tensor:
-    """``[R, H, S, S]`` -> float32 ``[R, S]``: attention each key receives, summed over heads and queries."""
-    return sum_float32(probs, (1, 2))
+def column_sum_from_probabilities(probs: torch.Tensor, per_head: bool = False) -> torch.Tensor:
+    """``[R, H, S, S]`` -> float32 ``[R, S]``: attention each key receives, summed over heads and queries
+    (``[R, H, S]``, over queries only, per head)."""
+    return sum_float32(probs, (2,) if per_head else (1, 2))
 
 
-def query_row(query: torch.Tensor, key: torch.Tensor, scale: float, row: int = 0) -> torch.Tensor:
-    """``query``, ``key`` ``[R, H, S, d]`` -> float32 ``[R, S]``: head-sum of softmax(q_row K^T * scale).
+def query_row(query: torch.Tensor, key: torch.Tensor, scale: float, row: int = 0, per_head: bool = False) -> torch.Tensor:
+    """``query``, ``key`` ``[R, H, S, d]`` -> float32 ``[R, S]``: head-sum of softmax(q_row K^T * scale)
+    (``[R, H, S]`` per head).
 
     A broadcast product summed over d, not a matmul: K arrives as a strided view of the qkv
     projection, which a batched matmul would first copy whole. Scores in float32 under any dtype,
     as fused attention kernels compute them."""
     scores = (query[:, :, row:row + 1].float() * scale * key.float()).sum(dim=-1)  # [R, H, 1, d] * [R, H, S, d] -> [R, H, S]
-    return scores.softmax(dim=-1).sum(dim=1)  # [R, H, S] -> [R, S]
+    probs = scores.softmax(dim=-1)
+    return probs if per_head else probs.sum(dim=1)  # [R, H, S] -> [R, S]
 
 
-def column_sum_reference(query: torch.Tensor, key: torch.Tensor, scale: float) -> torch.Tensor:
+def column_sum_reference(query: torch.Tensor, key: torch.Tensor, scale: float, per_head: bool = False) -> torch.Tensor:
     """``query``, ``key`` ``[R, H, S, d]`` -> float32 ``[R, S]``: sum over heads and queries of
-    softmax(Q K^T * scale), in query chunks of about ``CHUNK_BYTES`` of scores (``_chunked_pass``)."""
-    return _chunked_pass(query, key, scale)[1]
+    softmax(Q K^T * scale) (``[R, H, S]``, over queries only, per head), in query chunks of about
+    ``CHUNK_BYTES`` of scores (``_chunked_pass``)."""
+    return _chunked_pass(query, key, scale, per_head=per_head)[1]
 
 
-def _chunked_pass(query: torch.Tensor, key: torch.Tensor, scale: float,
-                  value: torch.Tensor | None = None) -> tuple[torch.Tensor | None, torch.Tensor]:
+def _chunked_pass(query: torch.Tensor, key: torch.Tensor, scale: float, value: torch.Tensor | None = None,
+                  per_head: bool = False) -> tuple[torch.Tensor | None, torch.Tensor]:
     """One pass over query chunks, one row r at a time (R is the batch: joint attention): the column
-    sums float32 ``[R, S]`` and, given ``value``, the attention output ``[R, H, S, d]`` from the same
+    sums float32 ``[R, S]`` (``[R, H, S]`` per head) and, given ``value``, the attention output ``[R, H, S, d]`` from the same
     chunk's probabilities. K^T stays a strided view per row: batched matmuls take it as it is, where a
     4-D matmul over all rows copied it for every chunk (15x SDPA's time at batch 8)."""
     rows, heads, tokens, _ = query.shape
     chunk = max(1, CHUNK_BYTES // max(1, heads * tokens * 4))
     output = None if value is None else torch.empty(rows, heads, tokens, value.shape[-1], dtype=query.dtype,
                                                     device=query.device)
-    total = torch.empty(rows, tokens, dtype=torch.float32, device=query.device)
+    total = torch.empty(rows, heads, tokens, dtype=torch.float32, device=query.device)
     for row in range(rows):
         key_t = key[row].transpose(-2, -1).float()  # [H, d, S], float32 scores under any dtype
-        received = torch.zeros(tokens, dtype=torch.float32, device=query.device)
+        received = torch.zeros(heads, tokens, dtype=torch.float32, device=query.device)
         for start in range(0, tokens, chunk):
             scores = torch.matmul(query[row, :, start:start + chunk].float(), key_t)  # [H, c, S]
             probs = scores.mul_(scale).softmax(dim=-1)
             if output is not None:
                 output[row, :, start:start + chunk] = torch.matmul(probs.to(value.dtype), value[row])  # [H, c, d]
-            received += probs.sum(dim=(0, 1))  # [H, c, S] -> [S]
+            received += probs.sum(dim=1)  # [H, c, S] -> [H, S]
         total[row] = received
-    return output, total
+    return output, (total if per_head else total.sum(dim=1))  # [R, H, S] -> [R, S]
 
 
 @functools.cache
@@ -133,8 +138,8 @@ def _kernel():
     return column_sum_kernel
 
 
-def column_sum_triton(query: torch.Tensor, key: torch.Tensor, scale: float, block_q: int = 64,
-                      block_k: int = 64) -> torch.Tensor:
+def column_sum_triton(query: torch.Tensor, key: torch.Tensor, scale: float, per_head: bool = False,
+                      block_q: int = 64, block_k: int = 64) -> torch.Tensor:
     """``column_sum_reference`` as a Triton kernel (any strides; float32 accumulation)."""
     import triton
 
@@ -148,18 +153,20 @@ def column_sum_triton(query: torch.Tensor, key: torch.Tensor, scale: float, bloc
             BLOCK_Q=block_q, BLOCK_K=block_k, BLOCK_D=max(16, triton.next_power_of_2(head_size)),
             # float32 scores as the reference computes them (the default, tf32, keeps 10 mantissa bits)
             PRECISION="ieee")
+    if per_head:  # [R, H * blocks, S] -> [R, H, blocks, S] -> [R, H, S]
+        return partial.view(rows, heads, query_blocks, tokens).sum(dim=2)
     return partial.sum(dim=1)  # [R, H * blocks, S] -> [R, S]
 
 
-def column_sum(query: torch.Tensor, key: torch.Tensor, scale: float) -> torch.Tensor:
+def column_sum(query: torch.Tensor, key: torch.Tensor, scale: float, per_head: bool = False) -> torch.Tensor:
     """Dispatch (kernels.dispatch): CUDA -> Triton, CPU -> the chunked reference."""
-    return (column_sum_triton if use_triton(query.is_cuda) else column_sum_reference)(query, key, scale)
+    return (column_sum_triton if use_triton(query.is_cuda) else column_sum_reference)(query, key, scale, per_head)
 
 
-def attention_chunked(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
-                      scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+def attention_chunked(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, scale: float,
+                      per_head: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Attention output ``[R, H, S, d]`` and its column sums float32 ``[R, S]`` in one pass over query
     chunks (Q K^T computed once), for the CPU: there the column sum is bound by its Q K^T product, and
     computing the output from the same chunk's probabilities costs less than SDPA plus a second product
     (whole VideoMAE-base explanations: 1.21x the plain forward against 1.26x)."""
-    return _chunked_pass(query, key, scale, value)
+    return _chunked_pass(query, key, scale, value, per_head)

@@ -23,7 +23,11 @@ Outside a capture ``attend`` is plain attention. Under one it also hands that ro
   with or without a capture: that tiny P is the fastest way to the output (the SDPA kernels are made
   for long sequences) and hands STAA its row for one sum.
 A capture that keeps probabilities (the attention baselines: rollout, gradient-weighted STAA)
-makes every site eager and keeps each layer's P, with its gradient when asked.
+makes every site eager and keeps each layer's P, with its gradient when asked. A capture that keeps
+class inputs (class-sensitive STAA, ``method="staa_class"`` in ``models.staa``) also takes, at each
+site the adapter marks as writing the token the classifier pools (every layer's CLS or joint
+attention), that pooling row per head (``Site.class_readout``: the CLS query row, or the column sums
+of mean pooling) and the values V.
 
 Letters: R rows (batch x blocks), H heads, S tokens, d head size.
 """
@@ -54,14 +58,18 @@ class Capture:
     Attributes:
         rows: role -> one float32 ``[R, S]`` per call (layers in order).
         probabilities: role -> one ``[R, H, S, S]`` per call, when the capture keeps them.
+        class_inputs: at each class site (layers in order), when the capture keeps them: the pooling
+            row per head, float32 ``[R, H, S]``, and the values ``[R, H, S, d]``.
         seconds: host time spent reading rows beside the attention (part of attribution, not of the
             forward; on CUDA, the time to launch that work, which the forward's time then includes).
     """
 
     keep_probabilities: bool = False
     keep_grad: bool = False
+    keep_class_inputs: bool = False
     rows: dict[str, list[torch.Tensor]] = field(default_factory=dict)
     probabilities: dict[str, list[torch.Tensor]] = field(default_factory=dict)
+    class_inputs: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)
     seconds: float = 0.0
 
 
@@ -84,11 +92,11 @@ class Taps:
         self._implementation = name
 
     @contextmanager
-    def capture(self, keep_probabilities: bool = False, keep_grad: bool = False):
+    def capture(self, keep_probabilities: bool = False, keep_grad: bool = False, keep_class_inputs: bool = False):
         """Yields the ``Capture`` the attention calls inside the block fill."""
         if self.current is not None:
             raise RuntimeError("a capture is already in progress on this model")
-        self.current = Capture(keep_probabilities, keep_grad)
+        self.current = Capture(keep_probabilities, keep_grad, keep_class_inputs)
         try:
             yield self.current
         finally:
@@ -103,6 +111,7 @@ class Site:
     role: str
     readout: str
     taps: Taps
+    class_readout: str | None = None  # at the class site: how the classifier pools tokens (QUERY_ROW, COLUMN_SUM)
 
 
 def attach(module: torch.nn.Module, site: Site) -> None:
@@ -127,7 +136,7 @@ def attend(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, valu
         return _fused(site, capture, query, key, value, attention_mask, scale, dropout if module.training else 0.0)
     probs = F.dropout(probs, p=dropout, training=module.training)
     if capture is not None:
-        _keep(capture, site, probs)
+        _keep(capture, site, probs, value)
     output = torch.matmul(probs, value)  # [R, H, S, d]
     return output.transpose(1, 2).contiguous(), probs
 
@@ -150,9 +159,16 @@ def _fused(site: Site, capture: Capture | None, query, key, value, attention_mas
            dropout: float) -> tuple[torch.Tensor, None]:
     """SDPA for the output; the site's row, if a capture wants it, recomputed from Q and K (a column sum
     on the CPU: output and sums from one chunked pass, ``attention_chunked``)."""
+    wants_class = capture is not None and capture.keep_class_inputs and site.class_readout is not None
     if (capture is not None and site.readout == COLUMN_SUM and attention_mask is None and not dropout
             and not query.requires_grad and not use_triton(query.is_cuda)):
-        output, row = attention_chunked(query, key, value, scale)  # one pass: its time counts as the forward's
+        per_head = wants_class and site.class_readout == COLUMN_SUM  # the same pass gives the per-head sums
+        output, row = attention_chunked(query, key, value, scale, per_head)  # one pass: its time counts as the forward's
+        if per_head:
+            capture.class_inputs.append((row, value))
+            row = row.sum(dim=1)  # [R, H, S] -> [R, S]
+        elif wants_class:
+            _keep_class_inputs(capture, site, query, key, value, scale)
         capture.rows.setdefault(site.role, []).append(row)
         return output.transpose(1, 2).contiguous(), None  # [R, H, S, d] -> [R, S, H, d]
     output = F.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask, dropout_p=dropout, scale=scale)
@@ -161,11 +177,21 @@ def _fused(site: Site, capture: Capture | None, query, key, value, attention_mas
         with torch.no_grad():  # a row is read, never differentiated
             row = query_row(query, key, scale) if site.readout == QUERY_ROW else column_sum(query, key, scale)
         capture.rows.setdefault(site.role, []).append(row)
+        if wants_class:
+            _keep_class_inputs(capture, site, query, key, value, scale)
         capture.seconds += time.perf_counter() - started
     return output.transpose(1, 2).contiguous(), None  # [R, H, S, d] -> [R, S, H, d]
 
 
-def _keep(capture: Capture, site: Site, probs: torch.Tensor) -> None:
+def _keep_class_inputs(capture: Capture, site: Site, query, key, value, scale: float) -> None:
+    """The class site's pooling row per head ``[R, H, S]``, recomputed from Q and K, and V."""
+    with torch.no_grad():
+        pooling = (query_row(query, key, scale, per_head=True) if site.class_readout == QUERY_ROW
+                   else column_sum(query, key, scale, per_head=True))
+    capture.class_inputs.append((pooling, value.detach()))
+
+
+def _keep(capture: Capture, site: Site, probs: torch.Tensor, value: torch.Tensor) -> None:
     """The eager path's share of a capture: the row read from ``probs``, and ``probs`` itself when kept."""
     started = time.perf_counter()
     if capture.keep_probabilities:
@@ -175,6 +201,10 @@ def _keep(capture: Capture, site: Site, probs: torch.Tensor) -> None:
     source = probs.detach()
     row = query_row_from_probabilities(source) if site.readout == QUERY_ROW else column_sum_from_probabilities(source)
     capture.rows.setdefault(site.role, []).append(row)
+    if capture.keep_class_inputs and site.class_readout is not None:
+        pooling = (query_row_from_probabilities(source, per_head=True) if site.class_readout == QUERY_ROW
+                   else column_sum_from_probabilities(source, per_head=True))  # [R, H, S]
+        capture.class_inputs.append((pooling, value.detach()))
     capture.seconds += time.perf_counter() - started
 
 

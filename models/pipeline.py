@@ -49,37 +49,43 @@ class Attribution:
 
 
 class Staa:
-    """STAA from the model's own attention, read during the inference forward pass."""
-
-    name = "staa"
+    """STAA from the model's own attention, read during the inference forward pass (``params.method``:
+    ``"staa"``, the paper's, or ``"staa_class"``, class-sensitive; ``models/staa.py``)."""
 
     def __init__(self, loaded: LoadedModel, params: StaaParams = StaaParams()):
         self.loaded = loaded
         self.adapter = loaded.adapter
         self.params = params
+        self.name = params.method
 
-    def attribute(self, clip: torch.Tensor, target: int | None = None) -> Attribution:
-        """Explain ``clip`` ``[T, 3, H, W]`` or ``[B, T, 3, H, W]`` (normalised pixels).
-
-        ``target`` is accepted for interface parity; attention is class-agnostic, so it does
-        not change the maps.
-        """
+    def attribute(self, clip: torch.Tensor, target: int | torch.Tensor | None = None) -> Attribution:
+        """Explain ``clip`` ``[T, 3, H, W]`` or ``[B, T, 3, H, W]`` (normalised pixels) for class ``target``
+        (an int, ``[B]`` classes, or None: the predicted class). STAA's maps do not depend on the class;
+        ``staa_class``'s do."""
         if clip.dim() == 4:
             clip = clip.unsqueeze(0)  # [T, 3, H, W] -> [1, T, 3, H, W]
         if clip.dim() != 5 or clip.shape[1] != self.loaded.num_frames:
             raise ValueError(f"clip must be [B, {self.loaded.num_frames}, 3, H, W], got {list(clip.shape)}")
-        return self.attribute_batch(clip.float())
+        if isinstance(target, int):
+            target = torch.full((clip.shape[0],), target, dtype=torch.long)
+        return self.attribute_batch(clip.float(), targets=target)
 
     @torch.inference_mode()
-    def attribute_batch(self, pixel_values: torch.Tensor, params: StaaParams | None = None) -> Attribution:
+    def attribute_batch(self, pixel_values: torch.Tensor, params: StaaParams | None = None,
+                        targets: torch.Tensor | None = None) -> Attribution:
         """``attribute`` for a batch already in the model's layout, float ``[B, T, 3, H, W]`` (the served
-        pipeline, robustness scoring, evaluation), with ``params`` in place of the method's own."""
+        pipeline, robustness scoring, evaluation), with ``params`` in place of the method's own.
+        ``targets`` ``[B]`` (staa_class only) override ``params.target_class``."""
+        params = params or self.params
         batch, frames = pixel_values.shape[:2]
+        if targets is None and params.target_class is not None:
+            targets = torch.full((batch,), params.target_class, dtype=torch.long)
         started = time.perf_counter()
-        logits, rows, read_seconds = self.adapter.read(pixel_values)  # [B, C]; [L, B, T', N] and [L, B, N, T']
+        logits, rows, read_seconds = self.adapter.read(  # [B, C]; [L, B, T', N] and [L, B, N, T']
+            pixel_values, targets, class_sensitive=params.method == "staa_class")
         synchronise(self.loaded.device)  # the results are read right after anyway: the wait costs nothing
         maths_started = time.perf_counter()
-        spatial, temporal = staa_maps(rows, params or self.params)  # [B, T, N], [B, T]
+        spatial, temporal = staa_maps(rows, params)  # [B, T, N], [B, T]
         synchronise(self.loaded.device)
         maths_seconds = time.perf_counter() - maths_started
         return Attribution(

@@ -19,6 +19,20 @@ Ls and Lt are the layers ``layer_slice`` picks for each map. A model whose token
 frames (tubelets) gives rows per slot; every frame of a slot gets its slot's map and an equal share
 of its importance. One forward pass, no gradient.
 
+Class-sensitive STAA (``method="staa_class"``): STAA's maps ignore the class explained and, summed
+over all layers, barely move when the top of the model is randomised (the cascading sanity check).
+``staa_class`` keeps the attention that moved class c's logit: at each layer l's attention into
+the pooled token (the CLS row, or the column sums of mean pooling), per head h,
+e_c^l[t, p] = sum_h a_h^l[t, p] * (V_h^l[t, p] . w_h^l(c) - m_h^l), w^l(c) the class's classifier row
+through the final LayerNorm and that attention's output projection, m_h^l the head's attended mean of
+V . w: how much attending to token (t, p) rather than to the head's average token changed the logit
+of c through layer l, directly (``VideoAdapter.class_contributions``). Then, with e_c = sum over the
+layers ``class_aggregation`` picks:
+- spatial s[t, p] = |e_c[t, p]|, normalised per frame (evidence for and against c: on the held-out
+  clips the positive part alone localised and deleted worse, see README);
+- tau[t] = sum_p |e_c[t, p]|, normalised to sum 1.
+Still one forward pass: each layer's pooling row per head and values, a product with one class direction.
+
 Letters: B batch, T frames, T' frame slots (T / frames_per_slot), N = h*w patches, L layers.
 """
 
@@ -33,6 +47,7 @@ import torch
 from kernels.threshold_focus import DEFAULT_GAMMA, DEFAULT_KAPPA, DEFAULT_PERCENTILE
 from kernels.threshold_focus import MODES as THRESHOLD_MODES
 
+METHODS = ("staa", "staa_class")
 LAYER_AGGREGATIONS = ("last", "mean", "mean_last_k")
 TEMPORAL_WEIGHTINGS = ("cls", "uniform")  # w[p] from the CLS rows, or every patch alike
 
@@ -52,9 +67,16 @@ class StaaParams:
     percentile: float = DEFAULT_PERCENTILE
     gamma: float = DEFAULT_GAMMA
     smooth: bool = False
+    method: str = "staa"  # or "staa_class" (module docstring)
+    target_class: int | None = None  # staa_class: the class explained (None: each window's predicted class)
+    class_aggregation: str = "mean"  # staa_class: the layers whose direct contributions are summed
 
     def __post_init__(self):
-        for name in ("spatial_aggregation", "temporal_aggregation"):
+        if self.method not in METHODS:
+            raise ValueError(f"StaaParams.method must be one of {METHODS}, got {self.method!r}")
+        if self.target_class is not None and self.target_class < 0:
+            raise ValueError(f"StaaParams.target_class must be >= 0, got {self.target_class}")
+        for name in ("spatial_aggregation", "temporal_aggregation", "class_aggregation"):
             value = getattr(self, name)
             if value not in LAYER_AGGREGATIONS:
                 raise ValueError(f"StaaParams.{name} must be one of {LAYER_AGGREGATIONS}, got {value!r}")
@@ -88,12 +110,14 @@ class AttentionRows:
         per_patch: the temporal rows are attention received at each patch position (divided
             attention), which the CLS patch weights w[p] apply to; False for a joint row.
         frames_per_slot: frames each slot spans (1, or a tubelet's depth).
+        class_contributions: ``[L, B, T', N]`` e_c^l of the module docstring, when the forward read them.
     """
 
     spatial: torch.Tensor
     temporal: torch.Tensor
     per_patch: bool = True
     frames_per_slot: int = 1
+    class_contributions: torch.Tensor | None = None
 
 
 def layer_slice(how: str, last_k: int) -> slice:
@@ -134,11 +158,18 @@ def staa_temporal(temporal_rows: torch.Tensor, spatial: torch.Tensor, params: St
 
 
 def staa_maps(rows: AttentionRows, params: StaaParams) -> tuple[torch.Tensor, torch.Tensor]:
-    """STAA of one forward: spatial map ``[B, T, N]`` (each frame sums to 1) and frame importance
-    ``[B, T]`` (sums to 1)."""
-    spatial = staa_spatial(aggregate_layers(rows.spatial, params.spatial_aggregation, params.last_k))  # [B, T', N]
-    temporal_rows = aggregate_layers(rows.temporal, params.temporal_aggregation, params.last_k)  # [B, N, T']
-    temporal = staa_temporal(temporal_rows, spatial, params, rows.per_patch)  # [B, T']
+    """STAA (or, with ``params.method == "staa_class"``, class-sensitive STAA) of one forward: spatial
+    map ``[B, T, N]`` (each frame sums to 1) and frame importance ``[B, T]`` (sums to 1)."""
+    if params.method == "staa_class":
+        if rows.class_contributions is None:
+            raise ValueError("staa_class needs the class contributions: read with class_sensitive=True")
+        evidence = aggregate_layers(rows.class_contributions, params.class_aggregation, params.last_k)  # [B, T', N]
+        evidence = evidence.abs()  # evidence for c and against it: both are what the decision rests on
+        spatial, temporal = normalise(evidence, dim=-1), normalise(evidence.sum(dim=-1), dim=-1)  # [B, T', N], [B, T']
+    else:
+        spatial = staa_spatial(aggregate_layers(rows.spatial, params.spatial_aggregation, params.last_k))  # [B, T', N]
+        temporal_rows = aggregate_layers(rows.temporal, params.temporal_aggregation, params.last_k)  # [B, N, T']
+        temporal = staa_temporal(temporal_rows, spatial, params, rows.per_patch)  # [B, T']
     if rows.frames_per_slot == 1:
         return spatial, temporal
     repeat = rows.frames_per_slot  # every frame of a slot: its map, an equal share of its importance

@@ -7,12 +7,28 @@ It never does STAA's maths.
 
 from __future__ import annotations
 
+import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import torch
 
 from models.attention import Capture, Site, Taps, attach
 from models.staa import AttentionRows
+
+
+@dataclass
+class ClassHead:
+    """Where a model's classifier reads its tokens: the attention calls writing into the token it
+    pools (each layer's, in order), how it pools (``QUERY_ROW``: a CLS token; ``COLUMN_SUM``: the mean
+    of all tokens), each call's output projection, the LayerNorm before the classifier (None: none)
+    and the classifier."""
+
+    modules: list[torch.nn.Module]
+    readout: str
+    output_projections: list[torch.nn.Linear]
+    norm: torch.nn.LayerNorm | None
+    classifier: torch.nn.Linear
 
 
 class VideoAdapter:
@@ -28,8 +44,10 @@ class VideoAdapter:
         self.model = model
         self.taps = Taps(implementation)
         self._route_attention()
+        self.class_head = self._class_head()
         for module, role, readout in self._attention_modules():
-            attach(module, Site(role, readout, self.taps))
+            class_readout = self.class_head.readout if any(module is site for site in self.class_head.modules) else None
+            attach(module, Site(role, readout, self.taps, class_readout))
 
     @property
     def num_patches(self) -> int:
@@ -49,9 +67,9 @@ class VideoAdapter:
         finally:
             self.taps.implementation = previous
 
-    def capture(self, keep_probabilities: bool = False, keep_grad: bool = False):
+    def capture(self, keep_probabilities: bool = False, keep_grad: bool = False, keep_class_inputs: bool = False):
         """Context manager yielding the ``Capture`` one forward inside it fills (``models.attention``)."""
-        return self.taps.capture(keep_probabilities, keep_grad)
+        return self.taps.capture(keep_probabilities, keep_grad, keep_class_inputs)
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """``pixel_values`` ``[B, T, 3, H, W]``, on any device -> logits ``[B, num_labels]`` on the model's.
@@ -60,12 +78,50 @@ class VideoAdapter:
         pixel_values = pixel_values.to(device=parameter.device, dtype=parameter.dtype, non_blocking=True)
         return self.model(pixel_values=pixel_values).logits
 
-    def read(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, AttentionRows, float]:
+    def read(self, pixel_values: torch.Tensor, targets: torch.Tensor | None = None,
+             class_sensitive: bool = False) -> tuple[torch.Tensor, AttentionRows, float]:
         """One forward under a capture: logits ``[B, C]``, the rows STAA reads, and the seconds spent
-        reading them."""
-        with self.capture() as capture:
+        reading them. ``class_sensitive``: the rows also carry each token's contribution to the class
+        ``targets`` ``[B]`` (default: the predicted class), see ``class_contributions``."""
+        with self.capture(keep_class_inputs=class_sensitive) as capture:
             logits = self.forward(pixel_values)
-        return logits, self.attention_rows(capture), capture.seconds
+        rows = self.attention_rows(capture)
+        if class_sensitive:
+            started = time.perf_counter()
+            targets = logits.argmax(dim=-1) if targets is None else targets.to(logits.device)
+            rows.class_contributions = self.class_contributions(capture, targets)
+            capture.seconds += time.perf_counter() - started
+        return logits, rows, capture.seconds
+
+    @torch.no_grad()
+    def class_contributions(self, capture: Capture, targets: torch.Tensor) -> torch.Tensor:
+        """How much attending to each token moved the logit of its window's class ``targets`` ``[B]``,
+        through each layer's attention into the pooled token: sum_h a_h[j] * (V_h[j] . w_h - m_h),
+        float32 ``[L, B, T', N]`` (signed), m_h = the a_h-weighted mean of V_h . w_h: the value the head
+        would have written attending to its average token, so what counts is the choice of tokens,
+        not the magnitude of the values every token shares.
+
+        a_h: the pooling row of head h (CLS row, or column sums for mean pooling); w = W_o^T u, the
+        classifier's row for the class through the final LayerNorm linearised at its input: u = gamma *
+        W_c with its mean removed (the LayerNorm's centring; its 1/sigma is one positive factor per
+        window, which every normalised map cancels). The residual stream carries each layer's output
+        to the classifier; the MLPs and the blocks' own LayerNorms on the way are left out."""
+        head = self.class_head
+        direction = head.classifier.weight[targets].float()  # [B, D]
+        if head.norm is not None and head.norm.weight is not None:
+            direction = direction * head.norm.weight.float()
+        direction = direction - direction.mean(dim=-1, keepdim=True)
+        layers = []
+        for (pooling, value), projection in zip(capture.class_inputs, head.output_projections):  # [R, H, S], [R, H, S, d]
+            through = direction @ projection.weight.float()  # [B, D] @ [D, D_heads] -> [B, D_heads]
+            heads, head_size = value.shape[1], value.shape[3]
+            through = through.view(-1, heads, head_size)  # [B, H, d]: heads concatenate in the output
+            through = through.repeat_interleave(pooling.shape[0] // through.shape[0], dim=0)  # [R, H, d]
+            projected = torch.einsum("rhsd,rhd->rhs", value.float(), through)  # [R, H, S]
+            attended = (pooling * projected).sum(dim=-1, keepdim=True) / pooling.sum(dim=-1, keepdim=True)  # [R, H, 1]
+            projected = projected - attended
+            layers.append(self._class_layout((pooling * projected).sum(dim=1)))  # [R, S] -> [B, T', N]
+        return torch.stack(layers)  # [L, B, T', N]
 
     def _route_attention(self) -> None:
         raise NotImplementedError
@@ -75,4 +131,11 @@ class VideoAdapter:
         raise NotImplementedError
 
     def attention_rows(self, capture: Capture) -> AttentionRows:
+        raise NotImplementedError
+
+    def _class_head(self) -> ClassHead:
+        raise NotImplementedError
+
+    def _class_layout(self, contributions: torch.Tensor) -> torch.Tensor:
+        """The class site's per-token values ``[R, S]`` -> ``[B, T', N]`` over patch tokens."""
         raise NotImplementedError

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import torch
 
-from models.adapters.base import VideoAdapter
+from models.adapters.base import ClassHead, VideoAdapter
 from models.attention import COLUMN_SUM, QUERY_ROW, Capture, attend
 from models.errors import UnsupportedModel
 from models.staa import AttentionRows
@@ -69,6 +69,16 @@ class TimesformerAdapter(VideoAdapter):
         return [(block.attention, role, readout) for layer in self.layers
                 for block, role, readout in ((layer.temporal_attention, "temporal", COLUMN_SUM),
                                              (layer.attention, "spatial", QUERY_ROW))]
+
+    def _class_head(self) -> ClassHead:
+        # Each layer's spatial attention writes into the CLS token the mean over frames of each frame's
+        # CLS row, through its output projection; the model's final LayerNorm, then the classifier.
+        blocks = [layer.attention for layer in self.layers]
+        return ClassHead([block.attention for block in blocks], QUERY_ROW, [block.output.dense for block in blocks],
+                         getattr(self.model.timesformer, "layernorm", None), self.model.classifier)
+
+    def _class_layout(self, contributions: torch.Tensor) -> torch.Tensor:
+        return contributions[:, 1:].reshape(-1, self.num_frames, self.num_patches)  # [B*T, 1+N] -> [B, T, N]
 
     def attention_rows(self, capture: Capture) -> AttentionRows:
         frames, patches = self.num_frames, self.num_patches

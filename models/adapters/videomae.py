@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import torch
 
-from models.adapters.base import VideoAdapter
-from models.attention import COLUMN_SUM, Capture
+from models.adapters.base import ClassHead, VideoAdapter
+from models.attention import COLUMN_SUM, QUERY_ROW, Capture
 from models.staa import AttentionRows
 
 
@@ -42,6 +42,18 @@ class VideoMAEAdapter(VideoAdapter):
 
     def _attention_modules(self):
         return [(layer.attention.attention, "joint", COLUMN_SUM) for layer in self.layers]
+
+    def _class_head(self) -> ClassHead:
+        # Mean pooling (fc_norm, the Kinetics checkpoints) pools every token: the column sums of each
+        # attention; without it the classifier reads token 0 after the model's own LayerNorm.
+        blocks = [layer.attention for layer in self.layers]
+        modules, projections = [block.attention for block in blocks], [block.output.dense for block in blocks]
+        if self.model.fc_norm is not None:
+            return ClassHead(modules, COLUMN_SUM, projections, self.model.fc_norm, self.model.classifier)
+        return ClassHead(modules, QUERY_ROW, projections, self.model.videomae.layernorm, self.model.classifier)
+
+    def _class_layout(self, contributions: torch.Tensor) -> torch.Tensor:
+        return contributions.unflatten(-1, (self.num_frames // self.frames_per_slot, self.num_patches))  # [B, S] -> [B, T', N]
 
     def attention_rows(self, capture: Capture) -> AttentionRows:
         return joint_rows(capture.rows["joint"], self.num_frames // self.frames_per_slot, self.num_patches, self.frames_per_slot)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-from models.adapters.base import VideoAdapter
+from models.adapters.base import ClassHead, VideoAdapter
 from models.adapters.videomae import joint_rows
 from models.attention import QUERY_ROW, Capture
 from models.errors import UnsupportedModel
@@ -46,6 +46,14 @@ class VivitAdapter(VideoAdapter):
 
     def _attention_modules(self):
         return [(layer.attention, "joint", QUERY_ROW) for layer in self.layers]
+
+    def _class_head(self) -> ClassHead:
+        blocks = [layer.attention for layer in self.layers]  # the classifier reads the CLS token after the model's LayerNorm
+        return ClassHead(blocks, QUERY_ROW, [block.o_proj for block in blocks], self.model.vivit.layernorm, self.model.classifier)
+
+    def _class_layout(self, contributions: torch.Tensor) -> torch.Tensor:
+        slots = self.num_frames // self.frames_per_slot
+        return contributions[:, 1:].unflatten(-1, (slots, self.num_patches))  # CLS dropped: [B, 1+S] -> [B, T', N]
 
     def attention_rows(self, capture: Capture) -> AttentionRows:
         cls_rows = [row[:, 1:] for row in capture.rows["joint"]]  # L x [B, 1+S] -> CLS key dropped -> [B, S]

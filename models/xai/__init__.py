@@ -6,6 +6,8 @@ and the one pooling rule that brings pixel-level methods to tokens and frames.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from models.errors import UnsupportedModel
 from models.registry import LoadedModel
 from models.staa import StaaParams
@@ -13,7 +15,7 @@ from models.xai.attention import AttentionRollout, GradientWeightedStaa, Origina
 from models.xai.base import AttributionMethod, joint_map, pool_pixels
 from models.xai.gradients import FrameAblation, GradCamTokens, PixelGradientMethod
 
-METHOD_NAMES = ("staa", "staa_last_layer", "staa_last_2", "staa_uniform_temporal", "staa_gradient_weighted", "staa_original", "attention_rollout",
+METHOD_NAMES = ("staa", "staa_class", "staa_last_layer", "staa_last_2", "staa_uniform_temporal", "staa_gradient_weighted", "staa_original", "attention_rollout",
                 "saliency", "input_x_gradient", "integrated_gradients_8", "integrated_gradients_50", "grad_cam",
                 "frame_ablation")
 
@@ -34,6 +36,7 @@ def build_method(loaded: LoadedModel, name: str, params: StaaParams = StaaParams
     if name in variants:
         return variants[name]
     builders = {
+        "staa_class": lambda: StaaVariant(loaded, "staa_class", replace(params, method="staa_class")),
         "staa_gradient_weighted": lambda: GradientWeightedStaa(loaded, params),
         "staa_original": lambda: OriginalStaa(loaded),
         "attention_rollout": lambda: AttentionRollout(loaded),

@@ -119,3 +119,35 @@ def with_random_weights(loaded, seed: int = 0):
     fresh = type(loaded.model)(loaded.model.config).to(device=loaded.device, dtype=loaded.dtype).eval()
     adapter = adapter_for(fresh, loaded.adapter.implementation)
     return dataclasses.replace(loaded, model=fresh, adapter=adapter, random_weights=True)
+
+
+def cascading_randomisations(loaded, seed: int = 0) -> list[tuple[str, object]]:
+    """The cascading model-randomisation check (Adebayo et al. 2018, "Sanity Checks for Saliency
+    Maps"): stage 1 re-initialises the head (classifier and final LayerNorm: every parameter outside
+    the blocks and the embeddings), each next stage also the next block down, the last one the
+    embeddings too. Returns (stage name, LoadedModel) pairs, randomisation growing; an explanation of
+    the model's decision must move away from the trained model's already at the first stages."""
+    torch.manual_seed(seed)
+    initial = type(loaded.model)(loaded.model.config).state_dict()  # a fresh initialisation to draw from
+    trained = loaded.model.state_dict()
+    module_names = {id(module): name for name, module in loaded.model.named_modules()}
+    blocks = [module_names[id(layer)] + "." for layer in loaded.adapter.layers]
+
+    def group(name: str) -> str:
+        block = next((index for index, prefix in enumerate(blocks) if name.startswith(prefix)), None)
+        if block is not None:
+            return f"block {block + 1}"
+        return "embeddings" if ".embeddings." in f".{name}" else "head"
+
+    order = ["head", *(f"block {index}" for index in range(len(blocks), 0, -1)), "embeddings"]
+    stages, randomised = [], set()
+    for stage in order:
+        randomised.add(stage)
+        state = {name: initial[name] if group(name) in randomised else tensor for name, tensor in trained.items()}
+        model = type(loaded.model)(loaded.model.config)
+        model.load_state_dict(state)
+        model = model.to(device=loaded.device, dtype=loaded.dtype).eval()
+        label = "classifier + final norm" if stage == "head" else f"+ {stage}"
+        stages.append((label, dataclasses.replace(loaded, model=model, adapter=adapter_for(model, loaded.adapter.implementation),
+                                                  random_weights=True)))
+    return stages

@@ -38,6 +38,24 @@ def test_column_sum_kernel_and_reference_match_the_probabilities(rows, heads, to
     torch.testing.assert_close(column_sum_triton(query, key, scale), expected, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("rows,heads,tokens,head_size", [(2, 3, 197, 16), (1, 4, 130, 64), (3, 2, 1, 8)])
+def test_per_head_rows_match_the_probabilities(rows, heads, tokens, head_size):
+    query, key = projections(rows, heads, tokens, head_size, seed=heads + tokens)
+    scale = head_size ** -0.5
+    probs = probabilities(query, key, scale)
+    expected = column_sum_from_probabilities(probs, per_head=True)  # [R, H, S]
+    assert expected.shape == (rows, heads, tokens)
+    torch.testing.assert_close(expected.sum(dim=1), column_sum_from_probabilities(probs), rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(column_sum_reference(query, key, scale, per_head=True), expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(column_sum_triton(query, key, scale, per_head=True), expected, rtol=1e-5, atol=1e-6)
+    value = torch.randn_like(query)
+    _, sums = attention_chunked(query, key, value, scale, per_head=True)
+    torch.testing.assert_close(sums, expected, rtol=1e-5, atol=1e-6)
+    row = query_row_from_probabilities(probs, per_head=True)  # [R, H, S]
+    torch.testing.assert_close(query_row(query, key, scale, per_head=True), row, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(row.sum(dim=1), query_row(query, key, scale), rtol=1e-5, atol=1e-6)
+
+
 def test_reference_chunks_do_not_change_the_sum(monkeypatch):
     query, key = projections(2, 3, 97, 16, seed=4)
     whole = column_sum_reference(query, key, 0.25)

@@ -14,6 +14,7 @@ from models.errors import UnsupportedModel
 from models.pipeline import Staa
 from models.random_weights import random_config, save_random_model
 from models.registry import ARCHITECTURES, load_model
+from models.staa import StaaParams
 from tests.conftest import TEST_DEVICE
 
 ODD = {  # 40 / 8 -> a 5 x 5 grid; 3 frames, or 6 frames in 3 tubelet slots
@@ -53,6 +54,26 @@ def test_fused_maps_equal_the_eager_oracle(saved, clips):
     torch.testing.assert_close(fused.spatial, eager.spatial, rtol=1e-5, atol=0)
     torch.testing.assert_close(fused.temporal, eager.temporal, rtol=1e-5, atol=0)
     torch.testing.assert_close(fused.logits, eager.logits, rtol=1e-4, atol=1e-5)
+
+
+def test_class_sensitive_maps_equal_the_eager_oracle_and_follow_the_class(saved, clips):
+    loaded = load_model(str(saved[1]), device=TEST_DEVICE)
+    staa_class = Staa(loaded, StaaParams(method="staa_class"))
+    fused = staa_class.attribute(clips, target=0)
+    with loaded.adapter.using("eager"):
+        eager = staa_class.attribute(clips, target=0)
+    assert fused.spatial.shape == (2, clips.shape[1], 5, 5)
+    torch.testing.assert_close(fused.spatial, eager.spatial, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(fused.temporal, eager.temporal, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(fused.spatial.sum(dim=(-2, -1)), torch.ones_like(fused.temporal), rtol=1e-5, atol=1e-6)
+    other = staa_class.attribute(clips, target=3)
+    assert (other.spatial - fused.spatial).abs().amax() > 1e-3  # another class, another map
+    paper = Staa(loaded).attribute(clips)
+    assert torch.equal(Staa(loaded).attribute(clips, target=3).spatial, paper.spatial)  # STAA ignores the class
+    predicted = staa_class.attribute(clips)  # default: each window's predicted class
+    for row, label in enumerate(predicted.logits.argmax(-1).tolist()):
+        torch.testing.assert_close(predicted.spatial[row], staa_class.attribute(clips[row:row + 1], target=label).spatial[0],
+                                   rtol=1e-4, atol=1e-6)
 
 
 def test_routed_model_computes_what_transformers_computes(saved, clips):

@@ -92,3 +92,21 @@ def test_randomised_weights_are_new_weights(tiny_model_dir):
     fresh = with_random_weights(loaded, seed=1)
     first = next(iter(loaded.model.state_dict().values()))
     assert fresh.random_weights and not torch.equal(next(iter(fresh.model.state_dict().values())), first)
+
+
+def test_cascading_randomisation_grows_from_the_head_down(tiny_model_dir):
+    from models.registry import load_model
+    from models.xai.metrics import cascading_randomisations
+
+    loaded = load_model(str(tiny_model_dir))  # 2 blocks
+    trained = loaded.model.state_dict()
+    stages = cascading_randomisations(loaded)
+    assert [name for name, _ in stages] == ["classifier + final norm", "+ block 2", "+ block 1", "+ embeddings"]
+    changed = [{name for name, tensor in stage.model.state_dict().items() if not torch.equal(tensor, trained[name])}
+               for _, stage in stages]
+    assert changed[0] and all(name.startswith(("classifier.", "timesformer.layernorm.")) for name in changed[0])
+    assert all(earlier < later for earlier, later in zip(changed, changed[1:]))  # each stage keeps the last one's
+    assert all(".encoder.layer.1." in name for name in changed[1] - changed[0])
+    assert all(".encoder.layer.0." in name for name in changed[2] - changed[1])
+    assert all(".embeddings." in name for name in changed[3] - changed[2])
+    assert all(stage.adapter.model is stage.model for _, stage in stages)
