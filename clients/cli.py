@@ -24,11 +24,24 @@ from models.video import decode_clip
 from staa.v1 import explainer_pb2 as pb
 
 
+METHODS = {"staa": pb.METHOD_STAA, "staa_class": pb.METHOD_STAA_CLASS}
+THRESHOLD_MODES = {"server": pb.THRESHOLD_MODE_UNSPECIFIED, "mean_std": pb.THRESHOLD_MODE_MEAN_STD,
+                   "percentile": pb.THRESHOLD_MODE_PERCENTILE}
+AGGREGATIONS = {"server": pb.LAYER_AGGREGATION_UNSPECIFIED, "last": pb.LAYER_AGGREGATION_LAST,
+                "mean": pb.LAYER_AGGREGATION_MEAN, "mean_last_k": pb.LAYER_AGGREGATION_MEAN_LAST_K}
+
+
 def _options(args) -> dict:
     window = pb.WindowSpec(stride=args.stride, hop=args.hop)
-    staa = pb.StaaOptions(top_k=args.top_k)
+    staa = pb.StaaOptions(top_k=args.top_k, method=METHODS[args.method],
+                          threshold_mode=THRESHOLD_MODES[args.threshold_mode],
+                          spatial_aggregation=AGGREGATIONS[args.aggregation],
+                          temporal_aggregation=AGGREGATIONS[args.aggregation])
     if args.smooth:
         staa.smooth = True
+    for name in ("kappa", "gamma", "target"):
+        if getattr(args, name) is not None:
+            setattr(staa, "target_class" if name == "target" else name, getattr(args, name))
     robustness = robustness_options(args.robustness, args.epsilon, args.every, args.steps)
     return {"window": window, "staa": staa, "robustness": robustness}
 
@@ -37,8 +50,10 @@ def _print_window(window: dict, elapsed_s: float) -> None:
     top = ", ".join(f"{score['label']} {score['prob']:.3f}" for score in window["topk"][:3])
     timings = window["timings_ms"]
     peak = max(range(len(window["temporal"])), key=window["temporal"].__getitem__)
+    params = window.get("params", {})
+    explained = f"{params.get('method', 'METHOD_STAA').removeprefix('METHOD_').lower()} class {params.get('target_class', 0)}"
     print(f"window {window['index']:3d} frames {window['frames'][0]:5d}-{window['frames'][-1]:<5d}"
-          f"{' (padded)' if window['padded'] else ''} | {top} | peak frame {window['frames'][peak]} | "
+          f"{' (padded)' if window['padded'] else ''} | {top} | {explained} | peak frame {window['frames'][peak]} | "
           f"forward {timings['forward_ms']:.1f} ms, staa {timings['attribution_ms']:.1f} ms, "
           f"post {timings['postprocess_ms']:.1f} ms, total {timings['total_ms']:.1f} ms | t={elapsed_s:.1f}s",
           flush=True)
@@ -105,6 +120,14 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--hop", type=int, default=0, help="source frames between windows (0 = one span)")
     explain.add_argument("--top-k", type=int, default=0)
     explain.add_argument("--smooth", action="store_true", help="3x3 smoothing of the heatmaps")
+    explain.add_argument("--method", choices=sorted(METHODS), default="staa",
+                         help="staa: where the model attends; staa_class: the attention that moved the class's logit")
+    explain.add_argument("--target", type=int, default=None, help="staa_class: the class to explain (default: the prediction)")
+    explain.add_argument("--kappa", type=float, default=None, help="threshold = mean + kappa * std (-10 with --gamma 1: the raw map)")
+    explain.add_argument("--gamma", type=float, default=None, help="focusing power, >= 1")
+    explain.add_argument("--threshold-mode", choices=sorted(THRESHOLD_MODES), default="server")
+    explain.add_argument("--aggregation", choices=sorted(AGGREGATIONS), default="server",
+                         help="layers STAA sums, for both maps")
     explain.add_argument("--no-overlay", action="store_true")
     explain.add_argument("--robustness", choices=["off", "noise", "fgsm", "pgd"], default="off",
                          help="attack-robustness scores on every n-th window (a lower-priority server lane)")

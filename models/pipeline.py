@@ -145,6 +145,7 @@ class WindowExplanation:
     params: StaaParams
     timings: WindowTimings
     provenance: Provenance
+    target_class: int = 0  # the class the maps explain: params.target_class, else the prediction
 
 
 class ExplanationPipeline:
@@ -193,5 +194,6 @@ class ExplanationPipeline:
                                       attribution_ms=attribution.attribution_ms / batch,
                                       postprocess_ms=postprocess_ms / batch),
                 provenance=Provenance(self.loaded.model_id, self.loaded.weights_sha256, code_version(), params.digest()),
+                target_class=int(top_ids[row, 0]) if params.target_class is None else params.target_class,
             ))
         return results

@@ -28,6 +28,8 @@ _MODE_TO_NAME = {pb.THRESHOLD_MODE_MEAN_STD: "mean_std", pb.THRESHOLD_MODE_PERCE
 _MODE_FROM_NAME = {name: value for value, name in _MODE_TO_NAME.items()}
 _ATTACK_TO_NAME = {pb.ATTACK_NOISE: "noise", pb.ATTACK_FGSM: "fgsm", pb.ATTACK_PGD: "pgd"}
 _ATTACK_FROM_NAME = {name: value for value, name in _ATTACK_TO_NAME.items()}
+_METHOD_TO_NAME = {pb.METHOD_STAA: "staa", pb.METHOD_STAA_CLASS: "staa_class"}
+_METHOD_FROM_NAME = {name: value for value, name in _METHOD_TO_NAME.items()}
 
 
 def _enum_name(table: dict, value: int, field: str, default: str) -> str:
@@ -38,8 +40,14 @@ def _enum_name(table: dict, value: int, field: str, default: str) -> str:
     return table[value]
 
 
-def staa_params(options: pb.StaaOptions) -> StaaParams:
+def staa_params(options: pb.StaaOptions, num_labels: int) -> StaaParams:
     defaults = StaaParams()
+    method = _enum_name(_METHOD_TO_NAME, options.method, "StaaOptions.method", defaults.method)
+    target = options.target_class if options.HasField("target_class") else None
+    if target is not None and method != "staa_class":
+        raise InvalidInput("StaaOptions.target_class needs method METHOD_STAA_CLASS (STAA's maps do not depend on the class)")
+    if target is not None and target >= num_labels:
+        raise InvalidInput(f"StaaOptions.target_class={target} is not a class of this model (0..{num_labels - 1})")
     values = dict(
         spatial_aggregation=_enum_name(_AGGREGATION_TO_NAME, options.spatial_aggregation,
                                        "StaaOptions.spatial_aggregation", defaults.spatial_aggregation),
@@ -48,6 +56,8 @@ def staa_params(options: pb.StaaOptions) -> StaaParams:
         last_k=options.last_k or defaults.last_k,
         threshold_mode=_enum_name(_MODE_TO_NAME, options.threshold_mode, "StaaOptions.threshold_mode",
                                   defaults.threshold_mode),
+        method=method,
+        target_class=target,
     )
     for name in ("kappa", "percentile", "gamma", "smooth"):
         values[name] = getattr(options, name) if options.HasField(name) else getattr(defaults, name)
@@ -81,7 +91,7 @@ def explain_options(window: pb.WindowSpec, staa: pb.StaaOptions, robustness: pb.
                     loaded: LoadedModel, config: ServerConfig) -> ExplainOptions:
     return ExplainOptions(
         window=resolve_window(loaded, config, window.num_frames, window.stride, window.hop),
-        params=staa_params(staa),
+        params=staa_params(staa, len(loaded.labels)),
         top_k=resolve_top_k(config, staa.top_k),
         robustness=robustness_plan(robustness, config),
     )
@@ -125,6 +135,7 @@ def explanation(result: WindowExplanation) -> pb.Explanation:
             temporal_aggregation=_AGGREGATION_FROM_NAME[params.temporal_aggregation],
             last_k=params.last_k, threshold_mode=_MODE_FROM_NAME[params.threshold_mode],
             kappa=params.kappa, percentile=params.percentile, gamma=params.gamma, smooth=params.smooth,
+            method=_METHOD_FROM_NAME[params.method], target_class=result.target_class,
         ),
         timings=pb.Timings(decode_ms=timings.decode_ms, queue_ms=timings.queue_ms, forward_ms=timings.forward_ms,
                            attribution_ms=timings.attribution_ms, postprocess_ms=timings.postprocess_ms,

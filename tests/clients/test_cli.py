@@ -67,6 +67,33 @@ def test_explain_with_robustness_puts_scores_on_every_nth_window(served, tmp_pat
     assert 0 <= scores["explanation_resilience"] <= 1 and scores["passes"] == 4
 
 
+@pytest.mark.parametrize("live", [False, True])
+def test_explain_with_the_class_sensitive_method_echoes_method_and_class(served, tmp_path, live):
+    runs = {}
+    for target in (None, 3):
+        out = tmp_path / f"out-{target}"
+        args = ["--server", served, "explain", str(clip_path("flipping_pancake.mkv")), "--out", str(out), "--no-overlay",
+                "--method", "staa_class", "--kappa", "-10", "--gamma", "1", *(["--target", str(target)] if target else [])]
+        result = client(*args, *(["--live", "--speed", "0"] if live else []))
+        assert result.returncode == 0, result.stderr
+        runs[target] = json.loads((out / "explanations.json").read_text())["windows"]
+        assert "staa_class class" in result.stdout
+    for predicted, targeted in zip(runs[None], runs[3]):
+        assert predicted["params"]["method"] == targeted["params"]["method"] == "METHOD_STAA_CLASS"
+        assert predicted["params"]["target_class"] == predicted["topk"][0]["class_id"]  # default: the prediction
+        assert targeted["params"]["target_class"] == 3 and predicted["params"]["kappa"] == -10
+    assert any(predicted["spatial"] != targeted["spatial"] for predicted, targeted in zip(runs[None], runs[3])
+               if predicted["params"]["target_class"] != 3)  # another class, other maps
+
+
+def test_target_class_outside_the_model_or_without_staa_class_is_refused(served, tmp_path):
+    clip = str(clip_path("flipping_pancake.mkv"))
+    result = client("--server", served, "explain", clip, "--out", str(tmp_path), "--method", "staa_class", "--target", "99")
+    assert result.returncode == 2 and "INVALID_ARGUMENT" in result.stderr and "target_class=99" in result.stderr
+    result = client("--server", served, "explain", clip, "--out", str(tmp_path), "--target", "1")
+    assert result.returncode == 2 and "INVALID_ARGUMENT" in result.stderr and "METHOD_STAA_CLASS" in result.stderr
+
+
 def test_bad_robustness_option_exits_2_with_the_status(served, tmp_path):
     result = client("--server", served, "explain", str(clip_path("flipping_pancake.mkv")), "--out", str(tmp_path),
                     "--robustness", "pgd", "--epsilon", "500")
