@@ -21,16 +21,17 @@ of its importance. One forward pass, no gradient.
 
 Class-sensitive STAA (``method="staa_class"``): STAA's maps ignore the class explained and, summed
 over all layers, barely move when the top of the model is randomised (the cascading sanity check).
-``staa_class`` keeps the attention that moved class c's logit: at each layer l's attention into
-the pooled token (the CLS row, or the column sums of mean pooling), per head h,
-e_c^l[t, p] = sum_h a_h^l[t, p] * (V_h^l[t, p] . w_h^l(c) - m_h^l), w^l(c) the class's classifier row
-through the final LayerNorm and that attention's output projection, m_h^l the head's attended mean of
-V . w: how much attending to token (t, p) rather than to the head's average token changed the logit
-of c through layer l, directly (``VideoAdapter.class_contributions``). Then, with e_c = sum over the
-layers ``class_aggregation`` picks:
-- spatial s[t, p] = |e_c[t, p]|, normalised per frame (evidence for and against c: on the held-out
+``staa_class`` keeps the attention that moved class c's log-probability: at each layer l's attention
+into the pooled token (the CLS row, or the column sums of mean pooling), per head h,
+e_c^l[t, p] = sum_h a_h^l[t, p] * (V_h^l[t, p] . w_h^l(c) - m_h^l), w^l(c) the direction of log p_c at
+the classifier's input (W_c - sum_k p_k W_k) through the final LayerNorm and that attention's output
+projection, m_h^l the head's attended mean of V . w: how much attending to token (t, p) rather than to
+the head's average token moved log p_c through layer l, directly (``VideoAdapter.class_contributions``).
+Then, with e_c = sum over the layers ``class_aggregation`` picks:
+- spatial s[t, p] = e_c[t, p]^2, normalised per frame (evidence for and against c: on the held-out
   clips the positive part alone localised and deleted worse, see README);
-- tau[t] = sum_p |e_c[t, p]|, normalised to sum 1.
+- tau[t] = sum_p e_c[t, p]^2, normalised to sum 1 (squared rather than |e|: the frame curve goes
+  to the frames with the strongest evidence, with the same ranks inside a frame).
 Still one forward pass: each layer's pooling row per head and values, a product with one class direction.
 
 Letters: B batch, T frames, T' frame slots (T / frames_per_slot), N = h*w patches, L layers.
@@ -164,7 +165,7 @@ def staa_maps(rows: AttentionRows, params: StaaParams) -> tuple[torch.Tensor, to
         if rows.class_contributions is None:
             raise ValueError("staa_class needs the class contributions: read with class_sensitive=True")
         evidence = aggregate_layers(rows.class_contributions, params.class_aggregation, params.last_k)  # [B, T', N]
-        evidence = evidence.abs()  # evidence for c and against it: both are what the decision rests on
+        evidence = evidence.square()  # for c and against it; squared: frame importance goes to the strongest evidence
         spatial, temporal = normalise(evidence, dim=-1), normalise(evidence.sum(dim=-1), dim=-1)  # [B, T', N], [B, T']
     else:
         spatial = staa_spatial(aggregate_layers(rows.spatial, params.spatial_aggregation, params.last_k))  # [B, T', N]

@@ -89,12 +89,12 @@ class VideoAdapter:
         if class_sensitive:
             started = time.perf_counter()
             targets = logits.argmax(dim=-1) if targets is None else targets.to(logits.device)
-            rows.class_contributions = self.class_contributions(capture, targets)
+            rows.class_contributions = self.class_contributions(capture, targets, logits)
             capture.seconds += time.perf_counter() - started
         return logits, rows, capture.seconds
 
     @torch.no_grad()
-    def class_contributions(self, capture: Capture, targets: torch.Tensor) -> torch.Tensor:
+    def class_contributions(self, capture: Capture, targets: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
         """How much attending to each token moved the logit of its window's class ``targets`` ``[B]``,
         through each layer's attention into the pooled token: sum_h a_h[j] * (V_h[j] . w_h - m_h),
         float32 ``[L, B, T', N]`` (signed), m_h = the a_h-weighted mean of V_h . w_h: the value the head
@@ -102,12 +102,15 @@ class VideoAdapter:
         not the magnitude of the values every token shares.
 
         a_h: the pooling row of head h (CLS row, or column sums for mean pooling); w = W_o^T u, the
-        classifier's row for the class through the final LayerNorm linearised at its input: u = gamma *
-        W_c with its mean removed (the LayerNorm's centring; its 1/sigma is one positive factor per
-        window, which every normalised map cancels). The residual stream carries each layer's output
+        direction of log p_c at the classifier's input, W_c - sum_k p_k W_k (class c against what the
+        model believes: on the held-out clips it tracked the decision better than W_c alone, see the
+        README), through the final LayerNorm linearised at its input: times gamma, mean removed (the
+        LayerNorm's centring; its 1/sigma is one positive factor per window, which every normalised map
+        cancels). The residual stream carries each layer's output
         to the classifier; the MLPs and the blocks' own LayerNorms on the way are left out."""
         head = self.class_head
-        direction = head.classifier.weight[targets].float()  # [B, D]
+        weight = head.classifier.weight.float()  # [C, D]
+        direction = weight[targets] - logits.float().softmax(dim=-1) @ weight  # [B, D]
         if head.norm is not None and head.norm.weight is not None:
             direction = direction * head.norm.weight.float()
         direction = direction - direction.mean(dim=-1, keepdim=True)
