@@ -24,7 +24,8 @@ from models.video import decode_clip
 from staa.v1 import explainer_pb2 as pb
 
 
-METHODS = {"staa": pb.METHOD_STAA, "staa_class": pb.METHOD_STAA_CLASS}
+METHODS = {"staa": pb.METHOD_STAA, "staa_class": pb.METHOD_STAA_CLASS, "saliency": pb.METHOD_SALIENCY,
+           "input_x_gradient": pb.METHOD_INPUT_X_GRADIENT, "integrated_gradients_8": pb.METHOD_INTEGRATED_GRADIENTS_8}
 THRESHOLD_MODES = {"server": pb.THRESHOLD_MODE_UNSPECIFIED, "mean_std": pb.THRESHOLD_MODE_MEAN_STD,
                    "percentile": pb.THRESHOLD_MODE_PERCENTILE}
 AGGREGATIONS = {"server": pb.LAYER_AGGREGATION_UNSPECIFIED, "last": pb.LAYER_AGGREGATION_LAST,
@@ -121,7 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--top-k", type=int, default=0)
     explain.add_argument("--smooth", action="store_true", help="3x3 smoothing of the heatmaps")
     explain.add_argument("--method", choices=sorted(METHODS), default="staa",
-                         help="staa: where the model attends; staa_class: the attention that moved the class's logit")
+                         help="staa: where the model attends; staa_class: the attention that moved the class's logit; "
+                              "gradient methods run on the server's lower-priority lane")
     explain.add_argument("--target", type=int, default=None, help="staa_class: the class to explain (default: the prediction)")
     explain.add_argument("--kappa", type=float, default=None, help="threshold = mean + kappa * std (-10 with --gamma 1: the raw map)")
     explain.add_argument("--gamma", type=float, default=None, help="focusing power, >= 1")

@@ -58,8 +58,9 @@ class Capture:
     Attributes:
         rows: role -> one float32 ``[R, S]`` per call (layers in order).
         probabilities: role -> one ``[R, H, S, S]`` per call, when the capture keeps them.
-        class_inputs: at each class site (layers in order), when the capture keeps them: the pooling
-            row per head, float32 ``[R, H, S]``, and the values ``[R, H, S, d]``.
+        class_inputs: at each class site (layers in order), when the capture keeps them (instead of
+            STAA's rows: a capture serves one method): the pooling row per head, float32 ``[R, H, S]``,
+            and the values ``[R, H, S, d]``.
         seconds: host time spent reading rows beside the attention (part of attribution, not of the
             forward; on CUDA, the time to launch that work, which the forward's time then includes).
     """
@@ -166,19 +167,22 @@ def _fused(site: Site, capture: Capture | None, query, key, value, attention_mas
         output, row = attention_chunked(query, key, value, scale, per_head)  # one pass: its time counts as the forward's
         if per_head:
             capture.class_inputs.append((row, value))
-            row = row.sum(dim=1)  # [R, H, S] -> [R, S]
         elif wants_class:
             _keep_class_inputs(capture, site, query, key, value, scale)
-        capture.rows.setdefault(site.role, []).append(row)
+        if not capture.keep_class_inputs:
+            capture.rows.setdefault(site.role, []).append(row)
         return output.transpose(1, 2).contiguous(), None  # [R, H, S, d] -> [R, S, H, d]
     output = F.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask, dropout_p=dropout, scale=scale)
-    if capture is not None:
+    if capture is not None and capture.keep_class_inputs:
+        if wants_class:
+            started = time.perf_counter()
+            _keep_class_inputs(capture, site, query, key, value, scale)
+            capture.seconds += time.perf_counter() - started
+    elif capture is not None:
         started = time.perf_counter()
         with torch.no_grad():  # a row is read, never differentiated
             row = query_row(query, key, scale) if site.readout == QUERY_ROW else column_sum(query, key, scale)
         capture.rows.setdefault(site.role, []).append(row)
-        if wants_class:
-            _keep_class_inputs(capture, site, query, key, value, scale)
         capture.seconds += time.perf_counter() - started
     return output.transpose(1, 2).contiguous(), None  # [R, H, S, d] -> [R, S, H, d]
 
@@ -199,9 +203,10 @@ def _keep(capture: Capture, site: Site, probs: torch.Tensor, value: torch.Tensor
             probs.retain_grad()
         capture.probabilities.setdefault(site.role, []).append(probs)
     source = probs.detach()
-    row = query_row_from_probabilities(source) if site.readout == QUERY_ROW else column_sum_from_probabilities(source)
-    capture.rows.setdefault(site.role, []).append(row)
-    if capture.keep_class_inputs and site.class_readout is not None:
+    if not capture.keep_class_inputs:
+        row = query_row_from_probabilities(source) if site.readout == QUERY_ROW else column_sum_from_probabilities(source)
+        capture.rows.setdefault(site.role, []).append(row)
+    elif site.class_readout is not None:
         pooling = (query_row_from_probabilities(source, per_head=True) if site.class_readout == QUERY_ROW
                    else column_sum_from_probabilities(source, per_head=True))  # [R, H, S]
         capture.class_inputs.append((pooling, value.detach()))

@@ -146,6 +146,7 @@ class WindowExplanation:
     timings: WindowTimings
     provenance: Provenance
     target_class: int = 0  # the class the maps explain: params.target_class, else the prediction
+    method: str = "staa"  # what made the maps: params.method, or a gradient method (server/robustness_lane.py)
 
 
 class ExplanationPipeline:
@@ -155,11 +156,21 @@ class ExplanationPipeline:
         self.loaded = loaded
         self.staa = Staa(loaded)
 
+    def pixels(self, windows: list[PreparedWindow]) -> torch.Tensor:
+        """The windows' uint8 crops -> normalised model input ``[B, T, 3, H, W]`` on the model's device."""
+        frames = torch.stack([window.frames for window in windows])  # B x [T, H, W, 3] -> [B, T, H, W, 3] uint8
+        return model_input(frames, self.loaded.processor, self.loaded.device)
+
     def explain(self, windows: list[PreparedWindow], params: StaaParams, top_k: int = 5) -> list[WindowExplanation]:
         """Explain a batch of windows in one forward pass; returns one explanation per window."""
-        frames = torch.stack([window.frames for window in windows])  # B x [T, H, W, 3] -> [B, T, H, W, 3] uint8
-        pixel_values = model_input(frames, self.loaded.processor, self.loaded.device)  # [B, T, 3, H, W] on the device
-        attribution = self.staa.attribute_batch(pixel_values, params)
+        attribution = self.staa.attribute_batch(self.pixels(windows), params)
+        return self.finish(windows, attribution, params, top_k)
+
+    def finish(self, windows: list[PreparedWindow], attribution: Attribution, params: StaaParams, top_k: int = 5,
+               method: str | None = None, targets: list[int] | None = None) -> list[WindowExplanation]:
+        """Post-process any method's ``attribution`` of ``windows``: thresholding, focusing, quantisation,
+        top-k, timings and provenance; ``method`` and ``targets`` name what the maps explain (default:
+        ``params.method``, and ``params.target_class`` or the prediction)."""
         started = time.perf_counter()
         batch, frames, height, width = attribution.spatial.shape
         focused = threshold_focus(
@@ -194,6 +205,8 @@ class ExplanationPipeline:
                                       attribution_ms=attribution.attribution_ms / batch,
                                       postprocess_ms=postprocess_ms / batch),
                 provenance=Provenance(self.loaded.model_id, self.loaded.weights_sha256, code_version(), params.digest()),
-                target_class=int(top_ids[row, 0]) if params.target_class is None else params.target_class,
+                target_class=(targets[row] if targets is not None else int(top_ids[row, 0]) if params.target_class is None
+                              else params.target_class),
+                method=method or params.method,
             ))
         return results

@@ -15,7 +15,6 @@ with the chosen implementation (``fused``, the default, or the ``eager`` oracle)
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 from dataclasses import dataclass

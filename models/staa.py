@@ -114,8 +114,8 @@ class AttentionRows:
         class_contributions: ``[L, B, T', N]`` e_c^l of the module docstring, when the forward read them.
     """
 
-    spatial: torch.Tensor
-    temporal: torch.Tensor
+    spatial: torch.Tensor | None  # None when the forward read class contributions instead
+    temporal: torch.Tensor | None
     per_patch: bool = True
     frames_per_slot: int = 1
     class_contributions: torch.Tensor | None = None

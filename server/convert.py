@@ -28,7 +28,9 @@ _MODE_TO_NAME = {pb.THRESHOLD_MODE_MEAN_STD: "mean_std", pb.THRESHOLD_MODE_PERCE
 _MODE_FROM_NAME = {name: value for value, name in _MODE_TO_NAME.items()}
 _ATTACK_TO_NAME = {pb.ATTACK_NOISE: "noise", pb.ATTACK_FGSM: "fgsm", pb.ATTACK_PGD: "pgd"}
 _ATTACK_FROM_NAME = {name: value for value, name in _ATTACK_TO_NAME.items()}
-_METHOD_TO_NAME = {pb.METHOD_STAA: "staa", pb.METHOD_STAA_CLASS: "staa_class"}
+_METHOD_TO_NAME = {pb.METHOD_STAA: "staa", pb.METHOD_STAA_CLASS: "staa_class", pb.METHOD_SALIENCY: "saliency",
+                   pb.METHOD_INPUT_X_GRADIENT: "input_x_gradient",
+                   pb.METHOD_INTEGRATED_GRADIENTS_8: "integrated_gradients_8"}
 _METHOD_FROM_NAME = {name: value for value, name in _METHOD_TO_NAME.items()}
 
 
@@ -40,12 +42,17 @@ def _enum_name(table: dict, value: int, field: str, default: str) -> str:
     return table[value]
 
 
+def method_name(options: pb.StaaOptions) -> str:
+    return _enum_name(_METHOD_TO_NAME, options.method, "StaaOptions.method", StaaParams().method)
+
+
 def staa_params(options: pb.StaaOptions, num_labels: int) -> StaaParams:
     defaults = StaaParams()
-    method = _enum_name(_METHOD_TO_NAME, options.method, "StaaOptions.method", defaults.method)
+    method = method_name(options)
     target = options.target_class if options.HasField("target_class") else None
-    if target is not None and method != "staa_class":
-        raise InvalidInput("StaaOptions.target_class needs method METHOD_STAA_CLASS (STAA's maps do not depend on the class)")
+    if target is not None and method == "staa":
+        raise InvalidInput("StaaOptions.target_class needs a class-sensitive method (STAA's maps do not depend on the "
+                           "class): METHOD_STAA_CLASS or a gradient method")
     if target is not None and target >= num_labels:
         raise InvalidInput(f"StaaOptions.target_class={target} is not a class of this model (0..{num_labels - 1})")
     values = dict(
@@ -56,7 +63,7 @@ def staa_params(options: pb.StaaOptions, num_labels: int) -> StaaParams:
         last_k=options.last_k or defaults.last_k,
         threshold_mode=_enum_name(_MODE_TO_NAME, options.threshold_mode, "StaaOptions.threshold_mode",
                                   defaults.threshold_mode),
-        method=method,
+        method=method if method in ("staa", "staa_class") else defaults.method,  # gradient methods: ExplainOptions.method
         target_class=target,
     )
     for name in ("kappa", "percentile", "gamma", "smooth"):
@@ -94,6 +101,7 @@ def explain_options(window: pb.WindowSpec, staa: pb.StaaOptions, robustness: pb.
         params=staa_params(staa, len(loaded.labels)),
         top_k=resolve_top_k(config, staa.top_k),
         robustness=robustness_plan(robustness, config),
+        method=method_name(staa),
     )
 
 
@@ -135,7 +143,7 @@ def explanation(result: WindowExplanation) -> pb.Explanation:
             temporal_aggregation=_AGGREGATION_FROM_NAME[params.temporal_aggregation],
             last_k=params.last_k, threshold_mode=_MODE_FROM_NAME[params.threshold_mode],
             kappa=params.kappa, percentile=params.percentile, gamma=params.gamma, smooth=params.smooth,
-            method=_METHOD_FROM_NAME[params.method], target_class=result.target_class,
+            method=_METHOD_FROM_NAME[result.method], target_class=result.target_class,
         ),
         timings=pb.Timings(decode_ms=timings.decode_ms, queue_ms=timings.queue_ms, forward_ms=timings.forward_ms,
                            attribution_ms=timings.attribution_ms, postprocess_ms=timings.postprocess_ms,

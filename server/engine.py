@@ -29,7 +29,7 @@ from server.batcher import MicroBatcher
 from server.bridge import iterate_in_thread
 from server.config import ServerConfig
 from server.metrics import ServerMetrics
-from server.robustness_lane import RobustnessLane, WindowCadence
+from server.robustness_lane import GRADIENT_METHODS, RobustnessLane, WindowCadence
 from server.session import ExplainOptions
 
 logger = logging.getLogger(__name__)
@@ -109,7 +109,11 @@ class ExplainEngine:
 
     async def explain(self, window: PreparedWindow, options: ExplainOptions, priority: int = CLIP) -> WindowExplanation:
         queued = time.perf_counter()
-        explanation, queue_seconds = await self.batcher.submit(window, (options.params, options.top_k), priority)
+        if options.method in GRADIENT_METHODS:  # backward passes: the lower-priority lane
+            explanation = await self.lane.explain(window, options.method, options.params, options.top_k, self.pipeline)
+            queue_seconds = time.perf_counter() - queued - explanation.timings.attribution_ms / 1e3
+        else:
+            explanation, queue_seconds = await self.batcher.submit(window, (options.params, options.top_k), priority)
         timings = explanation.timings
         timings.queue_ms = queue_seconds * 1e3
         timings.total_ms = timings.decode_ms + (time.perf_counter() - queued) * 1e3

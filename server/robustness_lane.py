@@ -1,4 +1,5 @@
-"""The robustness lane: attack-and-compare work that never holds up a stream's heatmaps.
+"""The robustness lane: attack-and-compare work, and explanations by gradient methods, that never
+hold up a stream's forward-only heatmaps.
 
 - One worker thread that runs a job pass by pass (one forward, or one forward + backward), each
   pass on the explanation lane's own model thread and model (so the two lanes never compete for
@@ -9,6 +10,9 @@
 - A server-wide budget (``max_robustness_jobs`` queued or running): beyond it a window is not
   scored and its Robustness event says "skipped" and why, so nothing disappears silently.
 - Each result names the window it belongs to; it may arrive after later windows' explanations.
+- A request may ask for a gradient method's maps (``GRADIENT_METHODS``) instead of STAA's: each of
+  its windows is one job here (its passes under the same rule), counted in the same budget; past
+  it the request fails with ``Overloaded`` (RESOURCE_EXHAUSTED), as a heatmap cannot be skipped.
 """
 
 from __future__ import annotations
@@ -21,13 +25,18 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from models.pipeline import ExplanationPipeline, WindowExplanation
 from models.preprocess import model_input
 from models.registry import LoadedModel
 from models.robustness import AttackSpec, RobustnessResult, RobustnessScorer
 from models.staa import StaaParams
 from models.windowing import PreparedWindow
+from server.errors import Overloaded
 
 logger = logging.getLogger(__name__)
+
+# Served gradient methods (models.xai): one forward + backward each; IG's 8 steps go as one pass.
+GRADIENT_METHODS = ("saliency", "input_x_gradient", "integrated_gradients_8")
 
 
 @dataclass(frozen=True)
@@ -99,6 +108,7 @@ class RobustnessLane:
         self._closing = False
         self._pass_seconds = 0.05  # running estimate of one pass: rises at once, decays slowly
         self._pass_started: float | None = None
+        self._methods: dict[str, object] = {}  # gradient methods, built on first use (Captum loads then)
 
     def _run_pass(self, work):
         """One model pass, once the lane may go (``_before_pass``), on the model thread."""
@@ -149,6 +159,35 @@ class RobustnessLane:
             return SkippedRobustness(window.plan.index, plan.spec, f"robustness scoring failed: {error}")
         finally:
             self._pass_started = None  # idle time between jobs is not a pass
+            with self._lock:
+                self._pending -= 1
+
+    async def explain(self, window: PreparedWindow, method: str, params: StaaParams, top_k: int,
+                      pipeline: ExplanationPipeline) -> WindowExplanation:
+        """``window`` explained by the gradient method ``method`` (its maps post-processed as STAA's are,
+        with ``params``); raises Overloaded when the lane's budget is full."""
+        with self._lock:
+            if self._pending >= self.max_jobs:
+                raise Overloaded(f"gradient explanations share the robustness budget, which is full: {self._pending} "
+                                 f"windows queued or running server-wide (max_robustness_jobs={self.max_jobs})")
+            self._pending += 1
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.executor, self._explain, window, method, params, top_k, pipeline)
+
+    def _explain(self, window: PreparedWindow, method: str, params: StaaParams, top_k: int,
+                 pipeline: ExplanationPipeline) -> WindowExplanation:
+        from models.xai import build_method
+
+        try:
+            if method not in self._methods:
+                self._methods[method] = build_method(self.scorer.loaded, method)
+            started = time.perf_counter()
+            attribution = self._run_pass(lambda: self._methods[method].attribute(pipeline.pixels([window]),
+                                                                                  target=params.target_class))
+            attribution.attribution_ms = (time.perf_counter() - started) * 1e3
+            return pipeline.finish([window], attribution, params, top_k, method=method)[0]
+        finally:
+            self._pass_started = None
             with self._lock:
                 self._pending -= 1
 

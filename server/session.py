@@ -29,12 +29,14 @@ DEFAULT_LIVE_FPS = 30.0
 
 @dataclass(frozen=True)
 class ExplainOptions:
-    """Resolved options of one request: window geometry, STAA parameters, top-k, robustness (or None)."""
+    """Resolved options of one request: window geometry, STAA parameters, top-k, robustness (or None),
+    and the method making the maps (``params.method``, or a gradient method run on the robustness lane)."""
 
     window: WindowSpec
     params: StaaParams
     top_k: int
     robustness: RobustnessPlan | None = None
+    method: str = "staa"
 
 
 @dataclass(frozen=True)

@@ -44,12 +44,18 @@ JPEG_QUALITY = 80
 logger = logging.getLogger("staa-viewer")
 
 
+# The forward-only methods: a live overlay keeps the stream's pace (gradient methods run on the
+# server's lower-priority lane, behind every heatmap; staa-client explain --method offers them).
+VIEWER_METHODS = {"staa": pb.METHOD_STAA, "staa_class": pb.METHOD_STAA_CLASS}
+
+
 @dataclass
 class ViewerState:
     """Counters and options shared by the stream task and the web handlers (one event loop)."""
 
     threshold: bool = True
     focus: bool = True
+    method: str = "staa"  # one of VIEWER_METHODS
     restart: asyncio.Event = field(default_factory=asyncio.Event)
     frames_sent: int = 0
     frames_dropped_here: int = 0  # the viewer fell behind the source's clock and skipped them
@@ -61,12 +67,16 @@ class ViewerState:
 
     def staa_options(self, top_k: int) -> pb.StaaOptions:
         """Thresholding off = keep everything (kappa -10); focusing off = gamma 1 (no sharpening)."""
-        options = pb.StaaOptions(top_k=top_k)
+        options = pb.StaaOptions(top_k=top_k, method=VIEWER_METHODS[self.method])
         if not self.threshold:
             options.kappa = -10.0
         if not self.focus:
             options.gamma = 1.0
         return options
+
+    def options_message(self) -> dict:
+        return {"type": "options", "threshold": self.threshold, "focus": self.focus, "method": self.method,
+                "methods": list(VIEWER_METHODS)}
 
     def stats(self) -> dict:
         times = list(self.send_times)
@@ -103,7 +113,9 @@ def explanation_message(explanation: pb.Explanation, frame_ids: list[int], laten
             "temporal": list(explanation.temporal), "crop": [explanation.crop.x0, explanation.crop.y0,
                                                              explanation.crop.x1, explanation.crop.y1],
             "topk": [{"label": score.label, "prob": score.probability} for score in explanation.topk],
-            "latency_ms": round(latency_ms, 1), "forward_ms": round(explanation.timings.forward_ms, 2)}
+            "latency_ms": round(latency_ms, 1), "forward_ms": round(explanation.timings.forward_ms, 2),
+            "method": pb.Method.Name(explanation.params.method).removeprefix("METHOD_").lower(),
+            "target_class": explanation.params.target_class}
 
 
 def robustness_message(robustness: pb.Robustness) -> dict:
@@ -258,7 +270,7 @@ def build_app(state: ViewerState, hub: Hub, access: Access) -> web.Application:
         await ws.prepare(request)
         hub.sockets.add(ws)
         await ws.send_str(json.dumps(hub.hello))
-        await ws.send_str(json.dumps({"type": "options", "threshold": state.threshold, "focus": state.focus}))
+        await ws.send_str(json.dumps(state.options_message()))
         async for message in ws:
             if message.type != WSMsgType.TEXT:
                 continue
@@ -271,8 +283,10 @@ def build_app(state: ViewerState, hub: Hub, access: Access) -> web.Application:
                 continue
             if data.get("type") == "options":  # toggles: re-open the stream with the new StaaOptions
                 state.threshold, state.focus = bool(data.get("threshold", True)), bool(data.get("focus", True))
+                method = data.get("method", "staa")
+                state.method = method if method in VIEWER_METHODS else state.method  # unknown: keep the current one
                 state.restart.set()
-                await hub.send({"type": "options", "threshold": state.threshold, "focus": state.focus})
+                await hub.send(state.options_message())
         hub.sockets.discard(ws)
         return ws
 

@@ -81,17 +81,17 @@ class VideoAdapter:
     def read(self, pixel_values: torch.Tensor, targets: torch.Tensor | None = None,
              class_sensitive: bool = False) -> tuple[torch.Tensor, AttentionRows, float]:
         """One forward under a capture: logits ``[B, C]``, the rows STAA reads, and the seconds spent
-        reading them. ``class_sensitive``: the rows also carry each token's contribution to the class
-        ``targets`` ``[B]`` (default: the predicted class), see ``class_contributions``."""
+        reading them. ``class_sensitive``: the rows carry each token's contribution to the class
+        ``targets`` ``[B]`` (default: the predicted class) instead, see ``class_contributions``."""
         with self.capture(keep_class_inputs=class_sensitive) as capture:
             logits = self.forward(pixel_values)
-        rows = self.attention_rows(capture)
-        if class_sensitive:
-            started = time.perf_counter()
-            targets = logits.argmax(dim=-1) if targets is None else targets.to(logits.device)
-            rows.class_contributions = self.class_contributions(capture, targets, logits)
-            capture.seconds += time.perf_counter() - started
-        return logits, rows, capture.seconds
+        if not class_sensitive:
+            return logits, self.attention_rows(capture), capture.seconds
+        started = time.perf_counter()
+        targets = logits.argmax(dim=-1) if targets is None else targets.to(logits.device)
+        rows = AttentionRows(None, None, frames_per_slot=self.frames_per_slot,  # a class capture keeps no STAA rows
+                             class_contributions=self.class_contributions(capture, targets, logits))
+        return logits, rows, capture.seconds + time.perf_counter() - started
 
     @torch.no_grad()
     def class_contributions(self, capture: Capture, targets: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
@@ -114,17 +114,20 @@ class VideoAdapter:
         if head.norm is not None and head.norm.weight is not None:
             direction = direction * head.norm.weight.float()
         direction = direction - direction.mean(dim=-1, keepdim=True)
-        layers = []
-        for (pooling, value), projection in zip(capture.class_inputs, head.output_projections):  # [R, H, S], [R, H, S, d]
-            through = direction @ projection.weight.float()  # [B, D] @ [D, D_heads] -> [B, D_heads]
-            heads, head_size = value.shape[1], value.shape[3]
-            through = through.view(-1, heads, head_size)  # [B, H, d]: heads concatenate in the output
-            through = through.repeat_interleave(pooling.shape[0] // through.shape[0], dim=0)  # [R, H, d]
-            projected = torch.einsum("rhsd,rhd->rhs", value.float(), through)  # [R, H, S]
-            attended = (pooling * projected).sum(dim=-1, keepdim=True) / pooling.sum(dim=-1, keepdim=True)  # [R, H, 1]
-            projected = projected - attended
-            layers.append(self._class_layout((pooling * projected).sum(dim=1)))  # [R, S] -> [B, T', N]
-        return torch.stack(layers)  # [L, B, T', N]
+        # Every layer at once (a few large operations, not a few per layer).
+        pooling = torch.stack([pooling for pooling, _ in capture.class_inputs])  # [L, R, H, S]
+        values = torch.stack([value for _, value in capture.class_inputs]).float()  # [L, R, H, S, d]
+        layers, rows, heads, tokens, head_size = values.shape
+        batch = direction.shape[0]
+        projections = torch.stack([projection.weight for projection in head.output_projections]).float()  # [L, D, D_heads]
+        through = torch.matmul(direction, projections)  # [B, D] @ [L, D, D_heads] -> [L, B, D_heads]
+        through = through.view(layers, batch, 1, heads, head_size, 1)  # heads concatenate in the output
+        blocks = values.view(layers, batch, rows // batch, heads, tokens, head_size)  # R = B x blocks (frames)
+        projected = torch.matmul(blocks, through).view(layers, rows, heads, tokens)  # V . w: [L, R, H, S]
+        weighted = pooling * projected
+        attended = weighted.sum(dim=-1, keepdim=True) / pooling.sum(dim=-1, keepdim=True)  # [L, R, H, 1]
+        contributions = (weighted - pooling * attended).sum(dim=2)  # [L, R, S]
+        return self._class_layout(contributions.flatten(0, 1)).unflatten(0, (layers, -1))  # [L*R, S] -> [L, B, T', N]
 
     def _route_attention(self) -> None:
         raise NotImplementedError

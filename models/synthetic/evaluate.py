@@ -107,6 +107,30 @@ def summarise(results: list[ClipResult], variant: str) -> dict:
     }
 
 
+def clip_predictions(loaded, seed: int, batch: int = 16) -> tuple[int, int, int, int]:
+    """Clip ``seed`` as the server sees it (H.264, decoded, windowed): (label, the first window's
+    prediction, the multi-view prediction, views). Multi-view, Kinetics-style: every window the clip
+    offers at every start offset (hop 1), class probabilities averaged."""
+    spec = sample_clip_spec(seed)
+    clip = render_clip(spec)
+    window_spec = WindowSpec(loaded.num_frames, loaded.default_stride, hop=1)
+    windows = list(iter_clip_windows(encode_mp4(clip.frames, spec.fps), window_spec, loaded.processor))
+    probabilities = []
+    with torch.inference_mode():
+        for start in range(0, len(windows), batch):
+            frames = torch.stack([window.frames for window in windows[start:start + batch]])  # [b, T, H, W, 3]
+            logits = loaded.adapter.forward(model_input(frames, loaded.processor, loaded.device))
+            probabilities.append(logits.float().softmax(dim=-1).cpu())
+    probabilities = torch.cat(probabilities)  # [views, C]
+    return spec.class_id, int(probabilities[0].argmax()), int(probabilities.mean(dim=0).argmax()), len(windows)
+
+
+def accuracy_with_error(hits: list[bool]) -> dict:
+    """Accuracy and its standard error (binomial, sqrt(p (1 - p) / n))."""
+    accuracy = float(np.mean(hits))
+    return {"accuracy": accuracy, "standard_error": float(np.sqrt(accuracy * (1 - accuracy) / len(hits))), "clips": len(hits)}
+
+
 VARIANTS = {
     "default (mean over layers)": StaaParams(),
     "last layer only": StaaParams(spatial_aggregation="last", temporal_aggregation="last"),
@@ -120,9 +144,22 @@ def main(argv=None) -> None:
     parser.add_argument("--count", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=EVALUATION_SEED)
     parser.add_argument("--out", type=Path, default=None, help="write results JSON here")
+    parser.add_argument("--views", action="store_true",
+                        help="accuracy only: single-window and multi-view (every window and offset) with standard errors")
     args = parser.parse_args(argv)
     torch.manual_seed(0)
     loaded = load_model(args.model)
+    if args.views:
+        predictions = [clip_predictions(loaded, clip_seed(args.seed, index)) for index in tqdm(range(args.count), desc="clips")]
+        report = {"model": loaded.model_id, "weights_sha256": loaded.weights_sha256, "seed": args.seed, "count": args.count,
+                  "single_window": accuracy_with_error([first == label for label, first, _, _ in predictions]),
+                  "multi_view": accuracy_with_error([averaged == label for label, _, averaged, _ in predictions]),
+                  "views_per_clip": float(np.mean([views for *_, views in predictions]))}
+        print(json.dumps(report, indent=1))
+        if args.out:
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(json.dumps(report, indent=1) + "\n")
+        return
     staa = Staa(loaded)
     results = [evaluate_clip(loaded, staa, clip_seed(args.seed, index), VARIANTS)
                for index in tqdm(range(args.count), desc="held-out clips")]

@@ -86,6 +86,17 @@ def test_page_overlays_the_heatmap_lists_predictions_and_counts(browser, viewer_
     assert browser.save_screenshot(str(ARTIFACTS / "viewer.png"))
 
 
+def test_method_selector_reopens_the_stream_with_class_sensitive_maps(browser, viewer_url):
+    browser.get(viewer_url)
+    wait_for(browser, "return window.staaViewer.windows >= 1")
+    assert browser.execute_script("return window.staaViewer.explanation.method") == "staa"
+    browser.execute_script("const s = document.getElementById('method'); s.value = 'staa_class'; s.onchange();")
+    wait_for(browser, "return window.staaViewer.explanation && window.staaViewer.explanation.method === 'staa_class'")
+    assert browser.execute_script("return window.staaViewer.error") is None
+    browser.execute_script("const s = document.getElementById('method'); s.value = 'staa'; s.onchange();")
+    wait_for(browser, "return window.staaViewer.explanation.method === 'staa'")
+
+
 def test_toggles_reopen_the_stream_with_the_new_options(browser, viewer_url):
     browser.get(viewer_url)
     wait_for(browser, "return window.staaViewer.windows >= 1")

@@ -1,14 +1,23 @@
 """Robustness scores through both RPCs; the lane never holds up heatmaps; the budget skips loudly."""
 
+import asyncio
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import grpc
+import numpy as np
 import pytest
 
 from clients.client import ExplainerClient, robustness_options
+from models.pipeline import ExplanationPipeline
+from models.sampling import WindowSpec
+from models.staa import StaaParams
 from models.video import decode_clip
+from models.windowing import iter_array_windows
 from server.app import BackgroundServer
+from server.errors import Overloaded
+from server.robustness_lane import RobustnessLane, WindowCadence
 from staa.v1 import explainer_pb2 as pb
 from tests.conftest import clip_path, served_config
 
@@ -134,3 +143,49 @@ def test_heatmaps_keep_flowing_while_the_lane_is_held_and_the_budget_skips_loudl
     first_scored = min(positions[id(event)] for event in events
                        if event.WhichOneof("event") == "robustness" and not event.robustness.skipped)
     assert first_scored > last_explanation  # late results, each naming its window
+
+
+@pytest.mark.parametrize("live", [False, True])
+def test_a_gradient_method_explains_every_window_on_the_lane(client, live):
+    staa = pb.StaaOptions(method=pb.METHOD_SALIENCY)
+    if live:
+        decoded = decode_clip(clip_path(CLIP))
+        events = list(client.explain_frames(list(decoded.frames), decoded.fps, speed=0, staa=staa))
+    else:
+        events = list(client.explain_clip_events(clip_path(CLIP), staa=staa))
+    explanations, _ = by_kind(events)
+    assert [explanation.window_index for explanation in explanations] == list(range(WINDOWS))
+    for explanation in explanations:
+        assert explanation.params.method == pb.METHOD_SALIENCY
+        assert explanation.params.target_class == explanation.topk[0].class_id
+        assert explanation.timings.attribution_ms > 0 and sum(explanation.temporal) == pytest.approx(1, abs=1e-4)
+        assert max(explanation.spatial.data) == 255  # each frame's map quantised to its own peak
+    targeted = list(client.explain_clip(clip_path(CLIP), staa=pb.StaaOptions(method=pb.METHOD_INPUT_X_GRADIENT,
+                                                                              target_class=2)))
+    assert all(explanation.params.target_class == 2 and explanation.params.method == pb.METHOD_INPUT_X_GRADIENT
+               for explanation in targeted)
+
+
+def test_gradient_explanations_past_the_lane_budget_are_resource_exhausted(default_model):
+    idle = threading.Event()  # cleared: an explanation is "running", so the lane's first job waits
+    lane = RobustnessLane(default_model, 1, idle, WindowCadence(), ThreadPoolExecutor(1))
+    pipeline = ExplanationPipeline(default_model)
+    frames = np.zeros((default_model.num_frames, 96, 96, 3), np.uint8)
+    (window,) = iter_array_windows(frames, WindowSpec(default_model.num_frames, 1), default_model.processor, 25.0)
+
+    async def scenario():
+        first = asyncio.ensure_future(lane.explain(window, "saliency", StaaParams(), 3, pipeline))
+        while lane.pending == 0:
+            await asyncio.sleep(0)  # let the first job take the budget's one place
+        with pytest.raises(Overloaded, match="max_robustness_jobs=1"):
+            await lane.explain(window, "saliency", StaaParams(), 3, pipeline)
+        idle.set()  # explanations idle: the first job runs
+        return await first
+
+    try:
+        explanation = asyncio.run(scenario())
+        assert explanation.method == "saliency" and explanation.heatmaps.shape[0] == default_model.num_frames
+        assert lane.pending == 0
+    finally:
+        lane.shutdown()
+

@@ -173,6 +173,7 @@ function connect() {
       state.robustness = message; showRobustness();
     } else if (message.type === "options") {
       $("threshold").checked = message.threshold; $("focus").checked = message.focus;
+      if (message.method) $("method").value = message.method;
     } else if (message.type === "error") {
       state.error = message.message; $("status").textContent = message.message; $("status").className = "error";
     }
@@ -180,13 +181,15 @@ function connect() {
 }
 
 function sendOptions() {
-  socket.send(JSON.stringify({ type: "options", threshold: $("threshold").checked, focus: $("focus").checked }));
+  socket.send(JSON.stringify({ type: "options", threshold: $("threshold").checked, focus: $("focus").checked,
+                               method: $("method").value }));
 }
 
 $("opacity").oninput = (e) => { state.alpha = parseFloat(e.target.value); render(); };
 $("colormap").onchange = (e) => { state.colormap = e.target.value; render(); };
 $("threshold").onchange = sendOptions;
 $("focus").onchange = sendOptions;
+$("method").onchange = sendOptions;
 fetch("/colormaps.json").then((r) => r.json()).then((maps) => { state.colormaps = maps; render(); });
 showCounters();
 connect();
