@@ -35,3 +35,16 @@ def test_classifies_a_fixed_set_of_held_out_clips(shipped):
     assert correct >= 14, [(result.class_id, result.predicted) for result in results]
     temporal_hits = [result.scores["default"]["pointing_temporal"] for result in results]
     assert np.mean([hit for hit in temporal_hits if hit is not None]) > 0.6
+
+
+def test_multi_view_prediction_averages_every_window_and_offset(shipped):
+    from models.synthetic.evaluate import accuracy_with_error, clip_predictions, held_out_window
+
+    seed = clip_seed(EVALUATION_SEED, 0)
+    label, first, averaged, views = clip_predictions(shipped, seed)
+    assert views > 1  # hop 1: a window at every start offset the clip has
+    single = held_out_window(shipped, seed)  # the first window, as the single-window accuracy reads it
+    assert first == int(shipped.adapter.forward(single.pixels[None]).argmax(-1)) and label == single.class_id
+    assert 0 <= averaged < len(shipped.labels)
+    summary = accuracy_with_error([True, True, False, True])
+    assert summary["accuracy"] == 0.75 and summary["standard_error"] == pytest.approx((0.75 * 0.25 / 4) ** 0.5)
