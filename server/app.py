@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
 
 from pathlib import Path
 
@@ -63,6 +63,22 @@ class RunningServer:
         self.metrics.close()
 
 
+REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
+
+
+def enable_reflection(server: grpc.aio.Server, services: tuple[str, ...]) -> None:
+    """Server reflection as ``grpc.reflection.v1`` (what current grpcurl, Postman and grpc-js tools ask
+    for) and ``v1alpha`` (older tools). grpcio-reflection ships only v1alpha; v1's messages are the
+    same fields under another package name, so one servicer answers both method paths."""
+    names = (*services, reflection.SERVICE_NAME, REFLECTION_V1)
+    servicer = reflection.aio.ReflectionServicer(names)
+    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(servicer, server)
+    handler = grpc.stream_stream_rpc_method_handler(
+        servicer.ServerReflectionInfo, request_deserializer=reflection_pb2.ServerReflectionRequest.FromString,
+        response_serializer=reflection_pb2.ServerReflectionResponse.SerializeToString)
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(REFLECTION_V1, {"ServerReflectionInfo": handler}),))
+
+
 async def start_server(config: ServerConfig) -> RunningServer:
     """Bind and start; the model loads in the background (see ``load_and_warm``)."""
     metrics = ServerMetrics()
@@ -75,8 +91,7 @@ async def start_server(config: ServerConfig) -> RunningServer:
     add_servicer(servicer, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server)
+    enable_reflection(server, (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name))
     address = f"{config.host}:{config.port}"
     if config.tls_cert is not None:
         credentials = grpc.ssl_server_credentials([(Path(config.tls_key).read_bytes(),

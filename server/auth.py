@@ -12,12 +12,14 @@ HEALTH_PREFIX = "/grpc.health.v1.Health/"
 
 
 def bearer_token_ok(metadata, token: str) -> bool:
-    """``authorization: Bearer <token>`` present in ``metadata`` (compared in constant time)."""
-    expected = f"Bearer {token}".encode()
+    """``authorization: Bearer <token>`` present in ``metadata``: the scheme in any case (RFC 7235),
+    the token compared in constant time."""
+    expected = token.encode()
     for key, value in metadata or ():
         if key.lower() == "authorization":
             given = value.encode() if isinstance(value, str) else value
-            if hmac.compare_digest(given, expected):
+            scheme, _, credentials = given.strip().partition(b" ")
+            if scheme.lower() == b"bearer" and hmac.compare_digest(credentials.strip(), expected):
                 return True
     return False
 

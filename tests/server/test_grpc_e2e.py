@@ -115,4 +115,15 @@ def test_health_and_reflection_are_registered(server):
         replies = reflection_pb2_grpc.ServerReflectionStub(channel).ServerReflectionInfo(
             iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
         names = {service.name for service in next(replies).list_services_response.service}
+        # grpc.reflection.v1: the same messages under another package, as grpcurl and grpc-js tools send them
+        v1 = channel.stream_stream("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+                                   request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+                                   response_deserializer=reflection_pb2.ServerReflectionResponse.FromString)
+        v1_replies = v1(iter([reflection_pb2.ServerReflectionRequest(list_services=""),
+                              reflection_pb2.ServerReflectionRequest(file_containing_symbol="staa.v1.VideoExplainer")]))
+        v1_names = {service.name for service in next(v1_replies).list_services_response.service}
+        described = next(v1_replies).file_descriptor_response.file_descriptor_proto
     assert {"staa.v1.VideoExplainer", "grpc.health.v1.Health"} <= names
+    assert {"staa.v1.VideoExplainer", "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection",
+            "grpc.reflection.v1alpha.ServerReflection"} <= v1_names
+    assert described and b"VideoExplainer" in described[0]

@@ -68,6 +68,9 @@ def test_bearer_token_is_required_for_every_rpc_but_health(tiny_model_dir, tmp_p
         with pytest.raises(grpc.RpcError) as streamed:
             list(stub.StreamExplain(iter([pb.StreamRequest(config=pb.StreamConfig())]), timeout=10))
         assert streamed.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        for scheme in ("bearer", "BEARER", "BeArEr"):  # the scheme is case-insensitive (RFC 7235)
+            metadata = (("authorization", f"{scheme} s3cret"),)
+            assert stub.GetModelInfo(pb.ModelInfoRequest(), timeout=10, metadata=metadata).num_frames == 4
         channel.close()
         with ExplainerClient(running.target, token="s3cret", timeout=60) as client:
             assert client.model_info().num_frames == 4
