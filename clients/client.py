@@ -72,14 +72,14 @@ def frame_request(frame: np.ndarray, sequence: int, fps: float, kind: str = "rgb
 def stream_requests(frames: Iterable[np.ndarray], fps: float, kind: str = "rgb24",
                     window: pb.WindowSpec | None = None, staa: pb.StaaOptions | None = None,
                     speed: float = 1.0, robustness: pb.RobustnessOptions | None = None,
-                    lossless: bool | None = None) -> Iterator[pb.StreamRequest]:
+                    drop_oldest: bool = False) -> Iterator[pb.StreamRequest]:
     """StreamConfig, then one Frame per RGB uint8 ``[H, W, 3]`` array, paced at ``fps * speed`` (0 = unpaced).
 
-    ``lossless`` (default: when unpaced) asks the server to slow the sender rather than drop frames.
+    ``drop_oldest``: a real-time source's choice to lose its oldest frames rather than be slowed
+    down (the default: nothing is lost, the server holds the sender through flow control).
     """
-    lossless = speed <= 0 if lossless is None else lossless
     yield pb.StreamRequest(config=pb.StreamConfig(window=window, staa=staa, fps=fps, robustness=robustness,
-                                                  lossless=lossless))
+                                                  drop_oldest=drop_oldest))
     started = time.perf_counter()
     for sequence, frame in enumerate(frames):
         if speed > 0:
@@ -201,9 +201,7 @@ class AsyncExplainerClient:
         async def requests():
             # Pacing sleeps must not block the event loop: pace here, send unpaced.
             started = time.perf_counter()
-            lossless = options.pop("lossless", None)
-            lossless = speed <= 0 if lossless is None else lossless
-            for index, request in enumerate(stream_requests(frames, fps, speed=0, lossless=lossless, **options)):
+            for index, request in enumerate(stream_requests(frames, fps, speed=0, **options)):
                 if speed > 0 and index > 0:
                     await asyncio.sleep(max(0.0, started + (index - 1) / (fps * speed) - time.perf_counter()))
                 yield request

@@ -135,6 +135,7 @@ class WindowExplanation:
     source_frames: list[int]
     pts: list[float]
     padded: bool
+    aligned_to_end: bool
     topk: list[ClassScore]
     heatmaps: np.ndarray  # uint8 [T, h, w]
     scale: np.ndarray  # float32 [T]
@@ -193,6 +194,7 @@ class ExplanationPipeline:
                 source_frames=list(window.plan.frames),
                 pts=[index / window.fps for index in window.plan.frames],
                 padded=window.plan.padded,
+                aligned_to_end=window.plan.aligned_to_end,
                 topk=topk,
                 heatmaps=quantized[row].reshape(frames, height, width).numpy(),  # [T*N] -> [T, h, w]
                 scale=scale[row].numpy(),

@@ -42,6 +42,15 @@ class WindowPlan:
     index: int
     frames: tuple[int, ...]
     padded: bool = False
+    aligned_to_end: bool = False  # the tail window: its last frame is the source's last
+
+
+def tail_window(window_index: int, num_source_frames: int, spec: WindowSpec) -> WindowPlan | None:
+    """The window ending on the source's last frame, when the full windows before ``window_index``
+    left frames after their end uncovered (None when they cover every frame)."""
+    if window_index == 0 or (window_index - 1) * spec.hop + spec.span >= num_source_frames:
+        return None
+    return WindowPlan(window_index, sample_window(num_source_frames - spec.span, spec), aligned_to_end=True)
 
 
 def sample_window(start: int, spec: WindowSpec) -> tuple[int, ...]:
@@ -61,11 +70,19 @@ def window_is_complete(window_index: int, frames_seen: int, spec: WindowSpec) ->
 
 
 def plan_windows(num_source_frames: int, spec: WindowSpec) -> list[WindowPlan]:
-    """Every full window of a clip of ``num_source_frames`` frames, or one padded window."""
+    """Every full window of a clip of ``num_source_frames`` frames and the tail window when the
+    last full one ends before the clip does (every frame is then in some window's span), or one
+    padded window."""
     if num_source_frames < spec.span:
         return [padded_window(num_source_frames, spec)]
     count = (num_source_frames - spec.span) // spec.hop + 1
-    return [WindowPlan(index, sample_window(index * spec.hop, spec)) for index in range(count)]
+    tail = tail_window(count, num_source_frames, spec)
+    return [WindowPlan(index, sample_window(index * spec.hop, spec)) for index in range(count)] + ([tail] if tail else [])
+
+
+def frames_for_length(num_source_frames: int, spec: WindowSpec) -> set[int]:
+    """Every source frame some window of a clip of known length reads (its full, tail or padded windows)."""
+    return {index for plan in plan_windows(num_source_frames, spec) for index in plan.frames}
 
 
 def frame_is_needed(index: int, spec: WindowSpec) -> bool:

@@ -68,11 +68,17 @@ class StreamInfo:
     width: int  # upright (after rotation)
     height: int
     fps: float
+    declared_frames: int = 0  # what the container says the clip holds (0: it does not say, as MKV)
 
 
 @dataclass(frozen=True)
 class ClipEnd:
     num_frames: int  # every frame of the clip, needed or not
+    declared_frames: int = 0  # StreamInfo's; more than num_frames means the clip was cut short
+
+    @property
+    def truncated(self) -> bool:
+        return self.declared_frames > self.num_frames
 
 
 def _as_file(source: VideoSource):
@@ -130,7 +136,7 @@ def _iter_pyav(source, needed, limits) -> Iterator[tuple[int, np.ndarray] | Stre
                 if first_size is None:
                     _check_dimensions(width, height, limits)
                     first_size = (width, height)
-                    yield StreamInfo(width, height, _average_fps(stream, container))
+                    yield StreamInfo(width, height, _average_fps(stream, container), max(0, stream.frames or 0))
                 elif (width, height) != first_size:
                     raise InvalidInput(f"clip frame {count} is {width}x{height} but the clip started at "
                                        f"{first_size[0]}x{first_size[1]} (frame size may not change)")
@@ -145,7 +151,7 @@ def _iter_pyav(source, needed, limits) -> Iterator[tuple[int, np.ndarray] | Stre
             raise VideoDecodeError(f"clip is corrupt: decoding failed at frame {count}: {exc}") from exc
         if count == 0:
             raise VideoDecodeError("clip contains no decodable video frames")
-        yield ClipEnd(count)
+        yield ClipEnd(count, max(0, stream.frames or 0))
 
 
 def _average_fps(stream, container) -> float:

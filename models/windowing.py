@@ -16,9 +16,10 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from models.errors import InvalidInput
+from models.errors import InvalidInput, VideoDecodeError
 from models.preprocess import CropBox, ProcessorSettings, crop_box, resize_and_crop
-from models.sampling import WindowPlan, WindowSpec, frame_is_needed, padded_window, sample_window, window_is_complete
+from models.sampling import (WindowPlan, WindowSpec, frame_is_needed, frames_for_length, padded_window, sample_window,
+                             tail_window, window_is_complete)
 from models.video import ClipEnd, DecodeLimits, StreamInfo, VideoSource, iter_frames
 
 
@@ -47,11 +48,16 @@ class WindowAssembler:
     """Accepts frames in increasing index order; emits each window once all its frames arrived.
 
     Indices may skip (a live stream under backpressure drops frames): a window that needs a
-    missing frame is not emitted and is counted in ``windows_skipped``.
+    missing frame is not emitted and is counted in ``windows_skipped``. At the end, a tail window
+    aligned to the last frame covers the frames after the last full window.
+
+    ``needed``: the frames worth resizing (None: every frame, as the source's length is unknown and
+    the tail window may read any of the last span's).
     """
 
-    def __init__(self, spec: WindowSpec, settings: ProcessorSettings, fps: float):
+    def __init__(self, spec: WindowSpec, settings: ProcessorSettings, fps: float, needed=None):
         self.spec, self.settings, self.fps = spec, settings, fps
+        self.needed = needed
         self.frames: dict[int, np.ndarray] = {}  # index -> uint8 [crop_h, crop_w, 3]
         self.frames_seen = 0
         self.next_window = 0
@@ -71,10 +77,11 @@ class WindowAssembler:
             raise InvalidInput(
                 f"frame {index} is {width}x{height} but the stream started at {self.source_size[0]}x{self.source_size[1]}"
             )
-        # Every frame of the first span is resized, even off the window grid: a clip that ends
-        # before one span gets a padded window that may read any of them. Keeping those raw instead
-        # would cost far more memory (up to ~1 GB at the frame-size limit) than the one-time resizes.
-        if frame_is_needed(index, self.spec):
+        # Frames off the window grid are resized too unless the source's length is known: a clip that
+        # ends before one span gets a padded window that may read any of them, and the tail window
+        # any of the last span's. Keeping those raw instead would cost far more memory (up to ~1 GB
+        # at the frame-size limit) than the one-time resizes.
+        if self.needed is None or self.needed(index):
             self.frames[index] = np.ascontiguousarray(resize_and_crop(frame, self.settings))
         self.frames_seen = max(self.frames_seen, index + 1)
         self.pending_ms += decode_ms + (time.perf_counter() - started) * 1e3
@@ -86,15 +93,20 @@ class WindowAssembler:
             else:
                 self.windows_skipped += 1
             self.next_window += 1
-            self._forget_before(self.next_window * self.spec.hop)
+        # Frames the next windows read, and the last span's (the tail window may read them).
+        self._forget_before(min(self.next_window * self.spec.hop, self.frames_seen - self.spec.span))
         return ready
 
     def finish(self) -> list[PreparedWindow]:
-        """End of input: a source shorter than one window gets one padded window."""
-        if self.next_window > 0 or self.frames_seen == 0:
+        """End of input: a source shorter than one window gets one padded window; a longer one whose
+        last full window ends before its last frame gets the tail window (``aligned_to_end``)."""
+        if self.frames_seen == 0:
             return []
-        self.next_window = 1
-        plan = padded_window(self.frames_seen, self.spec)
+        plan = padded_window(self.frames_seen, self.spec) if self.next_window == 0 else \
+            tail_window(self.next_window, self.frames_seen, self.spec)
+        if plan is None:
+            return []
+        self.next_window += 1
         if not self._has_frames(plan):
             self.windows_skipped += 1
             return []
@@ -110,7 +122,8 @@ class WindowAssembler:
         return window
 
     def _forget_before(self, first_kept: int) -> None:
-        # Called only after a full window: the clip is long enough, no padded window will come.
+        if self.next_window == 0:  # no full window yet: a padded window may read any frame
+            return
         for index in [index for index in self.frames if index < first_kept]:
             del self.frames[index]
 
@@ -122,14 +135,27 @@ def iter_clip_windows(
     backend: str = "auto",
     limits: DecodeLimits = DecodeLimits(),
 ) -> Iterator[PreparedWindow]:
-    """Decode a clip and yield its windows as they complete (runs on a worker thread)."""
-    assembler = None
+    """Decode a clip and yield its windows as they complete (runs on a worker thread).
+
+    A clip whose container declared more frames than decode ends, after the windows its frames
+    allow, with VideoDecodeError naming the last frame decoded: a cut-short clip never passes
+    for a whole one."""
+    assembler, wanted = None, None
     started = time.perf_counter()
-    for item in iter_frames(source, backend, lambda index: frame_is_needed(index, spec), limits):
+
+    def needed(index: int) -> bool:  # frames on the grid, and the tail window's once the length is known
+        return wanted is None or frame_is_needed(index, spec) or index in wanted
+
+    for item in iter_frames(source, backend, needed, limits):
         if isinstance(item, StreamInfo):
-            assembler = WindowAssembler(spec, settings, item.fps)
+            wanted = frames_for_length(item.declared_frames, spec) if item.declared_frames > 0 else None
+            assembler = WindowAssembler(spec, settings, item.fps, needed)
         elif isinstance(item, ClipEnd):
             yield from assembler.finish()
+            if item.truncated:
+                raise VideoDecodeError(
+                    f"clip is cut short: its container declares {item.declared_frames} frames but decoding ended "
+                    f"after frame {item.num_frames - 1}; the windows up to that frame were explained")
         else:
             decode_ms = (time.perf_counter() - started) * 1e3
             yield from assembler.push(item[0], item[1], decode_ms)

@@ -121,6 +121,22 @@ def frame_input(frame: pb.Frame) -> FrameInput:
     return FrameInput(kind, getattr(frame, kind) if kind else b"", frame.width, frame.height, frame.sequence, frame.pts)
 
 
+def applied_params(params: StaaParams, method: str, target_class: int) -> pb.StaaParams:
+    """The settings that made a window's maps; those that did not apply stay 0 / UNSPECIFIED."""
+    echoed = pb.StaaParams(threshold_mode=_MODE_FROM_NAME[params.threshold_mode], gamma=params.gamma,
+                           smooth=params.smooth, method=_METHOD_FROM_NAME[method], target_class=target_class)
+    if method == "staa":
+        echoed.spatial_aggregation = _AGGREGATION_FROM_NAME[params.spatial_aggregation]
+        echoed.temporal_aggregation = _AGGREGATION_FROM_NAME[params.temporal_aggregation]
+        if "mean_last_k" in (params.spatial_aggregation, params.temporal_aggregation):
+            echoed.last_k = params.last_k
+    if params.threshold_mode == "percentile":
+        echoed.percentile = params.percentile
+    else:
+        echoed.kappa = params.kappa
+    return echoed
+
+
 def explanation(result: WindowExplanation) -> pb.Explanation:
     frames, height, width = result.heatmaps.shape
     params, timings = result.params, result.timings
@@ -129,6 +145,7 @@ def explanation(result: WindowExplanation) -> pb.Explanation:
         source_frames=result.source_frames,
         pts=result.pts,
         padded=result.padded,
+        aligned_to_end=result.aligned_to_end,
         topk=[pb.ClassScore(class_id=score.class_id, label=score.label, probability=score.probability)
               for score in result.topk],
         spatial=pb.HeatmapGrid(frames=frames, height=height, width=width,
@@ -138,13 +155,7 @@ def explanation(result: WindowExplanation) -> pb.Explanation:
         crop=pb.CropBox(x0=result.crop.x0, y0=result.crop.y0, x1=result.crop.x1, y1=result.crop.y1),
         source_width=result.source_size[0],
         source_height=result.source_size[1],
-        params=pb.StaaParams(
-            spatial_aggregation=_AGGREGATION_FROM_NAME[params.spatial_aggregation],
-            temporal_aggregation=_AGGREGATION_FROM_NAME[params.temporal_aggregation],
-            last_k=params.last_k, threshold_mode=_MODE_FROM_NAME[params.threshold_mode],
-            kappa=params.kappa, percentile=params.percentile, gamma=params.gamma, smooth=params.smooth,
-            method=_METHOD_FROM_NAME[result.method], target_class=result.target_class,
-        ),
+        params=applied_params(params, result.method, result.target_class),
         timings=pb.Timings(decode_ms=timings.decode_ms, queue_ms=timings.queue_ms, forward_ms=timings.forward_ms,
                            attribution_ms=timings.attribution_ms, postprocess_ms=timings.postprocess_ms,
                            total_ms=timings.total_ms),

@@ -162,7 +162,7 @@ class VideoExplainerServicer(pb_grpc.VideoExplainerServicer):
                 options = convert.stream_options(config, loaded, self.config)
                 session = self.sessions.open(lambda session_id: StreamSession(
                     session_id, options, loaded, self.config, config.fps,
-                    config.ack_every or self.config.default_ack_every, config.lossless, self.budget))
+                    config.ack_every or self.config.default_ack_every, not config.drop_oldest, self.budget))
                 reader = asyncio.create_task(read_frames(_frames(requests), session))
                 async for event in live_events(session, engine, self.draining, self.config.stream_idle_seconds,
                                                self.metrics):

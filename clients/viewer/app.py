@@ -134,7 +134,7 @@ async def stream_once(client: AsyncExplainerClient, frames, fps: float, first_id
     async def requests():
         nonlocal sequence, exhausted
         yield pb.StreamRequest(config=pb.StreamConfig(
-            staa=state.staa_options(args.top_k), fps=fps,
+            staa=state.staa_options(args.top_k), fps=fps, drop_oldest=True,  # live: skip rather than lag
             robustness=robustness_options(args.robustness, args.epsilon, args.every)))
         started = loop.time()
         for frame in frames:

@@ -21,7 +21,8 @@ def test_async_client_clip_and_live_match(server):
 
     info, clip, live = asyncio.run(scenario())
     assert info.model_id == "staa-synthkinetics"
-    assert len(clip) == len(live) == 5
+    assert len(clip) == len(live) == 6  # 164 frames: 5 windows on the grid and the tail window
+    assert clip[-1].aligned_to_end and live[-1].aligned_to_end
     assert [window.spatial.data for window in clip] == [window.spatial.data for window in live]
 
 

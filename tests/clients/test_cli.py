@@ -41,13 +41,13 @@ def test_explain_writes_json_and_overlay(served, tmp_path, live):
     document = json.loads((out / "explanations.json").read_text())
     assert document["model"]["model_id"] == "staa-synthkinetics"
     window = document["windows"][0]
-    assert len(document["windows"]) == 10
+    assert len(document["windows"]) == 11  # 310 frames: 10 windows on the grid and the tail window
     assert {"index", "frames", "topk", "temporal", "spatial", "crop", "timings_ms"} <= set(window)
     assert len(window["spatial"]) == 8 and len(window["spatial"][0]) == 8 and len(window["spatial"][0][0]) == 8
     assert sum(window["temporal"]) == pytest.approx(1.0, abs=1e-4)
     assert {"label", "prob"} <= set(window["topk"][0])
     with av.open(str(out / "overlay.mp4")) as container:
-        assert sum(1 for _ in container.decode(video=0)) == 10 * 8
+        assert sum(1 for _ in container.decode(video=0)) == 11 * 8
 
 
 @pytest.mark.parametrize("live", [False, True])

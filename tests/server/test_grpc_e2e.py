@@ -35,11 +35,14 @@ def test_clip_is_explained_through_both_rpcs_with_the_same_bytes(client, name):
     path = clip_path(name)
     clip_windows = list(client.explain_clip(path))
     span = (info.num_frames - 1) * info.default_stride + 1
-    assert len(clip_windows) == (SHARED_FRAME_COUNTS[name] - span) // span + 1
+    assert len(clip_windows) == (SHARED_FRAME_COUNTS[name] - span) // span + 1 + 1  # none ends on the grid: a tail
+    last = SHARED_FRAME_COUNTS[name] - 1
     for index, explanation in enumerate(clip_windows):
         assert explanation.window_index == index
-        assert list(explanation.source_frames) == [index * span + step * info.default_stride for step in range(info.num_frames)]
+        start = last - span + 1 if explanation.aligned_to_end else index * span
+        assert list(explanation.source_frames) == [start + step * info.default_stride for step in range(info.num_frames)]
         assert_well_formed(explanation, info)
+    assert [window.aligned_to_end for window in clip_windows] == [False] * (len(clip_windows) - 1) + [True]
     decoded = decode_clip(path)
     live_windows = live_explanations(client, list(decoded.frames), decoded.fps)
     assert len(live_windows) == len(clip_windows)
@@ -88,12 +91,53 @@ def test_corrupted_clip_gets_invalid_argument_after_saying_so(client):
     assert all(max(explanation.source_frames) < 28 for explanation in received) and len(received) == 0
 
 
+def faststart_copy(path, scratch) -> bytes:
+    """The clip remuxed with its index first (-movflags +faststart), as web-ready MP4s are (the muxer
+    moves the index in a second pass over a real file)."""
+    import av
+
+    output = scratch / "faststart.mp4"
+    with av.open(str(path)) as source, av.open(str(output), "w", format="mp4", options={"movflags": "+faststart"}) as target:
+        video = source.streams.video[0]
+        stream = target.add_stream_from_template(video)
+        for packet in source.demux(video):
+            if packet.dts is not None:
+                packet.stream = stream
+                target.mux(packet)
+    return output.read_bytes()
+
+
+def test_a_clip_cut_short_ends_invalid_argument_after_the_windows_it_allows(client, tmp_path):
+    whole = faststart_copy(clip_path("arm_wrestling.mp4"), tmp_path)  # declares 280 frames before any frame data
+    assert len(list(client.explain_clip(whole))) == 10
+    received = []
+    with pytest.raises(grpc.RpcError) as failure:
+        for explanation in client.explain_clip(whole[: len(whole) // 2]):
+            received.append(explanation)
+    assert failure.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    details = failure.value.details()
+    assert "clip is cut short: its container declares 280 frames but decoding ended after frame" in details, details
+    last = int(details.split("after frame ")[1].split(";")[0])
+    assert 29 <= last < 279 and received and all(max(explanation.source_frames) <= last for explanation in received)
+    assert not any(explanation.aligned_to_end for explanation in received[:-1])
+
+
+def test_every_frame_of_a_clip_is_in_some_window_and_the_tail_is_marked(client):
+    windows = list(client.explain_clip(clip_path("arm_wrestling.mp4")))  # 280 frames, span 29
+    assert [window.window_index for window in windows] == list(range(10))
+    assert [window.aligned_to_end for window in windows] == [False] * 9 + [True]
+    assert list(windows[-1].source_frames) == list(range(251, 280, 4))
+    covered = {index for window in windows for index in range(window.source_frames[0], window.source_frames[-1] + 1)}
+    assert covered == set(range(280))
+
+
 def test_raw_frames_clip(client):
     frames = np.random.default_rng(3).integers(0, 255, (30, 72, 96, 3), dtype=np.uint8)
     request = pb.ClipRequest(frames=pb.RawFrames(fps=10, frames=[
         pb.Frame(rgb24=frame.tobytes(), width=96, height=72, sequence=index) for index, frame in enumerate(frames)]))
     windows = [response.explanation for response in client.stub.ExplainClip(request)]
-    assert len(windows) == 1 and windows[0].pts[1] == pytest.approx(0.4)
+    assert len(windows) == 2 and windows[0].pts[1] == pytest.approx(0.4)  # 30 frames: 0-28, and the tail 1-29
+    assert list(windows[1].source_frames) == list(range(1, 30, 4)) and windows[1].aligned_to_end
 
 
 def test_model_info_describes_the_default_model(client):

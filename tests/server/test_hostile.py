@@ -162,7 +162,7 @@ def big_frame_stream(target: str, count: int, lossless: bool) -> tuple[str, str]
     pixels = bytes(4096 * 4096 * 3)  # a legal 4096x4096 RGB24 frame, 48 MiB
     frames = (pb.StreamRequest(frame=pb.Frame(rgb24=pixels, width=4096, height=4096, sequence=index))
               for index in range(count))
-    return stream_status(target, pb.StreamConfig(fps=25, lossless=lossless), frames)
+    return stream_status(target, pb.StreamConfig(fps=25, drop_oldest=not lossless), frames)
 
 
 def test_mixed_hostile_load_stays_within_the_memory_budget_and_the_server_keeps_serving(watched):

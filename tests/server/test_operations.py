@@ -161,14 +161,14 @@ def test_an_idle_stream_is_closed_with_deadline_exceeded(tiny_model_dir):
         assert wait_for(lambda: running.servicer.sessions.active == 0)
 
 
-def test_a_stream_sent_faster_than_served_drops_its_oldest_frames_and_says_so(tiny_model_dir):
+def test_a_stream_loses_nothing_by_default_and_drops_its_oldest_frames_only_when_asked(tiny_model_dir):
     # A queue of 4 frames and windows that need 13 frames: an unpaced burst must overflow it.
     config = served_config(port=0, model=str(tiny_model_dir), max_pending_frames=4, metrics_port=0)
     with BackgroundServer(config) as running:
         with ExplainerClient(running.target, timeout=60) as client:
             sent = frames(300, 320, 240)
-            lossy = list(client.explain_frames(sent, 25.0, speed=0, lossless=False))
-            lossless = list(client.explain_frames(sent, 25.0, speed=0, lossless=True))
+            lossy = list(client.explain_frames(sent, 25.0, speed=0, drop_oldest=True))
+            lossless = list(client.explain_frames(sent, 25.0, speed=0))  # no options: the default
         samples = scrape(running.running.metrics_port)
 
     def summary(events):
@@ -178,7 +178,8 @@ def test_a_stream_sent_faster_than_served_drops_its_oldest_frames_and_says_so(ti
 
     ack, windows = summary(lossy)
     assert ack.received == 300 and ack.dropped > 0
-    assert windows == sorted(windows) and len(windows) + ack.windows_skipped == 300 // 13
+    expected = 300 // 13 + 1  # 23 windows on the grid end at frame 298; the tail window ends at 299
+    assert windows == sorted(windows) and len(windows) + ack.windows_skipped == expected
     assert samples["staa_dropped_frames_total"] == ack.dropped
     ack, windows = summary(lossless)
-    assert (ack.received, ack.dropped, ack.windows_skipped) == (300, 0, 0) and windows == list(range(300 // 13))
+    assert (ack.received, ack.dropped, ack.windows_skipped) == (300, 0, 0) and windows == list(range(expected))
