@@ -34,7 +34,13 @@ browser:
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
 	  ($(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends chromium chromium-driver)
 
-test: $(STAMP) stubs browser
+# The Node.js client example (clients/node): its pinned packages, from the lock file.
+NODE_STAMP := clients/node/node_modules/.installed
+$(NODE_STAMP): clients/node/package.json clients/node/package-lock.json
+	cd clients/node && npm ci --no-audit --no-fund --loglevel=error
+	touch $(NODE_STAMP)
+
+test: $(STAMP) stubs browser $(NODE_STAMP)
 	$(PY) -m pytest -q tests
 
 # The GPU check (benchmarks/gpu.py). On a lent GPU machine it runs with that image's Python (its
@@ -56,4 +62,4 @@ gpu-check:
 	PYTHONPATH=$(GPU_SITE):.:proto $(GPU_PYTHON) -m benchmarks.gpu $(GPU_CHECK_ARGS)
 
 clean:
-	rm -rf $(VENV) $(DEMO_OUT) proto/staa/v1/*_pb2*.py proto/staa/v1/*_pb2*.pyi proto/staa/v1/.stubs.sha256
+	rm -rf $(VENV) $(DEMO_OUT) clients/node/node_modules proto/staa/v1/*_pb2*.py proto/staa/v1/*_pb2*.pyi proto/staa/v1/.stubs.sha256
