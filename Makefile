@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml setup.py
 	touch $(STAMP)
 
 stubs: $(STAMP)
-	$(PY) -c "import staa.v1"
+	$(PY) -c "import staa.v1, staa.oip"
 
 demo: $(STAMP) stubs
 	$(PY) -m clients.demo $(if $(DEMO_CLIP),--clip "$(DEMO_CLIP)") --out "$(DEMO_OUT)"
@@ -40,7 +40,16 @@ $(NODE_STAMP): clients/node/package.json clients/node/package-lock.json
 	cd clients/node && npm ci --no-audit --no-fund --loglevel=error
 	touch $(NODE_STAMP)
 
-test: $(STAMP) stubs browser $(NODE_STAMP)
+# tritonclient[grpc] (an OIP v2 client) pins protobuf < 7 while grpcio-tools needs >= 7.35: its own venv,
+# which the OIP test runs as a separate client process.
+TRITON_VENV := .venv-tritonclient
+TRITON_STAMP := $(TRITON_VENV)/.installed
+$(TRITON_STAMP):
+	test -x $(TRITON_VENV)/bin/python || $(PYTHON) -m venv $(TRITON_VENV)
+	$(TRITON_VENV)/bin/python -m pip install --quiet "tritonclient[grpc]==2.73.0"
+	touch $(TRITON_STAMP)
+
+test: $(STAMP) stubs browser $(NODE_STAMP) $(TRITON_STAMP)
 	$(PY) -m pytest -q tests
 
 # The GPU check (benchmarks/gpu.py). On a lent GPU machine it runs with that image's Python (its
@@ -62,4 +71,4 @@ gpu-check:
 	PYTHONPATH=$(GPU_SITE):.:proto $(GPU_PYTHON) -m benchmarks.gpu $(GPU_CHECK_ARGS)
 
 clean:
-	rm -rf $(VENV) $(DEMO_OUT) clients/node/node_modules proto/staa/v1/*_pb2*.py proto/staa/v1/*_pb2*.pyi proto/staa/v1/.stubs.sha256
+	rm -rf $(VENV) $(DEMO_OUT) clients/node/node_modules $(TRITON_VENV) proto/staa/v1/*_pb2*.py proto/staa/v1/*_pb2*.pyi proto/staa/v1/.stubs.sha256

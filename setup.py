@@ -12,7 +12,8 @@ class BuildPyWithStubs(build_py):
         sys.path.insert(0, str(Path(__file__).resolve().parent / "proto"))
         from staa.stubs import generate_stubs
 
-        generate_stubs(Path(__file__).resolve().parent / "proto" / "staa" / "v1")
+        for package in ("v1", "oip"):
+            generate_stubs(Path(__file__).resolve().parent / "proto" / "staa" / package)
         super().run()
 
 

@@ -23,12 +23,14 @@ from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_g
 from pathlib import Path
 
 from models.attention import IMPLEMENTATIONS
+from models.pipeline import code_version
 from models.registry import load_model
 from server.auth import BearerTokenInterceptor
 from server.config import ServerConfig
 from server.engine import ExplainEngine
 from server.memory import map_large_blocks_separately
 from server.metrics import ServerMetrics
+from server.oip import INFERENCE_SERVICE, add_inference_service
 from server.servicer import VideoExplainerServicer
 from server.wire import add_servicer
 from staa.v1 import explainer_pb2 as pb
@@ -89,9 +91,11 @@ async def start_server(config: ServerConfig) -> RunningServer:
     server = grpc.aio.server(options=config.channel_options(), interceptors=interceptors)
     servicer = VideoExplainerServicer(config, metrics)
     add_servicer(servicer, server)
+    add_inference_service(servicer, server, code_version())
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    enable_reflection(server, (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name))
+    enable_reflection(server, (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                               INFERENCE_SERVICE))
     address = f"{config.host}:{config.port}"
     if config.tls_cert is not None:
         credentials = grpc.ssl_server_credentials([(Path(config.tls_key).read_bytes(),

@@ -42,6 +42,13 @@ def _enum_name(table: dict, value: int, field: str, default: str) -> str:
     return table[value]
 
 
+def method_value(name: str) -> int:
+    """A method's name (``staa``, ``staa_class``, ``saliency``...) -> its ``Method`` enum value."""
+    if name not in _METHOD_FROM_NAME:
+        raise InvalidInput(f"method {name!r} is not one of {', '.join(_METHOD_FROM_NAME)}")
+    return _METHOD_FROM_NAME[name]
+
+
 def method_name(options: pb.StaaOptions) -> str:
     return _enum_name(_METHOD_TO_NAME, options.method, "StaaOptions.method", StaaParams().method)
 

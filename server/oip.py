@@ -1,0 +1,192 @@
+"""The Open Inference Protocol (OIP v2, ``inference.GRPCInferenceService``) on the server's own port.
+
+Any OIP client (tritonclient, perf_analyzer, KServe's tooling) can explain a clip without the
+staa.v1 contract. The servicer is thin: ``ModelInfer`` turns its tensors and parameters into one
+``staa.v1.ClipRequest`` and runs it through ``VideoExplainerServicer.ExplainClip``, so admission,
+limits, budgets and errors are exactly ExplainClip's; the windows come back as tensors
+(``explanation_tensors``). Robustness and streaming stay staa.v1-only.
+
+Model ``staa`` (any name the client asks for must be the served model id or empty):
+  inputs, exactly one:  VIDEO   BYTES [1]            one encoded clip (mp4 / mkv / avi / webm / mov)
+                        FRAMES  UINT8 [F, H, W, 3]   raw RGB frames (parameter ``fps``, default 30)
+  parameters (request): stride, hop, top_k, target_class (int64); kappa, gamma (double);
+                        method ("staa", "staa_class"), decoder ("pyav", "decord") (string)
+  outputs, per window W of T frames on the h x w patch grid:
+    HEATMAPS UINT8 [W, T, h, w]   TEMPORAL FP32 [W, T]   TOPK_IDS INT32 [W, k]   TOPK_PROBS FP32 [W, k]
+    CROP FP32 [W, 4] (x0, y0, x1, y1 in source pixels)   SOURCE_FRAMES INT32 [W, T]
+    ALIGNED_TO_END BOOL [W] (the tail window)
+"""
+
+from __future__ import annotations
+
+import struct
+
+import grpc
+import numpy as np
+
+from models.errors import InvalidInput
+from server.convert import method_value
+from staa.oip import grpc_predict_v2_pb2 as oip
+from staa.oip import grpc_predict_v2_pb2_grpc as oip_grpc
+from staa.v1 import explainer_pb2 as pb
+
+INFERENCE_SERVICE = oip.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name  # "inference.GRPCInferenceService"
+VERSION = "1"
+PLATFORM = "staa-serve"
+INT_PARAMETERS = ("stride", "hop", "top_k", "target_class")
+# datatype -> numpy dtype, for the tensors this model reads and writes
+DTYPES = {"UINT8": np.uint8, "INT32": np.int32, "FP32": np.float32, "BOOL": np.bool_}
+
+
+def bytes_elements(raw: bytes) -> list[bytes]:
+    """A BYTES tensor's raw contents -> its elements (each a 4-byte little-endian length, then the bytes)."""
+    elements, offset = [], 0
+    while offset < len(raw):
+        if offset + 4 > len(raw):
+            raise InvalidInput("BYTES tensor contents end inside an element's length prefix")
+        (length,) = struct.unpack_from("<I", raw, offset)
+        offset += 4
+        if offset + length > len(raw):
+            raise InvalidInput(f"BYTES tensor element of {length} bytes runs past the contents ({len(raw) - offset} left)")
+        elements.append(raw[offset:offset + length])
+        offset += length
+    return elements
+
+
+def _parameter(value: oip.InferParameter):
+    return getattr(value, value.WhichOneof("parameter_choice")) if value.WhichOneof("parameter_choice") else None
+
+
+def clip_request(request: oip.ModelInferRequest, model_id: str) -> pb.ClipRequest:
+    """The staa.v1 ClipRequest an OIP ModelInfer request asks for (InvalidInput when it cannot be one)."""
+    if request.model_name not in ("", model_id, "staa"):
+        raise InvalidInput(f"ModelInferRequest.model_name={request.model_name!r}: this server serves {model_id!r}")
+    if len(request.inputs) != 1:
+        raise InvalidInput(f"ModelInfer takes exactly one input (VIDEO or FRAMES), got {len(request.inputs)}")
+    tensor = request.inputs[0]
+    raw = request.raw_input_contents[0] if request.raw_input_contents else None
+    parameters = {name: _parameter(value) for name, value in request.parameters.items()}
+    unknown = set(parameters) - {*INT_PARAMETERS, "kappa", "gamma", "method", "decoder", "fps"}
+    if unknown:
+        raise InvalidInput(f"unknown ModelInfer parameters: {', '.join(sorted(unknown))}")
+    clip = pb.ClipRequest(model=model_id, decoder=str(parameters.get("decoder") or ""),
+                          window=pb.WindowSpec(stride=int(parameters.get("stride") or 0), hop=int(parameters.get("hop") or 0)))
+    staa = clip.staa
+    staa.top_k = int(parameters.get("top_k") or 0)
+    if "method" in parameters:
+        staa.method = method_value(str(parameters["method"]))
+    for name in ("kappa", "gamma"):
+        if name in parameters:
+            setattr(staa, name, float(parameters[name]))
+    if "target_class" in parameters:
+        staa.target_class = int(parameters["target_class"])
+    if tensor.name == "VIDEO":
+        if tensor.datatype != "BYTES" or list(tensor.shape) != [1]:
+            raise InvalidInput(f"input VIDEO must be BYTES [1] (one encoded clip), got {tensor.datatype} {list(tensor.shape)}")
+        elements = bytes_elements(raw) if raw is not None else list(tensor.contents.bytes_contents)
+        if len(elements) != 1:
+            raise InvalidInput(f"input VIDEO holds {len(elements)} elements; one clip per request")
+        clip.clip = elements[0]
+    elif tensor.name == "FRAMES":
+        shape = list(tensor.shape)
+        if tensor.datatype != "UINT8" or len(shape) != 4 or shape[3] != 3 or min(shape) < 1:
+            raise InvalidInput(f"input FRAMES must be UINT8 [F, H, W, 3], got {tensor.datatype} {shape}")
+        count, height, width = shape[:3]
+        data = raw if raw is not None else bytes(tensor.contents.uint_contents)
+        if len(data) != count * height * width * 3:
+            raise InvalidInput(f"input FRAMES has {len(data)} bytes, its shape {shape} needs {count * height * width * 3}")
+        frame_bytes = height * width * 3
+        clip.frames.fps = float(parameters.get("fps") or 0.0)
+        clip.frames.frames.extend(pb.Frame(rgb24=data[index * frame_bytes:(index + 1) * frame_bytes], width=width,
+                                           height=height, sequence=index) for index in range(count))
+    else:
+        raise InvalidInput(f"unknown input {tensor.name!r}: VIDEO (BYTES [1]) or FRAMES (UINT8 [F, H, W, 3])")
+    return clip
+
+
+def explanation_tensors(windows: list[pb.Explanation]) -> list[tuple[str, np.ndarray]]:
+    """Explanations -> the output tensors, windows along the first axis."""
+    if not windows:
+        raise InvalidInput("the clip gave no window to explain")
+    grid = windows[0].spatial
+    return [
+        ("HEATMAPS", np.stack([np.frombuffer(window.spatial.data, np.uint8).reshape(grid.frames, grid.height, grid.width)
+                               for window in windows])),
+        ("TEMPORAL", np.array([list(window.temporal) for window in windows], np.float32)),
+        ("TOPK_IDS", np.array([[score.class_id for score in window.topk] for window in windows], np.int32)),
+        ("TOPK_PROBS", np.array([[score.probability for score in window.topk] for window in windows], np.float32)),
+        ("CROP", np.array([[window.crop.x0, window.crop.y0, window.crop.x1, window.crop.y1] for window in windows], np.float32)),
+        ("SOURCE_FRAMES", np.array([list(window.source_frames) for window in windows], np.int32)),
+        ("ALIGNED_TO_END", np.array([window.aligned_to_end for window in windows], np.bool_)),
+    ]
+
+
+DATATYPE_OF = {np.dtype(dtype): name for name, dtype in DTYPES.items()}
+OUTPUTS = [("HEATMAPS", "UINT8", [-1, -1, -1, -1]), ("TEMPORAL", "FP32", [-1, -1]), ("TOPK_IDS", "INT32", [-1, -1]),
+           ("TOPK_PROBS", "FP32", [-1, -1]), ("CROP", "FP32", [-1, 4]), ("SOURCE_FRAMES", "INT32", [-1, -1]),
+           ("ALIGNED_TO_END", "BOOL", [-1])]
+
+
+class InferenceServicer(oip_grpc.GRPCInferenceServiceServicer):
+    """OIP v2 over the staa.v1 servicer (``explainer``: server.servicer.VideoExplainerServicer)."""
+
+    def __init__(self, explainer, version: str):
+        self.explainer, self.version = explainer, version
+
+    def _model_id(self) -> str | None:
+        engine = self.explainer.engine
+        return None if engine is None else engine.loaded.model_id
+
+    async def ServerLive(self, request, context):
+        return oip.ServerLiveResponse(live=True)
+
+    async def ServerReady(self, request, context):
+        return oip.ServerReadyResponse(ready=self._model_id() is not None and not self.explainer.draining.is_set())
+
+    async def ModelReady(self, request, context):
+        model_id = self._model_id()
+        return oip.ModelReadyResponse(ready=model_id is not None and request.name in ("", model_id, "staa"))
+
+    async def ServerMetadata(self, request, context):
+        return oip.ServerMetadataResponse(name="staa-serve", version=self.version, extensions=[])
+
+    async def ModelMetadata(self, request, context):
+        model_id = self._model_id()
+        if model_id is None or request.name not in ("", model_id, "staa"):
+            await context.abort(grpc.StatusCode.NOT_FOUND if model_id else grpc.StatusCode.UNAVAILABLE,
+                                f"model {request.name!r} is not served here" if model_id else "the model is still loading")
+        tensor = oip.ModelMetadataResponse.TensorMetadata
+        return oip.ModelMetadataResponse(
+            name=model_id, versions=[VERSION], platform=PLATFORM,
+            inputs=[tensor(name="VIDEO", datatype="BYTES", shape=[1]), tensor(name="FRAMES", datatype="UINT8", shape=[-1, -1, -1, 3])],
+            outputs=[tensor(name=name, datatype=datatype, shape=shape) for name, datatype, shape in OUTPUTS])
+
+    async def ModelInfer(self, request, context):
+        model_id = self._model_id()
+        try:
+            clip = clip_request(request, model_id or "")
+        except InvalidInput as error:
+            await self.explainer._abort(context, error)
+        del request.raw_input_contents[:]  # the clip lives on in `clip` only
+
+        async def one_request():
+            yield clip
+
+        windows = [response.explanation async for response in self.explainer.ExplainClip(one_request(), context)
+                   if response.WhichOneof("event") == "explanation"]
+        try:
+            tensors = explanation_tensors(windows)
+        except InvalidInput as error:
+            await self.explainer._abort(context, error)
+        requested = {output.name for output in request.outputs}
+        response = oip.ModelInferResponse(model_name=model_id, model_version=VERSION, id=request.id)
+        for name, values in tensors:
+            if requested and name not in requested:
+                continue
+            response.outputs.add(name=name, datatype=DATATYPE_OF[values.dtype], shape=list(values.shape))
+            response.raw_output_contents.append(np.ascontiguousarray(values).tobytes())
+        return response
+
+
+def add_inference_service(explainer, server: grpc.aio.Server, version: str) -> None:
+    oip_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(explainer, version), server)
