@@ -153,7 +153,7 @@ async function onFrame(message) {
 let socket;
 function connect() {
   socket = new WebSocket(`ws://${location.host}/ws${location.search}`);  // carries ?token= when the viewer asks for one
-  socket.onopen = () => { $("status").textContent = "live"; $("status").className = ""; };
+  socket.onopen = () => { $("status").textContent = "streaming"; $("status").className = ""; };
   socket.onclose = () => { $("status").textContent = "disconnected, retrying..."; setTimeout(connect, 1000); };
   socket.onmessage = async (event) => {
     const message = JSON.parse(event.data);
