@@ -18,6 +18,11 @@ COMMANDS = {"compare": "benchmarks.compare", "robustness": "benchmarks.robustnes
 
 def main(argv=None) -> None:
     argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["--version"]:
+        from staa import package_version
+
+        print(f"staa-bench {package_version()}")
+        return
     if not argv or argv[0] not in COMMANDS:
         print(f"usage: staa-bench {{{','.join(COMMANDS)}}} [options]  (staa-bench COMMAND --help for each)", file=sys.stderr)
         raise SystemExit(2)

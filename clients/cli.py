@@ -21,6 +21,7 @@ from clients.client import ExplainerClient, robustness_options
 from clients.overlay import write_overlay_video
 from clients.results import explanation_to_dict, model_to_dict, robustness_to_dict
 from models.video import decode_clip
+from staa import package_version
 from staa.v1 import explainer_pb2 as pb
 
 
@@ -106,6 +107,7 @@ def run_explain(client: ExplainerClient, clip: Path, out: Path, live: bool = Fal
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="staa-client", description="Explain video with a STAA Serve server.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     parser.add_argument("--server", default="127.0.0.1:50051", help="HOST:PORT")
     parser.add_argument("--timeout", type=float, default=None, help="per-call deadline, seconds")
     parser.add_argument("--tls-ca", type=Path, default=None, help="PEM file to verify a TLS server against")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from importlib import metadata
 
 import numpy as np
 import torch
@@ -20,13 +19,11 @@ from models.preprocess import CropBox, model_input
 from models.registry import LoadedModel
 from models.staa import StaaParams, staa_maps
 from models.windowing import PreparedWindow
+from staa import package_version
 
 
 def code_version() -> str:
-    try:
-        return metadata.version("staa-serve")
-    except metadata.PackageNotFoundError:
-        return "unknown"
+    return package_version()
 
 
 @dataclass

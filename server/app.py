@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 import threading
@@ -33,6 +34,7 @@ from server.metrics import ServerMetrics
 from server.oip import INFERENCE_SERVICE, add_inference_service
 from server.servicer import VideoExplainerServicer
 from server.wire import add_servicer
+from staa import package_version
 from staa.v1 import explainer_pb2 as pb
 
 logger = logging.getLogger(__name__)
@@ -202,6 +204,34 @@ class BackgroundServer:
         self.thread.join(timeout=10)
 
 
+ENVIRONMENT_PREFIX = "STAA_"
+
+
+def defaults_from_environment(parser: argparse.ArgumentParser, environ=os.environ) -> None:
+    """Every ``--some-flag`` also reads ``STAA_SOME_FLAG`` (a flag on the command line wins): how
+    containers and orchestrators configure a server. A bad value is refused naming the variable."""
+    for action in parser._actions:
+        flags = [flag for flag in action.option_strings if flag.startswith("--")]
+        if not flags or action.dest in ("help", "version"):
+            continue
+        name = ENVIRONMENT_PREFIX + flags[0][2:].upper().replace("-", "_")
+        if name not in environ:
+            continue
+        raw = environ[name]
+        if action.nargs == 0:  # a switch
+            if raw.lower() not in ("1", "true", "yes", "on", "0", "false", "no", "off", ""):
+                parser.error(f"{name}={raw!r} is not a boolean (1/0, true/false, yes/no, on/off)")
+            value = raw.lower() in ("1", "true", "yes", "on")
+        else:
+            try:
+                value = action.type(raw) if action.type else raw
+            except (TypeError, ValueError):
+                parser.error(f"{name}={raw!r} is not a valid {flags[0]} value")
+            if action.choices is not None and value not in action.choices:
+                parser.error(f"{name}={raw!r} is not one of {', '.join(map(str, action.choices))}")
+        parser.set_defaults(**{action.dest: value})
+
+
 def parse_args(argv=None) -> ServerConfig:
     parser = argparse.ArgumentParser(prog="staa-serve", description="STAA Serve: explain video over gRPC.")
     parser.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
@@ -248,6 +278,8 @@ def parse_args(argv=None) -> ServerConfig:
     parser.add_argument("--tls-key", default=None, help="PEM private key")
     parser.add_argument("--auth-token-file", default=None,
                         help="file holding the bearer token every RPC but health must send")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
+    defaults_from_environment(parser)
     args = parser.parse_args(argv)
     try:
         token = Path(args.auth_token_file).read_text().strip() if args.auth_token_file else None

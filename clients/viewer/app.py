@@ -37,6 +37,7 @@ from clients.client import AsyncExplainerClient, frame_request, robustness_optio
 from clients.overlay import COLORMAPS, DEFAULT_ALPHA, DEFAULT_COLORMAP, colormap_lut
 from clients.results import robustness_to_dict
 from clients.viewer.sources import open_source
+from staa import package_version
 from staa.v1 import explainer_pb2 as pb
 
 STATIC = Path(__file__).parent / "static"
@@ -320,6 +321,7 @@ async def serve(args) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="staa-viewer", description="Watch STAA live in the browser.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     parser.add_argument("source", help="video file, camera device (index or path), or 'synthetic'")
     parser.add_argument("--server", default="127.0.0.1:50051", help="STAA Serve HOST:PORT")
     parser.add_argument("--host", default="127.0.0.1", help="where the page is served (loopback by default)")

@@ -60,3 +60,29 @@ def test_server_config_rejects_bad_values_by_name():
 
 def test_binds_loopback_by_default():
     assert ServerConfig().host == "127.0.0.1"
+
+
+def test_every_server_flag_reads_a_staa_environment_variable_and_the_flag_wins(monkeypatch):
+    from server.app import parse_args
+
+    monkeypatch.setenv("STAA_MAX_BATCH", "16")
+    monkeypatch.setenv("STAA_ALLOW_DECORD", "true")
+    monkeypatch.setenv("STAA_MAX_BATCH_WAIT_MS", "5.5")
+    config = parse_args([])
+    assert (config.max_batch, config.allow_decord, config.max_batch_wait_ms) == (16, True, 5.5)
+    assert parse_args(["--max-batch", "4"]).max_batch == 4  # the command line wins
+    monkeypatch.setenv("STAA_DTYPE", "int3")
+    with pytest.raises(SystemExit):
+        parse_args([])
+
+
+@pytest.mark.parametrize("command", ["staa-serve", "staa-client", "staa-viewer", "staa-bench"])
+def test_every_command_prints_its_version(command):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from staa import package_version
+
+    run = subprocess.run([str(Path(sys.executable).parent / command), "--version"], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0 and run.stdout.strip() == f"{command} {package_version()}", (run.stdout, run.stderr)
