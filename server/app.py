@@ -88,8 +88,8 @@ async def start_server(config: ServerConfig) -> RunningServer:
     metrics = ServerMetrics()
     interceptors = []
     if config.auth_token is not None:
-        refused = metrics.errors.labels(code=grpc.StatusCode.UNAUTHENTICATED.name)
-        interceptors.append(BearerTokenInterceptor(config.auth_token, on_denied=refused.inc))
+        interceptors.append(BearerTokenInterceptor(
+            config.auth_token, on_denied=lambda: metrics.observe_error(grpc.StatusCode.UNAUTHENTICATED)))
     server = grpc.aio.server(options=config.channel_options(), interceptors=interceptors)
     servicer = VideoExplainerServicer(config, metrics)
     add_servicer(servicer, server)

@@ -80,6 +80,8 @@ class ExplainEngine:
         self.loaded = loaded
         self.config = config
         self.metrics = metrics
+        if metrics is not None:
+            metrics.set_model(loaded.model_id, str(loaded.device))
         self.pipeline = ExplanationPipeline(loaded)
         self.model_executor = ThreadPoolExecutor(1, thread_name_prefix="staa-model")
         self.live_executor = ThreadPoolExecutor(config.decode_workers, thread_name_prefix="staa-live-decode")
@@ -133,7 +135,7 @@ class ExplainEngine:
 
     def _observe_robustness(self, future: asyncio.Future) -> None:
         if not future.cancelled() and future.exception() is None and isinstance(future.result(), RobustnessResult):
-            self.metrics.robustness_ms.observe(future.result().ms)
+            self.metrics.observe_robustness(future.result().ms)
 
     async def explain_clip(self, clip: bytes, decoder: str, options: ExplainOptions) -> AsyncIterator[WindowExplanation]:
         windows = iterate_in_thread(

@@ -58,7 +58,7 @@ async def live_events(session: StreamSession, engine, draining: asyncio.Event, i
             engine.cadence.note(session.session_id)
             yield await engine.explain(window, session.options, LIVE)
             if metrics is not None:
-                metrics.frame_to_heatmap_ms.observe((time.perf_counter() - arrived) * 1e3)
+                metrics.observe_frame_to_heatmap(time.perf_counter() - arrived)
             pending.add(engine.score_robustness(window, session.options))
 
     try:

@@ -1,4 +1,4 @@
-"""Prometheus metrics on their own port (ARCHITECTURE §8), on a registry private to one server.
+"""Prometheus metrics on their own port, on a registry private to one server.
 
 A private registry (not prometheus_client's global one) lets several servers live in one process
 (tests, the Ray replica) without clashing names, and keeps the page to what this server measures.
@@ -9,50 +9,79 @@ from __future__ import annotations
 from typing import Callable
 
 import grpc
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import (GCCollector, CollectorRegistry, Counter, Gauge, Histogram, Info, PlatformCollector,
+                               ProcessCollector, start_http_server)
 
 from models.pipeline import WindowTimings
+from staa import package_version
 
-# Milliseconds: heatmaps are meant to be interactive, so the buckets are dense below a second.
-LATENCY_BUCKETS_MS = (1, 2, 5, 10, 20, 30, 50, 75, 100, 150, 200, 300, 500, 750, 1000, 2000, 5000, 10000)
+# Seconds, the Prometheus base unit; dense from half a millisecond (STAA's share of a small model's
+# window) to seconds (a real-size model on a CPU), up to a long clip's worth.
+LATENCY_BUCKETS_SECONDS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5,
+                           0.75, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
 
 
 class ServerMetrics:
+    """Every series carries ``model`` (the served model's id; empty until it has loaded)."""
+
     def __init__(self):
         self.registry = CollectorRegistry(auto_describe=True)
+        # The standard process_* and python_* series, on this server's own registry.
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        GCCollector(registry=self.registry)
+        self.model = ""
 
         def histogram(name: str, documentation: str) -> Histogram:
-            return Histogram(name, documentation, buckets=LATENCY_BUCKETS_MS, registry=self.registry)
+            return Histogram(name, documentation, ["model"], buckets=LATENCY_BUCKETS_SECONDS, registry=self.registry)
 
-        self.queue_ms = histogram("staa_queue_ms", "Time a window waited for the model thread (micro-batcher queue)")
-        self.forward_ms = histogram("staa_forward_ms", "Model forward per window (a batch's forward shared out)")
-        self.attribution_ms = histogram("staa_attribution_ms", "STAA attribution per window")
-        self.robustness_ms = histogram("staa_robustness_ms", "Robustness scoring of one window (all its passes)")
-        self.frame_to_heatmap_ms = histogram(
-            "staa_frame_to_heatmap_ms", "From the arrival of a window's last frame to its explanation being sent")
-        self.batch_size = Histogram("staa_batch_windows", "Windows per model forward", buckets=(1, 2, 3, 4, 6, 8, 12, 16),
-                                    registry=self.registry)
-        self.windows = Counter("staa_windows_explained", "Windows explained", registry=self.registry)
-        self.dropped_frames = Counter("staa_dropped_frames", "Live frames dropped by backpressure (oldest first)",
-                                      registry=self.registry)
-        self.skipped_windows = Counter("staa_skipped_windows", "Live windows not explained because frames were dropped",
-                                       registry=self.registry)
-        self.errors = Counter("staa_errors", "RPCs ended with a non-OK status", ["code"], registry=self.registry)
+        def counter(name: str, documentation: str, labels=()) -> Counter:
+            return Counter(name, documentation, ["model", *labels], registry=self.registry)
+
+        self.queue = histogram("staa_queue_seconds", "Time a window waited for the model thread (micro-batcher queue)")
+        self.forward = histogram("staa_forward_seconds", "Model forward per window (a batch's forward shared out)")
+        self.attribution = histogram("staa_attribution_seconds", "Attribution per window (STAA's rows and maths)")
+        self.robustness = histogram("staa_robustness_seconds", "Robustness scoring of one window (all its passes)")
+        self.frame_to_heatmap = histogram(
+            "staa_frame_to_heatmap_seconds", "From the arrival of a window's last frame to its explanation being sent")
+        self.batch_size = Histogram("staa_batch_windows", "Windows per model forward", ["model"],
+                                    buckets=(1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64), registry=self.registry)
+        self.windows = counter("staa_windows_explained", "Windows explained")
+        self.dropped_frames = counter("staa_dropped_frames", "Live frames dropped by backpressure (drop_oldest streams)")
+        self.skipped_windows = counter("staa_skipped_windows", "Live windows not explained because frames were dropped")
+        self.errors = counter("staa_errors", "RPCs ended with a non-OK status", ("code",))
         self.active_streams = Gauge("staa_active_streams", "Live streams open", registry=self.registry)
         self.active_clips = Gauge("staa_active_clip_requests", "ExplainClip requests in flight", registry=self.registry)
+        self.build_info = Info("staa_build", "What this server runs", registry=self.registry)
+        self.build_info.info({"version": package_version(), "model": "", "device": ""})
         self._http = None
 
+    def set_model(self, model_id: str, device: str) -> None:
+        """The model has loaded: its id labels every series from now on."""
+        self.model = model_id
+        self.build_info.info({"version": package_version(), "model": model_id, "device": device})
+
     def observe_explanation(self, timings: WindowTimings) -> None:
-        self.windows.inc()
-        self.queue_ms.observe(timings.queue_ms)
-        self.forward_ms.observe(timings.forward_ms)
-        self.attribution_ms.observe(timings.attribution_ms)
+        self.windows.labels(model=self.model).inc()
+        self.queue.labels(model=self.model).observe(timings.queue_ms / 1e3)
+        self.forward.labels(model=self.model).observe(timings.forward_ms / 1e3)
+        self.attribution.labels(model=self.model).observe(timings.attribution_ms / 1e3)
+
+    def observe_robustness(self, milliseconds: float) -> None:
+        self.robustness.labels(model=self.model).observe(milliseconds / 1e3)
+
+    def observe_frame_to_heatmap(self, seconds: float) -> None:
+        self.frame_to_heatmap.labels(model=self.model).observe(seconds)
+
+    def observe_drops(self, frames: int, windows: int) -> None:
+        self.dropped_frames.labels(model=self.model).inc(frames)
+        self.skipped_windows.labels(model=self.model).inc(windows)
 
     def observe_batch(self, size: int) -> None:
-        self.batch_size.observe(size)
+        self.batch_size.labels(model=self.model).observe(size)
 
     def observe_error(self, code: grpc.StatusCode) -> None:
-        self.errors.labels(code=code.name).inc()
+        self.errors.labels(model=self.model, code=code.name).inc()
 
     def track_active(self, streams: Callable[[], int], clips: Callable[[], int]) -> None:
         self.active_streams.set_function(streams)

@@ -111,8 +111,7 @@ class StreamSession:
         """Bring the drop counters up to date (and the metrics by the difference)."""
         skipped = self.assembler.windows_skipped
         if metrics is not None:
-            metrics.dropped_frames.inc(dropped - self.dropped)
-            metrics.skipped_windows.inc(skipped - self.windows_skipped)
+            metrics.observe_drops(dropped - self.dropped, skipped - self.windows_skipped)
         self.dropped, self.windows_skipped = dropped, skipped
 
     def ack_due(self) -> bool:

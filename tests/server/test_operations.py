@@ -10,9 +10,11 @@ import grpc
 import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from prometheus_client.parser import text_string_to_metric_families
 
 from clients.client import ExplainerClient, open_channel
 from server.app import BackgroundServer
+from staa import package_version
 from staa.v1 import explainer_pb2 as pb
 from staa.v1 import explainer_pb2_grpc as pb_grpc
 from tests.conftest import clip_path, served_config, wait_for
@@ -25,15 +27,15 @@ def frames(count: int, width: int = 64, height: int = 48) -> list[np.ndarray]:
     return [rng.integers(0, 255, (height, width, 3), dtype=np.uint8) for _ in range(count)]
 
 
-def scrape(port: int) -> dict[str, float]:
-    """The metrics page as {sample name with labels: value}."""
+def scrape(port: int) -> dict[tuple, float]:
+    """The metrics page, parsed by prometheus_client's own parser: {(sample name, sorted labels): value}."""
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
-    samples = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, value = line.rsplit(" ", 1)
-            samples[name] = float(value)
-    return samples
+    return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(text) for sample in family.samples}
+
+
+def sample(samples: dict, name: str, **labels) -> float:
+    return samples[(name, tuple(sorted(labels.items())))]
 
 
 def test_metrics_page_counts_windows_latencies_streams_and_errors(tiny_model_dir):
@@ -46,12 +48,19 @@ def test_metrics_page_counts_windows_latencies_streams_and_errors(tiny_model_dir
                 list(client.stub.ExplainClip(pb.ClipRequest(clip=b"not a video"), timeout=30))
         samples = scrape(port)
     live = [event for event in events if event.WhichOneof("event") == "explanation"]
-    assert samples["staa_windows_explained_total"] == len(windows) + len(live)
-    assert samples["staa_forward_ms_count"] == len(windows) + len(live)
-    assert samples["staa_frame_to_heatmap_ms_count"] == len(live) > 0
-    assert samples["staa_queue_ms_count"] == samples["staa_attribution_ms_count"]
-    assert samples['staa_errors_total{code="INVALID_ARGUMENT"}'] == 1
-    assert samples["staa_active_streams"] == 0 and samples["staa_dropped_frames_total"] == 0
+    model = next(labels for name, labels in samples if name == "staa_windows_explained_total")[0][1]
+    assert sample(samples, "staa_windows_explained_total", model=model) == len(windows) + len(live)
+    assert sample(samples, "staa_forward_seconds_count", model=model) == len(windows) + len(live)
+    assert sample(samples, "staa_frame_to_heatmap_seconds_count", model=model) == len(live) > 0
+    assert (sample(samples, "staa_queue_seconds_count", model=model)
+            == sample(samples, "staa_attribution_seconds_count", model=model))
+    assert 0 < sample(samples, "staa_forward_seconds_sum", model=model) < 60  # seconds, not milliseconds
+    assert sample(samples, "staa_errors_total", model=model, code="INVALID_ARGUMENT") == 1
+    assert sample(samples, "staa_active_streams") == 0 and sample(samples, "staa_dropped_frames_total", model=model) == 0
+    build = next(dict(labels) for name, labels in samples if name == "staa_build_info")
+    assert build == {"version": package_version(), "model": model, "device": "cpu"}
+    assert any(name == "process_resident_memory_bytes" for name, _ in samples)  # the standard collectors
+    assert any(name == "python_info" for name, _ in samples)
 
 
 def test_bearer_token_is_required_for_every_rpc_but_health(tiny_model_dir, tmp_path):
@@ -180,6 +189,6 @@ def test_a_stream_loses_nothing_by_default_and_drops_its_oldest_frames_only_when
     assert ack.received == 300 and ack.dropped > 0
     expected = 300 // 13 + 1  # 23 windows on the grid end at frame 298; the tail window ends at 299
     assert windows == sorted(windows) and len(windows) + ack.windows_skipped == expected
-    assert samples["staa_dropped_frames_total"] == ack.dropped
+    assert sum(value for (name, _), value in samples.items() if name == "staa_dropped_frames_total") == ack.dropped
     ack, windows = summary(lossless)
     assert (ack.received, ack.dropped, ack.windows_skipped) == (300, 0, 0) and windows == list(range(expected))
