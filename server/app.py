@@ -26,6 +26,7 @@ from pathlib import Path
 from models.attention import IMPLEMENTATIONS
 from models.pipeline import code_version
 from models.registry import load_model
+from server.access_log import LOG_FORMATS, AccessLogInterceptor, configure_logging
 from server.auth import BearerTokenInterceptor
 from server.config import ServerConfig
 from server.engine import ExplainEngine
@@ -86,7 +87,7 @@ def enable_reflection(server: grpc.aio.Server, services: tuple[str, ...]) -> Non
 async def start_server(config: ServerConfig) -> RunningServer:
     """Bind and start; the model loads in the background (see ``load_and_warm``)."""
     metrics = ServerMetrics()
-    interceptors = []
+    interceptors = [AccessLogInterceptor(lambda: metrics.model)]  # first: it sees refused calls too
     if config.auth_token is not None:
         interceptors.append(BearerTokenInterceptor(
             config.auth_token, on_denied=lambda: metrics.observe_error(grpc.StatusCode.UNAUTHENTICATED)))
@@ -278,6 +279,10 @@ def parse_args(argv=None) -> ServerConfig:
     parser.add_argument("--tls-key", default=None, help="PEM private key")
     parser.add_argument("--auth-token-file", default=None,
                         help="file holding the bearer token every RPC but health must send")
+    parser.add_argument("--log-level", default=ServerConfig.log_level, type=str.upper,
+                        choices=("DEBUG", "INFO", "WARNING", "ERROR"), help="one access line per RPC at INFO")
+    parser.add_argument("--log-format", default=ServerConfig.log_format, choices=LOG_FORMATS,
+                        help="text, or json: one object per line")
     parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     defaults_from_environment(parser)
     args = parser.parse_args(argv)
@@ -297,14 +302,19 @@ def parse_args(argv=None) -> ServerConfig:
                             allow_decord=args.allow_decord, grace_seconds=args.grace, metrics_port=args.metrics_port, tls_cert=args.tls_cert,
                             tls_key=args.tls_key, auth_token=token,
                             ray=args.ray or args.ray_address is not None, ray_address=args.ray_address,
-                            ray_replicas=args.ray_replicas)
+                            ray_replicas=args.ray_replicas, log_level=args.log_level, log_format=args.log_format)
     except (ValueError, OSError) as error:
         parser.error(str(error))
 
 
 def main(argv=None) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = parse_args(argv)
+    configure_logging(config.log_level, config.log_format)
+    # Weight-loading progress bars are for terminals, not for a server's log.
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()
     map_large_blocks_separately()
     try:
         asyncio.run(serve(config, announce=lambda line: print(line, flush=True)))

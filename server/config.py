@@ -69,6 +69,9 @@ class ServerConfig:
     auth_token: str | None = None
     # Model workers as a Ray Serve deployment (server/ray_backend.py): off by default; with no
     # address, a private single-node Ray on 127.0.0.1; replicas default to one per GPU (one on CPU).
+    # Logs (server/access_log.py): level and format of every line, one access line per RPC at INFO.
+    log_level: str = "INFO"
+    log_format: str = "text"
     ray: bool = False
     ray_address: str | None = None
     ray_replicas: int | None = None
@@ -101,6 +104,10 @@ class ServerConfig:
                              f"max_stream_buffered_bytes={self.max_stream_buffered_bytes}")
         if self.default_top_k > self.max_top_k:
             raise ValueError(f"ServerConfig.default_top_k={self.default_top_k} exceeds max_top_k={self.max_top_k}")
+        if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            raise ValueError(f"ServerConfig.log_level must be DEBUG, INFO, WARNING or ERROR, got {self.log_level!r}")
+        if self.log_format not in ("text", "json"):
+            raise ValueError(f"ServerConfig.log_format must be text or json, got {self.log_format!r}")
         if self.max_batch > MAX_BATCH:
             raise ValueError(f"ServerConfig.max_batch must be <= {MAX_BATCH}, got {self.max_batch}")
         for name in ("grace_seconds", "max_batch_wait_ms"):

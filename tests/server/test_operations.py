@@ -192,3 +192,34 @@ def test_a_stream_loses_nothing_by_default_and_drops_its_oldest_frames_only_when
     assert sum(value for (name, _), value in samples.items() if name == "staa_dropped_frames_total") == ack.dropped
     ack, windows = summary(lossless)
     assert (ack.received, ack.dropped, ack.windows_skipped) == (300, 0, 0) and windows == list(range(expected))
+
+
+def test_json_logs_have_one_access_line_per_call_and_no_progress_bars(tiny_model_dir):
+    import json
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    binary = Path(sys.executable).parent / "staa-serve"
+    process = subprocess.Popen([str(binary), "--port", "0", "--model", str(tiny_model_dir), "--log-format", "json"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        target = process.stdout.readline().split("listening on ")[1].split()[0]
+        assert "ready on" in process.stdout.readline()
+        with ExplainerClient(target, timeout=60) as client:
+            windows = list(client.explain_clip(clip_path(CLIP)))
+            with pytest.raises(grpc.RpcError):
+                list(client.stub.ExplainClip(pb.ClipRequest(clip=b"not a video"), timeout=30))
+            health_pb2_grpc.HealthStub(client.channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=60)
+    lines = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
+    assert len(lines) == len([line for line in stderr.splitlines() if line.strip()])  # every line is JSON
+    access = [line for line in lines if line["logger"] == "staa.access"]
+    assert [(line["rpc"], line["status"], line["windows"]) for line in access] == [
+        ("/staa.v1.VideoExplainer/ExplainClip", "OK", len(windows)),
+        ("/staa.v1.VideoExplainer/ExplainClip", "INVALID_ARGUMENT", 0)]  # health checks are not logged
+    assert all(line["model"] and line["peer"].startswith("ipv4:127.0.0.1") and line["duration_ms"] > 0 for line in access)
+    assert "Loading weights" not in stderr and "it/s" not in stderr
