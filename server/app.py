@@ -34,6 +34,7 @@ from server.memory import map_large_blocks_separately
 from server.metrics import ServerMetrics
 from server.oip import INFERENCE_SERVICE, add_inference_service
 from server.servicer import VideoExplainerServicer
+from server.tracing import TracingInterceptor, tracer_for
 from server.wire import add_servicer
 from staa import package_version
 from staa.v1 import explainer_pb2 as pb
@@ -50,6 +51,7 @@ class RunningServer:
     port: int
     metrics: ServerMetrics
     metrics_port: int | None = None
+    tracer: object | None = None  # server/tracing.py, when tracing is configured
 
     async def set_serving(self, serving: bool) -> None:
         status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
@@ -84,10 +86,14 @@ def enable_reflection(server: grpc.aio.Server, services: tuple[str, ...]) -> Non
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(REFLECTION_V1, {"ServerReflectionInfo": handler}),))
 
 
-async def start_server(config: ServerConfig) -> RunningServer:
-    """Bind and start; the model loads in the background (see ``load_and_warm``)."""
+async def start_server(config: ServerConfig, span_exporter=None) -> RunningServer:
+    """Bind and start; the model loads in the background (see ``load_and_warm``). ``span_exporter``
+    (tests) turns tracing on with that exporter."""
     metrics = ServerMetrics()
+    tracer = tracer_for(config.otlp_endpoint, span_exporter)
     interceptors = [AccessLogInterceptor(lambda: metrics.model)]  # first: it sees refused calls too
+    if tracer is not None:
+        interceptors.append(TracingInterceptor(tracer))
     if config.auth_token is not None:
         interceptors.append(BearerTokenInterceptor(
             config.auth_token, on_denied=lambda: metrics.observe_error(grpc.StatusCode.UNAUTHENTICATED)))
@@ -109,7 +115,7 @@ async def start_server(config: ServerConfig) -> RunningServer:
     if port == 0:
         raise OSError(f"could not bind {address}")
     metrics_port = metrics.serve(config.host, config.metrics_port) if config.metrics_port is not None else None
-    running = RunningServer(server, servicer, health_servicer, port, metrics, metrics_port)
+    running = RunningServer(server, servicer, health_servicer, port, metrics, metrics_port, tracer)
     await running.set_serving(False)
     await server.start()
     return running
@@ -123,9 +129,10 @@ async def load_and_warm(running: RunningServer, config: ServerConfig) -> None:
 
             backend = RayBackend(config.model, config.ray_replicas, config.ray_address, config.max_batch,
                                  config.max_batch_wait_ms, config.attention, config.dtype)
-            engine = ExplainEngine(loaded, config, running.metrics, batcher=backend.batcher(), on_shutdown=backend.stop)
+            engine = ExplainEngine(loaded, config, running.metrics, batcher=backend.batcher(), on_shutdown=backend.stop,
+                                   tracer=running.tracer)
         else:
-            engine = ExplainEngine(loaded, config, running.metrics)
+            engine = ExplainEngine(loaded, config, running.metrics, tracer=running.tracer)
         engine.warm_up()
         return engine
 
@@ -169,16 +176,17 @@ class StartupError(Exception):
 class BackgroundServer:
     """A real server on its own event-loop thread (tests, demos): ``with BackgroundServer(cfg) as s: s.port``."""
 
-    def __init__(self, config: ServerConfig, wait_ready: bool = True):
+    def __init__(self, config: ServerConfig, wait_ready: bool = True, span_exporter=None):
         self.config = config
         self.wait_ready = wait_ready
+        self.span_exporter = span_exporter
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="staa-server", daemon=True)
         self.running: RunningServer | None = None
 
     def __enter__(self) -> "BackgroundServer":
         self.thread.start()
-        self.running = self._call(start_server(self.config))
+        self.running = self._call(start_server(self.config, self.span_exporter))
         ready = asyncio.run_coroutine_threadsafe(load_and_warm(self.running, self.config), self.loop)
         if self.wait_ready:
             ready.result(timeout=300)
@@ -283,6 +291,8 @@ def parse_args(argv=None) -> ServerConfig:
                         choices=("DEBUG", "INFO", "WARNING", "ERROR"), help="one access line per RPC at INFO")
     parser.add_argument("--log-format", default=ServerConfig.log_format, choices=LOG_FORMATS,
                         help="text, or json: one object per line")
+    parser.add_argument("--otlp-endpoint", default=None,
+                        help="send OpenTelemetry traces to this OTLP/gRPC endpoint (or set OTEL_EXPORTER_OTLP_ENDPOINT)")
     parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     defaults_from_environment(parser)
     args = parser.parse_args(argv)
@@ -302,7 +312,8 @@ def parse_args(argv=None) -> ServerConfig:
                             allow_decord=args.allow_decord, grace_seconds=args.grace, metrics_port=args.metrics_port, tls_cert=args.tls_cert,
                             tls_key=args.tls_key, auth_token=token,
                             ray=args.ray or args.ray_address is not None, ray_address=args.ray_address,
-                            ray_replicas=args.ray_replicas, log_level=args.log_level, log_format=args.log_format)
+                            ray_replicas=args.ray_replicas, log_level=args.log_level, log_format=args.log_format,
+                            otlp_endpoint=args.otlp_endpoint)
     except (ValueError, OSError) as error:
         parser.error(str(error))
 

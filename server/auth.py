@@ -6,9 +6,8 @@ import hmac
 
 import grpc
 
-from server.wire import HANDLER_BY_SHAPE
+from server.wire import HANDLER_BY_SHAPE, HEALTH_PREFIX
 
-HEALTH_PREFIX = "/grpc.health.v1.Health/"
 
 
 def bearer_token_ok(metadata, token: str) -> bool:

@@ -72,6 +72,7 @@ class ServerConfig:
     # Logs (server/access_log.py): level and format of every line, one access line per RPC at INFO.
     log_level: str = "INFO"
     log_format: str = "text"
+    otlp_endpoint: str | None = None  # OpenTelemetry traces (server/tracing.py); OTEL_EXPORTER_OTLP_ENDPOINT too
     ray: bool = False
     ray_address: str | None = None
     ray_replicas: int | None = None

@@ -30,6 +30,7 @@ from server.bridge import iterate_in_thread
 from server.config import ServerConfig
 from server.metrics import ServerMetrics
 from server.robustness_lane import GRADIENT_METHODS, RobustnessLane, WindowCadence
+from server.tracing import trace_robustness, trace_window
 from server.session import ExplainOptions
 
 logger = logging.getLogger(__name__)
@@ -74,12 +75,13 @@ class PendingRobustness:
 
 class ExplainEngine:
     def __init__(self, loaded: LoadedModel, config: ServerConfig, metrics: ServerMetrics | None = None,
-                 batcher=None, on_shutdown=None):
+                 batcher=None, on_shutdown=None, tracer=None):
         """``batcher``: where windows are explained (default: a MicroBatcher on this process's model
         thread; server/ray_backend.py gives one over Ray Serve replicas); ``on_shutdown`` runs last."""
         self.loaded = loaded
         self.config = config
         self.metrics = metrics
+        self.tracer = tracer  # server/tracing.py: None when tracing is off
         if metrics is not None:
             metrics.set_model(loaded.model_id, str(loaded.device))
         self.pipeline = ExplanationPipeline(loaded)
@@ -121,6 +123,7 @@ class ExplainEngine:
         timings.total_ms = timings.decode_ms + (time.perf_counter() - queued) * 1e3
         if self.metrics is not None:
             self.metrics.observe_explanation(timings)
+        trace_window(self.tracer, explanation, self.loaded.model_id)
         return explanation
 
     def score_robustness(self, window: PreparedWindow, options: ExplainOptions) -> asyncio.Future | None:
@@ -129,13 +132,15 @@ class ExplainEngine:
         if plan is None or not plan.wants(window.plan.index):
             return None
         future = self.lane.submit(window, plan, options.params)
-        if self.metrics is not None:
-            future.add_done_callback(self._observe_robustness)
+        future.add_done_callback(self._observe_robustness)  # in this RPC's context: its span is the parent
         return future
 
     def _observe_robustness(self, future: asyncio.Future) -> None:
         if not future.cancelled() and future.exception() is None and isinstance(future.result(), RobustnessResult):
-            self.metrics.observe_robustness(future.result().ms)
+            result = future.result()
+            if self.metrics is not None:
+                self.metrics.observe_robustness(result.ms)
+            trace_robustness(self.tracer, result.window_index, result.ms)
 
     async def explain_clip(self, clip: bytes, decoder: str, options: ExplainOptions) -> AsyncIterator[WindowExplanation]:
         windows = iterate_in_thread(

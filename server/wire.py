@@ -8,7 +8,9 @@ servicer a ``MalformedRequest`` instead, and the servicer rejects it like any ot
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
+from typing import Callable
 
 import grpc
 from google.protobuf.message import DecodeError
@@ -62,3 +64,56 @@ def add_servicer(servicer, server: grpc.aio.Server) -> None:
                                      request_deserializer=lenient_parser(getattr(pb, method.input_type.name)),
                                      response_serializer=getattr(pb, method.output_type.name).SerializeToString)
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE.full_name, handlers),))
+
+
+# Calls the interceptors observe: health checks and reflection (probed constantly) are left alone.
+HEALTH_PREFIX = "/grpc.health.v1.Health/"
+UNOBSERVED_PREFIXES = (HEALTH_PREFIX, "/grpc.reflection.")
+
+
+def _explained(response) -> int:
+    """1 when a streamed response carries an explanation (ClipResponse, StreamResponse)."""
+    try:
+        return int(response.WhichOneof("event") == "explanation")
+    except (AttributeError, ValueError):  # a message without an `event` oneof
+        return 0
+
+
+def _status(context, error: BaseException | None) -> str:
+    """The status a call ended with: the one it aborted with, else OK, CANCELLED or UNKNOWN."""
+    code = context.code()
+    if code is not None:
+        return code.name
+    if error is None:
+        return "OK"
+    return "CANCELLED" if isinstance(error, asyncio.CancelledError) else "UNKNOWN"
+
+
+def observed(handler: grpc.RpcMethodHandler, started: Callable, ended: Callable) -> grpc.RpcMethodHandler:
+    """``handler`` calling ``started(context) -> state`` before the call and ``ended(state, context,
+    status, windows)`` once it ends, however it ends (``windows``: explanations it streamed)."""
+    behaviour = handler.unary_unary or handler.unary_stream or handler.stream_unary or handler.stream_stream
+    if handler.response_streaming:
+        async def call(request, context):
+            state, windows, error = started(context), 0, None
+            try:
+                async for response in behaviour(request, context):
+                    windows += _explained(response)
+                    yield response
+            except BaseException as raised:
+                error = raised
+                raise
+            finally:
+                ended(state, context, _status(context, error), windows)
+    else:
+        async def call(request, context):
+            state, error = started(context), None
+            try:
+                return await behaviour(request, context)
+            except BaseException as raised:
+                error = raised
+                raise
+            finally:
+                ended(state, context, _status(context, error), 0)
+    make = HANDLER_BY_SHAPE[(handler.request_streaming, handler.response_streaming)]
+    return make(call, request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer)

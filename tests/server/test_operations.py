@@ -223,3 +223,34 @@ def test_json_logs_have_one_access_line_per_call_and_no_progress_bars(tiny_model
         ("/staa.v1.VideoExplainer/ExplainClip", "INVALID_ARGUMENT", 0)]  # health checks are not logged
     assert all(line["model"] and line["peer"].startswith("ipv4:127.0.0.1") and line["duration_ms"] > 0 for line in access)
     assert "Loading weights" not in stderr and "it/s" not in stderr
+
+
+def test_traces_have_a_span_per_rpc_and_a_child_per_window_stage(tiny_model_dir):
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    exporter = InMemorySpanExporter()
+    with BackgroundServer(served_config(port=0, model=str(tiny_model_dir)), span_exporter=exporter) as running:
+        with ExplainerClient(running.target, timeout=60) as client:
+            windows = list(client.explain_clip(clip_path(CLIP)))
+            with pytest.raises(grpc.RpcError):
+                list(client.stub.ExplainClip(pb.ClipRequest(clip=b"not a video"), timeout=30))
+            health_pb2_grpc.HealthStub(client.channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
+    spans = exporter.get_finished_spans()
+    rpcs = [span for span in spans if span.name == "staa.v1.VideoExplainer/ExplainClip"]
+    assert [span.attributes["rpc.grpc.status_code"] for span in rpcs] == ["OK", "INVALID_ARGUMENT"]  # no health span
+    assert rpcs[0].attributes["staa.windows"] == len(windows)
+    window_spans = [span for span in spans if span.name == "window"]
+    assert len(window_spans) == len(windows)
+    assert all(span.parent.span_id == rpcs[0].context.span_id for span in window_spans)
+    stages = [span for span in spans if span.parent is not None and span.parent.span_id == window_spans[0].context.span_id]
+    assert [span.name for span in stages] == ["decode", "queue", "forward", "attribution", "postprocess"]
+    assert all(window_spans[0].start_time <= span.start_time <= span.end_time <= window_spans[0].end_time for span in stages)
+    assert all(rpcs[0].start_time <= span.end_time <= rpcs[0].end_time for span in window_spans)
+
+
+def test_tracing_is_off_unless_an_endpoint_is_configured():
+    from server.tracing import tracer_for
+
+    assert tracer_for(environ={}) is None
+    assert tracer_for("http://127.0.0.1:4317", environ={}) is not None
+    assert tracer_for(environ={"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4317"}) is not None
