@@ -1,7 +1,6 @@
 """Bad input gets a clear status and message; the server keeps serving the next request."""
 
 import threading
-import time
 
 import grpc
 import numpy as np
