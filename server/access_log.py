@@ -54,11 +54,17 @@ class AccessLogInterceptor(grpc.aio.ServerInterceptor):
         if handler is None or method.startswith(UNOBSERVED_PREFIXES):
             return handler
 
-        def ended(started: float, context, status: str, windows: int) -> None:
-            duration_ms = round((time.perf_counter() - started) * 1e3, 1)
-            fields = {"rpc": method, "peer": context.peer(), "status": status, "duration_ms": duration_ms,
-                      "windows": windows, "model": self.model()}
-            ACCESS.info("%s %s %s %.1f ms windows=%d model=%s", method, fields["peer"], status, duration_ms, windows,
+        def started(context) -> tuple[float, str]:
+            # The peer is read now: once a call is cancelled its core object may be gone, and reading it
+            # then crashed the process (a segmentation fault, seen when a client vanished mid-stream).
+            return time.perf_counter(), context.peer()
+
+        def ended(state: tuple[float, str], context, status: str, windows: int) -> None:
+            began, peer = state
+            duration_ms = round((time.perf_counter() - began) * 1e3, 1)
+            fields = {"rpc": method, "peer": peer, "status": status, "duration_ms": duration_ms, "windows": windows,
+                      "model": self.model()}
+            ACCESS.info("%s %s %s %.1f ms windows=%d model=%s", method, peer, status, duration_ms, windows,
                         fields["model"], extra=fields)
 
-        return observed(handler, lambda context: time.perf_counter(), ended)
+        return observed(handler, started, ended)
