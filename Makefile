@@ -55,12 +55,13 @@ test: $(STAMP) stubs browser $(NODE_STAMP) $(TRITON_STAMP)
 # The GPU check (benchmarks/gpu.py). On a lent GPU machine it runs with that image's Python (its
 # CUDA torch, transformers, triton): no .venv there, which would install the CPU torch. What the
 # image lacks travels from here: `make gpu-wheels` (wheels into .whl) and `make stubs` (generated
-# stubs, ignored by git: carry proto/staa/v1 files and .whl). Here, with .venv,
+# stubs, ignored by git: carry proto/staa/v1, proto/staa/oip and .whl). Here, with .venv,
 # `make gpu-check GPU_CHECK_ARGS="--device cpu --quick"` is the dry run.
 GPU_CHECK_ARGS ?=
 GPU_PYTHON ?= $(if $(wildcard $(PY)),$(PY),python3)
 GPU_SITE ?= /tmp/staa-site
-GPU_WHEELS := av==18.1.0 protobuf==7.36.2 grpcio-health-checking==1.85.1 grpcio-reflection==1.85.1
+GPU_WHEELS := av==18.1.0 protobuf==7.36.2 grpcio-health-checking==1.85.1 grpcio-reflection==1.85.1 \
+  opentelemetry-api==1.45.2 opentelemetry-sdk==1.45.2 opentelemetry-semantic-conventions==0.66b2
 GPU_PLATFORMS := manylinux_2_28_x86_64 manylinux_2_27_x86_64 manylinux_2_17_x86_64 manylinux2014_x86_64
 gpu-wheels: stubs
 	rm -rf .whl && $(PY) -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 \
