@@ -39,7 +39,7 @@ class FrameQueue:
     before taking the next message off the wire, so gRPC flow control holds the sender.
     """
 
-    def __init__(self, capacity: int, stream_budget: ByteBudget, server_budget: ByteBudget, lossless: bool = False):
+    def __init__(self, capacity: int, stream_budget: ByteBudget, server_budget: ByteBudget, lossless: bool = True):
         if capacity < 1:
             raise ValueError(f"capacity must be >= 1, got {capacity}")
         self.capacity = capacity

@@ -82,7 +82,7 @@ class StreamSession:
     """
 
     def __init__(self, session_id: int, options: ExplainOptions, loaded: LoadedModel, config: ServerConfig,
-                 fps: float, ack_every: int, lossless: bool = False, server_budget: ByteBudget | None = None):
+                 fps: float, ack_every: int, lossless: bool = True, server_budget: ByteBudget | None = None):
         self.session_id = session_id
         self.options = options
         self.config = config
