@@ -162,10 +162,10 @@ class InferenceServicer(oip_grpc.GRPCInferenceServiceServicer):
             outputs=[tensor(name=name, datatype=datatype, shape=shape) for name, datatype, shape in OUTPUTS])
 
     async def ModelInfer(self, request, context):
-        model_id = self._model_id()
         try:
-            clip = clip_request(request, model_id or "")
-        except InvalidInput as error:
+            model_id = self.explainer._ready()[1].model_id  # UNAVAILABLE while loading or draining
+            clip = clip_request(request, model_id)
+        except Exception as error:
             await self.explainer._abort(context, error)
         del request.raw_input_contents[:]  # the clip lives on in `clip` only
 
