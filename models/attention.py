@@ -180,19 +180,26 @@ def _fused(site: Site, capture: Capture | None, query, key, value, attention_mas
             capture.seconds += time.perf_counter() - started
     elif capture is not None:
         started = time.perf_counter()
-        with torch.no_grad():  # a row is read, never differentiated
-            row = query_row(query, key, scale) if site.readout == QUERY_ROW else column_sum(query, key, scale)
-        capture.rows.setdefault(site.role, []).append(row)
+        capture.rows.setdefault(site.role, []).append(_read_row(site.readout, query, key, scale))
         capture.seconds += time.perf_counter() - started
     return output.transpose(1, 2).contiguous(), None  # [R, H, S, d] -> [R, S, H, d]
 
 
+def _read_row(readout: str, query, key, scale: float, per_head: bool = False) -> torch.Tensor:
+    """The row ``readout`` names, recomputed from Q and K: float32 ``[R, S]`` (``[R, H, S]`` per head)."""
+    with torch.no_grad():  # a row is read, never differentiated
+        return (query_row if readout == QUERY_ROW else column_sum)(query, key, scale, per_head=per_head)
+
+
+def _row_from_probabilities(readout: str, probs: torch.Tensor, per_head: bool = False) -> torch.Tensor:
+    """The row ``readout`` names, read from materialised probabilities (shapes as ``_read_row``)."""
+    read = query_row_from_probabilities if readout == QUERY_ROW else column_sum_from_probabilities
+    return read(probs, per_head=per_head)
+
+
 def _keep_class_inputs(capture: Capture, site: Site, query, key, value, scale: float) -> None:
     """The class site's pooling row per head ``[R, H, S]``, recomputed from Q and K, and V."""
-    with torch.no_grad():
-        pooling = (query_row(query, key, scale, per_head=True) if site.class_readout == QUERY_ROW
-                   else column_sum(query, key, scale, per_head=True))
-    capture.class_inputs.append((pooling, value.detach()))
+    capture.class_inputs.append((_read_row(site.class_readout, query, key, scale, per_head=True), value.detach()))
 
 
 def _keep(capture: Capture, site: Site, probs: torch.Tensor, value: torch.Tensor) -> None:
@@ -204,12 +211,9 @@ def _keep(capture: Capture, site: Site, probs: torch.Tensor, value: torch.Tensor
         capture.probabilities.setdefault(site.role, []).append(probs)
     source = probs.detach()
     if not capture.keep_class_inputs:
-        row = query_row_from_probabilities(source) if site.readout == QUERY_ROW else column_sum_from_probabilities(source)
-        capture.rows.setdefault(site.role, []).append(row)
+        capture.rows.setdefault(site.role, []).append(_row_from_probabilities(site.readout, source))
     elif site.class_readout is not None:
-        pooling = (query_row_from_probabilities(source, per_head=True) if site.class_readout == QUERY_ROW
-                   else column_sum_from_probabilities(source, per_head=True))  # [R, H, S]
-        capture.class_inputs.append((pooling, value.detach()))
+        capture.class_inputs.append((_row_from_probabilities(site.class_readout, source, per_head=True), value.detach()))
     capture.seconds += time.perf_counter() - started
 
 

@@ -165,10 +165,10 @@ class ExplanationPipeline:
         return self.finish(windows, attribution, params, top_k)
 
     def finish(self, windows: list[PreparedWindow], attribution: Attribution, params: StaaParams, top_k: int = 5,
-               method: str | None = None, targets: list[int] | None = None) -> list[WindowExplanation]:
+               method: str | None = None) -> list[WindowExplanation]:
         """Post-process any method's ``attribution`` of ``windows``: thresholding, focusing, quantisation,
-        top-k, timings and provenance; ``method`` and ``targets`` name what the maps explain (default:
-        ``params.method``, and ``params.target_class`` or the prediction)."""
+        top-k, timings and provenance; ``method`` names what made the maps (default: ``params.method``),
+        which explain ``params.target_class`` or else the prediction."""
         started = time.perf_counter()
         batch, frames, height, width = attribution.spatial.shape
         focused = threshold_focus(
@@ -204,8 +204,7 @@ class ExplanationPipeline:
                                       attribution_ms=attribution.attribution_ms / batch,
                                       postprocess_ms=postprocess_ms / batch),
                 provenance=Provenance(self.loaded.model_id, self.loaded.weights_sha256, code_version(), params.digest()),
-                target_class=(targets[row] if targets is not None else int(top_ids[row, 0]) if params.target_class is None
-                              else params.target_class),
+                target_class=int(top_ids[row, 0]) if params.target_class is None else params.target_class,
                 method=method or params.method,
             ))
         return results

@@ -14,6 +14,7 @@ from models.errors import InvalidInput
 from models.pipeline import WindowExplanation, code_version
 from models.registry import LoadedModel
 from models.robustness import DEFAULT_EPSILON, DEFAULT_PGD_STEPS, AttackSpec, RobustnessResult
+from models.staa import METHODS as STAA_METHODS
 from models.staa import StaaParams
 from server.config import ServerConfig
 from server.robustness_lane import RobustnessPlan, SkippedRobustness
@@ -70,7 +71,7 @@ def staa_params(options: pb.StaaOptions, num_labels: int) -> StaaParams:
         last_k=options.last_k or defaults.last_k,
         threshold_mode=_enum_name(_MODE_TO_NAME, options.threshold_mode, "StaaOptions.threshold_mode",
                                   defaults.threshold_mode),
-        method=method if method in ("staa", "staa_class") else defaults.method,  # gradient methods: ExplainOptions.method
+        method=method if method in STAA_METHODS else defaults.method,  # gradient methods: ExplainOptions.method
         target_class=target,
     )
     for name in ("kappa", "percentile", "gamma", "smooth"):

@@ -96,7 +96,7 @@ class ExplainEngine:
         self.on_shutdown = on_shutdown
         self.explanation_idle = self.batcher.idle  # set while no explanation is queued or running
         self.cadence = WindowCadence()  # live streams' window timing, so robustness work fits between windows
-        self.lane = RobustnessLane(loaded, config.max_robustness_jobs, self.explanation_idle, self.cadence,
+        self.lane = RobustnessLane(self.pipeline, config.max_robustness_jobs, self.explanation_idle, self.cadence,
                                    self.model_executor)
 
     def warm_up(self) -> None:
@@ -114,7 +114,7 @@ class ExplainEngine:
     async def explain(self, window: PreparedWindow, options: ExplainOptions, priority: int = CLIP) -> WindowExplanation:
         queued = time.perf_counter()
         if options.method in GRADIENT_METHODS:  # backward passes: the lower-priority lane
-            explanation = await self.lane.explain(window, options.method, options.params, options.top_k, self.pipeline)
+            explanation = await self.lane.explain(window, options.method, options.params, options.top_k)
             queue_seconds = time.perf_counter() - queued - explanation.timings.attribution_ms / 1e3
         else:
             explanation, queue_seconds = await self.batcher.submit(window, (options.params, options.top_k), priority)

@@ -26,8 +26,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from models.pipeline import ExplanationPipeline, WindowExplanation
-from models.preprocess import model_input
-from models.registry import LoadedModel
 from models.robustness import AttackSpec, RobustnessResult, RobustnessScorer
 from models.staa import StaaParams
 from models.windowing import PreparedWindow
@@ -95,9 +93,10 @@ class WindowCadence:
 
 
 class RobustnessLane:
-    def __init__(self, loaded: LoadedModel, max_jobs: int, explanation_idle: threading.Event,
+    def __init__(self, pipeline: ExplanationPipeline, max_jobs: int, explanation_idle: threading.Event,
                  cadence: WindowCadence, model_executor: ThreadPoolExecutor):
-        self.scorer = RobustnessScorer(loaded)
+        self.pipeline = pipeline  # the explanation lane's: the same model input and post-processing
+        self.scorer = RobustnessScorer(pipeline.loaded)
         self.max_jobs = max_jobs
         self.explanation_idle = explanation_idle
         self.cadence = cadence
@@ -134,62 +133,64 @@ class RobustnessLane:
         with self._lock:
             return self._pending
 
+    def _take_slot(self) -> str | None:
+        """A place in the budget for one job; None when taken, else why there is none."""
+        with self._lock:
+            if self._pending >= self.max_jobs:
+                return (f"{self._pending} windows queued or running server-wide "
+                        f"(max_robustness_jobs={self.max_jobs})")
+            self._pending += 1
+            return None
+
+    def _job_done(self) -> None:
+        self._pass_started = None  # idle time between jobs is not a pass
+        with self._lock:
+            self._pending -= 1
+
     def submit(self, window: PreparedWindow, plan: RobustnessPlan,
                params: StaaParams) -> asyncio.Future:
         """Schedule one window; the future resolves to a RobustnessResult or a SkippedRobustness."""
         loop = asyncio.get_running_loop()
-        with self._lock:
-            if self._pending >= self.max_jobs:
-                future = loop.create_future()
-                future.set_result(SkippedRobustness(window.plan.index, plan.spec, (
-                    f"robustness budget full: {self._pending} windows queued or running server-wide "
-                    f"(max_robustness_jobs={self.max_jobs})")))
-                return future
-            self._pending += 1
+        full = self._take_slot()
+        if full is not None:
+            future = loop.create_future()
+            future.set_result(SkippedRobustness(window.plan.index, plan.spec, f"robustness budget full: {full}"))
+            return future
         return loop.run_in_executor(self.executor, self._run, window, plan, params)
 
     def _run(self, window: PreparedWindow, plan: RobustnessPlan,
              params: StaaParams) -> RobustnessResult | SkippedRobustness:
         try:
-            # [T, H, W, 3] uint8 -> [1, T, 3, H, W] normalised, on the model's device
-            pixel_values = model_input(window.frames.unsqueeze(0), self.scorer.loaded.processor, self.scorer.loaded.device)
+            pixel_values = self.pipeline.pixels([window])  # [1, T, 3, H, W] normalised, on the model's device
             return self.scorer.score(pixel_values, plan.spec, [window.plan.index], params, self._run_pass)[0]
         except Exception as error:  # one window's failure must not end the stream
             logger.exception("robustness scoring failed for window %d", window.plan.index)
             return SkippedRobustness(window.plan.index, plan.spec, f"robustness scoring failed: {error}")
         finally:
-            self._pass_started = None  # idle time between jobs is not a pass
-            with self._lock:
-                self._pending -= 1
+            self._job_done()
 
-    async def explain(self, window: PreparedWindow, method: str, params: StaaParams, top_k: int,
-                      pipeline: ExplanationPipeline) -> WindowExplanation:
+    async def explain(self, window: PreparedWindow, method: str, params: StaaParams, top_k: int) -> WindowExplanation:
         """``window`` explained by the gradient method ``method`` (its maps post-processed as STAA's are,
         with ``params``); raises Overloaded when the lane's budget is full."""
-        with self._lock:
-            if self._pending >= self.max_jobs:
-                raise Overloaded(f"gradient explanations share the robustness budget, which is full: {self._pending} "
-                                 f"windows queued or running server-wide (max_robustness_jobs={self.max_jobs})")
-            self._pending += 1
+        full = self._take_slot()
+        if full is not None:
+            raise Overloaded(f"gradient explanations share the robustness budget, which is full: {full}")
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.executor, self._explain, window, method, params, top_k, pipeline)
+        return await loop.run_in_executor(self.executor, self._explain, window, method, params, top_k)
 
-    def _explain(self, window: PreparedWindow, method: str, params: StaaParams, top_k: int,
-                 pipeline: ExplanationPipeline) -> WindowExplanation:
+    def _explain(self, window: PreparedWindow, method: str, params: StaaParams, top_k: int) -> WindowExplanation:
         from models.xai import build_method
 
         try:
             if method not in self._methods:
-                self._methods[method] = build_method(self.scorer.loaded, method)
+                self._methods[method] = build_method(self.pipeline.loaded, method)
             started = time.perf_counter()
-            attribution = self._run_pass(lambda: self._methods[method].attribute(pipeline.pixels([window]),
+            attribution = self._run_pass(lambda: self._methods[method].attribute(self.pipeline.pixels([window]),
                                                                                   target=params.target_class))
             attribution.attribution_ms = (time.perf_counter() - started) * 1e3
-            return pipeline.finish([window], attribution, params, top_k, method=method)[0]
+            return self.pipeline.finish([window], attribution, params, top_k, method=method)[0]
         finally:
-            self._pass_started = None
-            with self._lock:
-                self._pending -= 1
+            self._job_done()
 
     def shutdown(self) -> None:
         self._closing = True

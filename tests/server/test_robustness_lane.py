@@ -168,17 +168,16 @@ def test_a_gradient_method_explains_every_window_on_the_lane(client, live):
 
 def test_gradient_explanations_past_the_lane_budget_are_resource_exhausted(default_model):
     idle = threading.Event()  # cleared: an explanation is "running", so the lane's first job waits
-    lane = RobustnessLane(default_model, 1, idle, WindowCadence(), ThreadPoolExecutor(1))
-    pipeline = ExplanationPipeline(default_model)
+    lane = RobustnessLane(ExplanationPipeline(default_model), 1, idle, WindowCadence(), ThreadPoolExecutor(1))
     frames = np.zeros((default_model.num_frames, 96, 96, 3), np.uint8)
     (window,) = iter_array_windows(frames, WindowSpec(default_model.num_frames, 1), default_model.processor, 25.0)
 
     async def scenario():
-        first = asyncio.ensure_future(lane.explain(window, "saliency", StaaParams(), 3, pipeline))
+        first = asyncio.ensure_future(lane.explain(window, "saliency", StaaParams(), 3))
         while lane.pending == 0:
             await asyncio.sleep(0)  # let the first job take the budget's one place
         with pytest.raises(Overloaded, match="max_robustness_jobs=1"):
-            await lane.explain(window, "saliency", StaaParams(), 3, pipeline)
+            await lane.explain(window, "saliency", StaaParams(), 3)
         idle.set()  # explanations idle: the first job runs
         return await first
 
