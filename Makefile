@@ -26,7 +26,7 @@ stubs: $(STAMP)
 	$(PY) -c "import staa.v1, staa.oip"
 
 demo: $(STAMP) stubs
-	$(PY) -m clients.demo $(if $(DEMO_CLIP),--clip "$(DEMO_CLIP)") --out "$(DEMO_OUT)"
+	$(PY) -m staa_serve.clients.demo $(if $(DEMO_CLIP),--clip "$(DEMO_CLIP)") --out "$(DEMO_OUT)"
 
 # The browser test drives Debian's chromium (browsers cannot be downloaded from anywhere else).
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -55,7 +55,8 @@ test: $(STAMP) stubs browser $(NODE_STAMP) $(TRITON_STAMP)
 # The GPU check (benchmarks/gpu.py). On a lent GPU machine it runs with that image's Python (its
 # CUDA torch, transformers, triton): no .venv there, which would install the CPU torch. What the
 # image lacks travels from here: `make gpu-wheels` (wheels into .whl) and `make stubs` (generated
-# stubs, ignored by git: carry proto/staa/v1, proto/staa/oip and .whl). Here, with .venv,
+# stubs, ignored by git: carry proto/staa/v1, proto/staa/oip and .whl); the staa_serve namespace is
+# a folder of links to the repo's top-level folders (GPU_SITE). Here, with .venv,
 # `make gpu-check GPU_CHECK_ARGS="--device cpu --quick"` is the dry run.
 GPU_CHECK_ARGS ?=
 GPU_PYTHON ?= $(if $(wildcard $(PY)),$(PY),python3)
@@ -69,7 +70,9 @@ gpu-wheels: stubs
 gpu-check:
 	if [ "$(GPU_PYTHON)" != "$(PY)" ] && ls .whl/*.whl >/dev/null 2>&1; then $(GPU_PYTHON) -m pip install -q --no-index --no-deps --no-compile \
 	  --no-cache-dir --upgrade --target $(GPU_SITE) .whl/*.whl; fi
-	PYTHONPATH=$(GPU_SITE):.:proto $(GPU_PYTHON) -m benchmarks.gpu $(GPU_CHECK_ARGS)
+	mkdir -p $(GPU_SITE)/staa_serve && for folder in models kernels server clients benchmarks; do \
+	  ln -sfn "$(CURDIR)/$$folder" $(GPU_SITE)/staa_serve/$$folder; done
+	PYTHONPATH=$(GPU_SITE):.:proto $(GPU_PYTHON) -m staa_serve.benchmarks.gpu $(GPU_CHECK_ARGS)
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) clients/node/node_modules $(TRITON_VENV) proto/staa/v1/*_pb2*.py proto/staa/v1/*_pb2*.pyi proto/staa/v1/.stubs.sha256

@@ -1,7 +1,7 @@
 """What STAA costs beside each attention implementation, and how exactly the fused path matches the
 eager oracle, on real-size geometry (random weights) and on the shipped default model.
 
-    python -m benchmarks.attention_paths [--models default,timesformer-base,videomae-base,vivit-base]
+    python -m staa_serve.benchmarks.attention_paths [--models default,timesformer-base,videomae-base,vivit-base]
                                          [--pairs default=60,timesformer-base=15,...] [--device cpu|cuda]
 
 Per model and batch, five ways to run it, each timed in interleaved pairs against the fused plain
@@ -30,11 +30,11 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from benchmarks.report import REPORTS, conditions, interleaved, markdown_table, write_csv, write_markdown
-from models.devices import synchronise
-from models.pipeline import Staa
-from models.random_weights import random_config, save_random_model
-from models.registry import ARCHITECTURES, LoadedModel, load_model
+from staa_serve.benchmarks.report import REPORTS, conditions, interleaved, markdown_table, write_csv, write_markdown
+from staa_serve.models.devices import synchronise
+from staa_serve.models.pipeline import Staa
+from staa_serve.models.random_weights import random_config, save_random_model
+from staa_serve.models.registry import ARCHITECTURES, LoadedModel, load_model
 
 COLUMNS = ["model", "attention", "staa", "batch", "forward_ms", "ratio_to_fastest_plain", "max_rel_diff_vs_eager", "pairs",
            "measured"]
@@ -150,7 +150,7 @@ def plot(rows: list[dict], path: Path) -> None:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.attention_paths", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m staa_serve.benchmarks.attention_paths", description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", default=",".join(MODELS), help=f"comma-separated, of {', '.join(MODELS)}")
     parser.add_argument("--pairs", default=",".join(f"{name}={count}" for name, count in PAIRS.items()),
                         help="interleaved pairs per variant, per model (name=count,...)")

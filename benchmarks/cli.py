@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import sys
 
-COMMANDS = {"compare": "benchmarks.compare", "robustness": "benchmarks.robustness", "load": "benchmarks.load",
-            "soak": "benchmarks.soak", "hostile": "benchmarks.hostile", "gpu": "benchmarks.gpu"}
+COMMANDS = {"compare": "staa_serve.benchmarks.compare", "robustness": "staa_serve.benchmarks.robustness", "load": "staa_serve.benchmarks.load",
+            "soak": "staa_serve.benchmarks.soak", "hostile": "staa_serve.benchmarks.hostile", "gpu": "staa_serve.benchmarks.gpu"}
 
 
 def main(argv=None) -> None:

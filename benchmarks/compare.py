@@ -26,15 +26,15 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from benchmarks.report import REPORTS, conditions, interleaved, markdown_table, write_csv, write_markdown
-from kernels import threshold_focus
-from models.localisation import score_window
-from models.registry import load_model
-from models.staa import StaaParams
-from models.synthetic.__main__ import clip_seed
-from models.synthetic.evaluate import EVALUATION_SEED, HeldOutWindow, held_out_window
-from models.xai import METHOD_NAMES, build_methods, joint_map, supported_methods
-from models.xai.metrics import (blurred_copy, cascading_randomisations, frame_deletion, random_scores, rank_agreement, tubelet_faithfulness,
+from staa_serve.benchmarks.report import REPORTS, conditions, interleaved, markdown_table, write_csv, write_markdown
+from staa_serve.kernels import threshold_focus
+from staa_serve.models.localisation import score_window
+from staa_serve.models.registry import load_model
+from staa_serve.models.staa import StaaParams
+from staa_serve.models.synthetic.__main__ import clip_seed
+from staa_serve.models.synthetic.evaluate import EVALUATION_SEED, HeldOutWindow, held_out_window
+from staa_serve.models.xai import METHOD_NAMES, build_methods, joint_map, supported_methods
+from staa_serve.models.xai.metrics import (blurred_copy, cascading_randomisations, frame_deletion, random_scores, rank_agreement, tubelet_faithfulness,
                                 with_random_weights)
 
 COLUMNS = ["method", "passes", "ms_median", "ratio_to_forward", "timing_pairs", "peak_mb", "deletion_auc", "insertion_auc",
@@ -145,7 +145,7 @@ def median_interval(values: np.ndarray, resamples: int = 2000, seed: int = 0) ->
 
 def focus_sweep(loaded, cases: list[HeldOutWindow], predict, blurreds: list[torch.Tensor], params: StaaParams) -> list[dict]:
     """Served STAA maps after thresholding + focusing at each (kappa, gamma): localisation and deletion."""
-    from models.pipeline import Staa
+    from staa_serve.models.pipeline import Staa
 
     staa = Staa(loaded, params)
     raw = [staa.attribute(case.pixels) for case in cases]

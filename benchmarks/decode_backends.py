@@ -1,6 +1,6 @@
 """PyAV vs decord for the server's clip path: decode a whole clip, keeping the frames windows sample.
 
-    python -m benchmarks.decode_backends [--pairs 7]
+    python -m staa_serve.benchmarks.decode_backends [--pairs 7]
 
 Writes benchmarks/reports/decode_backends.{md,csv}. The faster backend on these clips is
 models.video.DEFAULT_BACKEND (both are pixel-identical, tests/models/test_video.py).
@@ -14,16 +14,16 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from benchmarks.report import REPORTS, conditions, interleaved, markdown_table, write_csv, write_markdown
-from benchmarks.window_costs import CLIPS, CLIPS_DIR
-from models.sampling import WindowSpec, frame_is_needed
-from models.video import decode_clip
+from staa_serve.benchmarks.report import REPORTS, conditions, interleaved, markdown_table, write_csv, write_markdown
+from staa_serve.benchmarks.window_costs import CLIPS, CLIPS_DIR
+from staa_serve.models.sampling import WindowSpec, frame_is_needed
+from staa_serve.models.video import decode_clip
 
 COLUMNS = ["clip", "source", "pyav_ms", "decord_ms", "decord_over_pyav"]
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.decode_backends")
+    parser = argparse.ArgumentParser(prog="python -m staa_serve.benchmarks.decode_backends")
     parser.add_argument("--pairs", type=int, default=7)
     parser.add_argument("--out", type=Path, default=REPORTS)
     args = parser.parse_args(argv)

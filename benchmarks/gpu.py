@@ -2,7 +2,7 @@
 the kernels' CUDA test lane and bandwidth. Prepared to run on a lent H100/H200 in a few minutes;
 ``--device cpu --quick`` runs the same code on small sizes anywhere (the dry run).
 
-    python -m benchmarks.gpu [--device auto] [--dtype auto] [--quick] [--out DIR]
+    python -m staa_serve.benchmarks.gpu [--device auto] [--dtype auto] [--quick] [--out DIR]
     staa-bench gpu ...
 
 Per model (random-weight TimeSformer-base 8x224 and VideoMAE-base 16x224; tiny configs with
@@ -36,15 +36,15 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from benchmarks.report import REPORTS, conditions, interleaved, markdown_table, write_csv, write_markdown
-from benchmarks.streams import percentiles
-from models.devices import resolve_device, resolve_dtype
-from models.pipeline import ExplanationPipeline
-from models.preprocess import CropBox, model_input
-from models.random_weights import random_config, save_random_model
-from models.registry import load_model
-from models.sampling import WindowPlan
-from models.windowing import PreparedWindow
+from staa_serve.benchmarks.report import REPORTS, conditions, interleaved, markdown_table, write_csv, write_markdown
+from staa_serve.benchmarks.streams import percentiles
+from staa_serve.models.devices import resolve_device, resolve_dtype
+from staa_serve.models.pipeline import ExplanationPipeline
+from staa_serve.models.preprocess import CropBox, model_input
+from staa_serve.models.random_weights import random_config, save_random_model
+from staa_serve.models.registry import load_model
+from staa_serve.models.sampling import WindowPlan
+from staa_serve.models.windowing import PreparedWindow
 
 REPO = Path(__file__).resolve().parents[1]
 COLUMNS = ["device", "model", "dtype", "batch", "windows_per_s", "plain_windows_per_s", "staa_ratio", "p50_ms",
@@ -92,7 +92,7 @@ def throughput(name: str, loaded, batch: int, pairs: int) -> dict:
 
 def streams_sustained(model_dir: Path, device: str, dtype: str, counts: tuple[int, ...], seconds: float) -> tuple[int, list[dict]]:
     """The most paced 25 fps streams one spawned server sustains (p99 <= 250 ms, >= 2 windows/s each)."""
-    from benchmarks.load import SpawnedServer, one_run, source_frames
+    from staa_serve.benchmarks.load import SpawnedServer, one_run, source_frames
 
     frames, _ = source_frames(seconds, 25.0)
     server = SpawnedServer(["--model", str(model_dir), "--device", device, "--dtype", dtype, "--max-batch", "64",
@@ -122,7 +122,7 @@ def device_lane(device: torch.device) -> str:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.gpu", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m staa_serve.benchmarks.gpu", description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="auto")
     parser.add_argument("--dtype", default="auto")
     parser.add_argument("--quick", action="store_true", help="tiny models, two batches, two stream counts: the dry run")
@@ -153,7 +153,7 @@ def main(argv=None) -> None:
     lane = device_lane(device)
     kernel_rows = []
     if device.type == "cuda":
-        from benchmarks.kernels import time_threshold_focus
+        from staa_serve.benchmarks.kernels import time_threshold_focus
 
         kernel_rows = [row for row in time_threshold_focus("cuda", 10) if row["batch"] >= 4096]
     args.out.mkdir(parents=True, exist_ok=True)

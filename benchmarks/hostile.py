@@ -27,10 +27,10 @@ import cv2
 import grpc
 import numpy as np
 
-from benchmarks.load import SpawnedServer
-from benchmarks.report import REPORTS, conditions, markdown_table, rss_mb, write_csv, write_markdown
-from benchmarks.streams import paced_stream, percentiles
-from clients.client import ExplainerClient, clip_request
+from staa_serve.benchmarks.load import SpawnedServer
+from staa_serve.benchmarks.report import REPORTS, conditions, markdown_table, rss_mb, write_csv, write_markdown
+from staa_serve.benchmarks.streams import paced_stream, percentiles
+from staa_serve.clients.client import ExplainerClient, clip_request
 from staa.v1 import explainer_pb2 as pb
 from staa.v1 import explainer_pb2_grpc as pb_grpc
 
@@ -92,8 +92,8 @@ def long_clip(loops: int = 3) -> bytes:
     """The shared arm-wrestling clip looped ``loops`` times (H.264 in MP4), for clip calls that run long."""
     import av
 
-    from benchmarks.load import SHARED_CLIP
-    from models.video import decode_clip
+    from staa_serve.benchmarks.load import SHARED_CLIP
+    from staa_serve.models.video import decode_clip
 
     decoded = decode_clip(SHARED_CLIP)
     buffer = io.BytesIO()
@@ -304,7 +304,7 @@ def config_less_streams(count: int = 200, hold: float = 4.0) -> Callable[[str], 
 
 def fairness(clip: bytes, seconds: float = 10.0) -> Callable[[str], Outcome]:
     """A paced 25 fps live stream beside two long hop=1 clip calls."""
-    from benchmarks.load import source_frames
+    from staa_serve.benchmarks.load import source_frames
 
     frames, _ = source_frames(seconds, 25.0)
     frames = frames[: int(seconds * 25)]

@@ -1,7 +1,7 @@
 """Kernel benchmark: fused threshold/focus vs the op-by-op PyTorch sequence, and the memory reading
 only STAA's rows saves per window.
 
-    python -m benchmarks.kernels [--pairs 15]
+    python -m staa_serve.benchmarks.kernels [--pairs 15]
 
 Writes benchmarks/reports/kernels.{md,csv,png}. On a CUDA device it times the Triton kernel against
 the PyTorch path (interleaved) and reports effective bandwidth as a fraction of the card's peak;
@@ -21,11 +21,11 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from benchmarks.report import REPORTS, conditions, interleaved, markdown_table, write_csv, write_markdown
-from kernels.attention_rows import column_sum_reference, column_sum_triton
-from kernels.threshold_focus import threshold_focus_reference, threshold_focus_triton
-from models.registry import load_model
-from models.random_weights import random_config, save_random_model
+from staa_serve.benchmarks.report import REPORTS, conditions, interleaved, markdown_table, write_csv, write_markdown
+from staa_serve.kernels.attention_rows import column_sum_reference, column_sum_triton
+from staa_serve.kernels.threshold_focus import threshold_focus_reference, threshold_focus_triton
+from staa_serve.models.registry import load_model
+from staa_serve.models.random_weights import random_config, save_random_model
 
 # Peak HBM bandwidth of the cards this project may be lent (GB/s, vendor figures).
 PEAK_BANDWIDTH = {"H100": 3350.0, "H200": 4800.0}
@@ -152,7 +152,7 @@ def attention_memory(loaded) -> dict:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.kernels")
+    parser = argparse.ArgumentParser(prog="python -m staa_serve.benchmarks.kernels")
     parser.add_argument("--pairs", type=int, default=15)
     parser.add_argument("--out", type=Path, default=REPORTS)
     parser.add_argument("--note", default="", help="anything about the conditions worth stating in the report")

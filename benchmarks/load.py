@@ -26,8 +26,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from benchmarks.report import REPORTS, conditions, markdown_table, rss_mb, write_csv, write_markdown
-from benchmarks.streams import concurrent_streams, percentiles
+from staa_serve.benchmarks.report import REPORTS, conditions, markdown_table, rss_mb, write_csv, write_markdown
+from staa_serve.benchmarks.streams import concurrent_streams, percentiles
 
 COLUMNS = ["streams", "fps", "hop", "seconds", "windows", "windows_per_s", "windows_per_s_per_stream", "p50_ms",
            "p90_ms", "p95_ms", "p99_ms", "dropped_pct", "errors", "server_rss_mb", "sustained"]
@@ -38,11 +38,11 @@ SWEEP = (1, 2, 4, 6, 8, 10, 12, 16, 20, 24, 28, 32)  # 32: the default max_strea
 def source_frames(seconds: float, fps: float) -> tuple[list[np.ndarray], str]:
     count = int(seconds * fps)
     if SHARED_CLIP.is_file():
-        from models.video import decode_clip
+        from staa_serve.models.video import decode_clip
 
         frames, name = list(decode_clip(SHARED_CLIP).frames), SHARED_CLIP.name
     else:
-        from models.synthetic.generate import render_clip, sample_clip_spec
+        from staa_serve.models.synthetic.generate import render_clip, sample_clip_spec
 
         frames, name = list(render_clip(sample_clip_spec(7, num_frames=64)).frames), "SynthKinetics"
     return [frame for frame, _ in zip(itertools.cycle(frames), range(count))], name
@@ -54,7 +54,7 @@ class SpawnedServer:
     def __init__(self, extra_args: list[str] = ()):
         binary = Path(sys.executable).parent / "staa-serve"
         # Without the installed script (a GPU machine's image Python, the tree on PYTHONPATH): the module.
-        command = [str(binary)] if binary.exists() else [sys.executable, "-m", "server.app"]
+        command = [str(binary)] if binary.exists() else [sys.executable, "-m", "staa_serve.server.app"]
         self.process = subprocess.Popen([*command, "--port", "0", *extra_args], stdout=subprocess.PIPE, text=True)
         line = self.process.stdout.readline()
         if "listening on" not in line:

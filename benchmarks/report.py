@@ -27,15 +27,15 @@ def rss_mb(pid: int | None = None, field: str = "VmRSS") -> float:
 
 
 def command_line(argv: list[str] | None = None) -> str:
-    """The command that made a report, as a reader can type it from the repo root: ``python -m
-    benchmarks.kernels ...`` (argv[0] is then the module's file) or ``staa-bench hostile ...``."""
+    """The command that made a report, as a reader can type it: ``python -m staa_serve.benchmarks.kernels
+    ...`` (argv[0] is then the module's file) or ``staa-bench hostile ...``."""
     argv = sys.argv if argv is None else argv
     if not argv:
         return ""
     script = Path(argv[0])
     if script.suffix == ".py":
         try:
-            module = ".".join(script.resolve().relative_to(REPO_ROOT).with_suffix("").parts)
+            module = ".".join(["staa_serve", *script.resolve().relative_to(REPO_ROOT).with_suffix("").parts])
             return " ".join(["python", "-m", module, *argv[1:]])
         except ValueError:  # a script outside the repository
             return " ".join(["python", *argv])

@@ -26,13 +26,13 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from benchmarks.report import REPORTS, conditions, markdown_table, write_csv, write_markdown
-from benchmarks.streams import concurrent_streams, percentiles
-from models.registry import load_model
-from models.robustness import AttackSpec, RobustnessScorer, explanation_deviation
-from models.synthetic.__main__ import clip_seed
-from models.synthetic.evaluate import EVALUATION_SEED, held_out_window
-from models.xai import build_method
+from staa_serve.benchmarks.report import REPORTS, conditions, markdown_table, write_csv, write_markdown
+from staa_serve.benchmarks.streams import concurrent_streams, percentiles
+from staa_serve.models.registry import load_model
+from staa_serve.models.robustness import AttackSpec, RobustnessScorer, explanation_deviation
+from staa_serve.models.synthetic.__main__ import clip_seed
+from staa_serve.models.synthetic.evaluate import EVALUATION_SEED, held_out_window
+from staa_serve.models.xai import build_method
 
 ATTACKS = (("noise", 0), ("fgsm", 0), ("pgd", 5))
 DEVIATION = ["spatial_top10_iou", "spearman", "kendall_tau", "com_shift", "explanation_resilience"]
@@ -98,10 +98,10 @@ def attack_rows(loaded, clips: int, epsilons: list[float], batch: int) -> list[d
 
 
 def latency_rows(streams: int, repeats: int, hop: int, seconds: float) -> list[dict]:
-    from clients.client import robustness_options
-    from models.synthetic.generate import render_clip, sample_clip_spec
-    from server.app import BackgroundServer
-    from server.config import ServerConfig
+    from staa_serve.clients.client import robustness_options
+    from staa_serve.models.synthetic.generate import render_clip, sample_clip_spec
+    from staa_serve.server.app import BackgroundServer
+    from staa_serve.server.config import ServerConfig
 
     spec = sample_clip_spec(clip_seed(EVALUATION_SEED + SEED_OFFSET, 0), num_frames=int(seconds * 16))
     frames = list(render_clip(spec).frames)

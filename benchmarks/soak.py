@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from benchmarks.load import SpawnedServer, source_frames, stream_conditions
-from benchmarks.report import REPORTS, markdown_table, write_csv, write_markdown
-from benchmarks.streams import StreamRun, paced_stream, percentiles
+from staa_serve.benchmarks.load import SpawnedServer, source_frames, stream_conditions
+from staa_serve.benchmarks.report import REPORTS, markdown_table, write_csv, write_markdown
+from staa_serve.benchmarks.streams import StreamRun, paced_stream, percentiles
 
 COLUMNS = ["minute", "server_rss_mb", "windows", "p50_ms", "p99_ms"]
 

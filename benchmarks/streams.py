@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import grpc
 import numpy as np
 
-from clients.client import ExplainerClient, frame_request
+from staa_serve.clients.client import ExplainerClient, frame_request
 from staa.v1 import explainer_pb2 as pb
 
 

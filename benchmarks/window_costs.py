@@ -1,7 +1,7 @@
 """Per-window cost of STAA Serve's path on this machine: decode + sample, forward, STAA + postprocess,
 and the overhead ratio (forward + STAA) / (forward alone), measured interleaved.
 
-    python -m benchmarks.window_costs [--model ID_OR_DIR] [--pairs 15]
+    python -m staa_serve.benchmarks.window_costs [--model ID_OR_DIR] [--pairs 15]
 
 Writes benchmarks/reports/window_costs.{md,csv,png}.
 """
@@ -17,15 +17,15 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from benchmarks.report import REPORTS, conditions, interleaved, markdown_table, write_csv, write_markdown
-from kernels import threshold_focus
-from models.pipeline import Staa
-from models.preprocess import model_input
-from models.registry import load_model
-from models.random_weights import random_config, save_random_model
-from models.sampling import WindowSpec
-from models.staa import StaaParams
-from models.windowing import iter_clip_windows
+from staa_serve.benchmarks.report import REPORTS, conditions, interleaved, markdown_table, write_csv, write_markdown
+from staa_serve.kernels import threshold_focus
+from staa_serve.models.pipeline import Staa
+from staa_serve.models.preprocess import model_input
+from staa_serve.models.registry import load_model
+from staa_serve.models.random_weights import random_config, save_random_model
+from staa_serve.models.sampling import WindowSpec
+from staa_serve.models.staa import StaaParams
+from staa_serve.models.windowing import iter_clip_windows
 
 CLIPS_DIR = Path(__file__).resolve().parents[2] / "shared" / "clips"
 CLIPS = ("arm_wrestling.mp4", "flipping_pancake.mkv", "ucf101_apply_eye_makeup.avi")
@@ -92,7 +92,7 @@ def plot(rows: list[dict], path: Path) -> None:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.window_costs")
+    parser = argparse.ArgumentParser(prog="python -m staa_serve.benchmarks.window_costs")
     parser.add_argument("--model", default=None, help="registry name, directory or cached hub id")
     parser.add_argument("--random-base", action="store_true",
                         help="measure a random-weight model of TimeSformer-base geometry instead of --model")

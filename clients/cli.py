@@ -17,10 +17,10 @@ from pathlib import Path
 
 import grpc
 
-from clients.client import ExplainerClient, robustness_options
-from clients.overlay import write_overlay_video
-from clients.results import explanation_to_dict, model_to_dict, robustness_to_dict
-from models.video import decode_clip
+from staa_serve.clients.client import ExplainerClient, robustness_options
+from staa_serve.clients.overlay import write_overlay_video
+from staa_serve.clients.results import explanation_to_dict, model_to_dict, robustness_to_dict
+from staa_serve.models.video import decode_clip
 from staa import package_version
 from staa.v1 import explainer_pb2 as pb
 

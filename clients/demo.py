@@ -16,12 +16,12 @@ import sys
 import threading
 from pathlib import Path
 
-from clients.cli import run_explain
-from clients.client import ExplainerClient
+from staa_serve.clients.cli import run_explain
+from staa_serve.clients.client import ExplainerClient
 
 
 def start_server(model: str | None) -> tuple[subprocess.Popen, str]:
-    command = [sys.executable, "-m", "server.app", "--host", "127.0.0.1", "--port", "0"]
+    command = [sys.executable, "-m", "staa_serve.server.app", "--host", "127.0.0.1", "--port", "0"]
     if model:
         command += ["--model", model]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
@@ -49,7 +49,7 @@ def summarise(result: dict, label: str) -> None:
 
 
 def synthetic_clip(out: Path, seed: int) -> Path:
-    from models.synthetic.__main__ import write_clip
+    from staa_serve.models.synthetic.__main__ import write_clip
 
     out.mkdir(parents=True, exist_ok=True)
     truth = write_clip(out, "synthetic", seed, difficulty=0.5)

@@ -5,7 +5,7 @@
   fused attention (§4).
 """
 
-from kernels.attention_rows import column_sum, query_row
-from kernels.threshold_focus import FocusedMaps, threshold_focus, threshold_focus_reference
+from staa_serve.kernels.attention_rows import column_sum, query_row
+from staa_serve.kernels.threshold_focus import FocusedMaps, threshold_focus, threshold_focus_reference
 
 __all__ = ["FocusedMaps", "column_sum", "query_row", "threshold_focus", "threshold_focus_reference"]

@@ -25,7 +25,7 @@ import functools
 
 import torch
 
-from kernels.dispatch import use_triton
+from staa_serve.kernels.dispatch import use_triton
 
 CHUNK_BYTES = 4 * 2**20  # scores per query chunk of the CPU column sum (best of 1-8 MiB inside a VideoMAE-base forward)
 

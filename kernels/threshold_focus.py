@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from kernels.dispatch import use_triton
+from staa_serve.kernels.dispatch import use_triton
 
 _EPS = 1e-12
 MODES = ("mean_std", "percentile")

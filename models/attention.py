@@ -42,9 +42,9 @@ import torch
 import torch.nn.functional as F
 from transformers import AttentionInterface
 
-from kernels.attention_rows import (attention_chunked, column_sum, column_sum_from_probabilities, query_row,
+from staa_serve.kernels.attention_rows import (attention_chunked, column_sum, column_sum_from_probabilities, query_row,
                                     query_row_from_probabilities)
-from kernels.dispatch import use_triton
+from staa_serve.kernels.dispatch import use_triton
 
 IMPLEMENTATIONS = ("fused", "eager")
 QUERY_ROW, COLUMN_SUM = "query_row", "column_sum"

@@ -11,7 +11,7 @@ import re
 
 import torch
 
-from models.errors import UnsupportedModel
+from staa_serve.models.errors import UnsupportedModel
 
 DEVICE_NAMES = ("auto", "cpu", "cuda", "cuda:N")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}

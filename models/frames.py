@@ -7,7 +7,7 @@ import struct
 import cv2
 import numpy as np
 
-from models.errors import InvalidInput
+from staa_serve.models.errors import InvalidInput
 
 FRAME_FORMATS = ("rgb24", "jpeg", "png")
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from models.preprocess import CropBox
+from staa_serve.models.preprocess import CropBox
 
 
 def token_mask(mask: np.ndarray, crop: CropBox, grid: tuple[int, int]) -> np.ndarray:

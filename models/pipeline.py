@@ -13,12 +13,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from kernels import threshold_focus
-from models.devices import synchronise
-from models.preprocess import CropBox, model_input
-from models.registry import LoadedModel
-from models.staa import StaaParams, staa_maps
-from models.windowing import PreparedWindow
+from staa_serve.kernels import threshold_focus
+from staa_serve.models.devices import synchronise
+from staa_serve.models.preprocess import CropBox, model_input
+from staa_serve.models.registry import LoadedModel
+from staa_serve.models.staa import StaaParams, staa_maps
+from staa_serve.models.windowing import PreparedWindow
 from staa import package_version
 
 

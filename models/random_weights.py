@@ -2,7 +2,7 @@
 speed benchmarks (real-size geometry: random weights cost what trained ones cost) and users
 checking a deployment before their checkpoint arrives.
 
-``python -m models.random_weights OUT_DIR [--architecture A] [--size tiny|base] [--seed S]``
+``python -m staa_serve.models.random_weights OUT_DIR [--architecture A] [--size tiny|base] [--seed S]``
 saves one. Never over the shipped trained default: its weights took a 90-minute training run.
 """
 
@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from transformers import PretrainedConfig, TimesformerConfig, VideoMAEConfig, VivitConfig
 
-from models.registry import ARCHITECTURES, DEFAULT_FRAME_STRIDE, DEFAULT_MODEL_NAME, WEIGHTS_DIR
+from staa_serve.models.registry import ARCHITECTURES, DEFAULT_FRAME_STRIDE, DEFAULT_MODEL_NAME, WEIGHTS_DIR
 
 # The published base checkpoints' geometry (facebook/timesformer-base-finetuned-k400,
 # MCG-NJU/videomae-base-finetuned-kinetics, google/vivit-b-16x2-kinetics400), and a tiny one per
@@ -78,7 +78,7 @@ def save_random_model(out_dir: str | Path, config: PretrainedConfig | None = Non
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m models.random_weights", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m staa_serve.models.random_weights", description=__doc__.split("\n\n")[0])
     parser.add_argument("out_dir", type=Path, help=f"where to save it (e.g. {WEIGHTS_DIR / 'staa-tiny-random'})")
     parser.add_argument("--architecture", choices=sorted(_CONFIGS), default="timesformer")
     parser.add_argument("--size", choices=("tiny", "base"), default="tiny")

@@ -24,10 +24,10 @@ import torch
 from transformers import (AutoConfig, TimesformerForVideoClassification, VideoMAEForVideoClassification,
                           VivitForVideoClassification)
 
-from models.adapters import VideoAdapter, adapter_for
-from models.devices import resolve_device, resolve_dtype
-from models.errors import UnsupportedModel
-from models.preprocess import ProcessorSettings
+from staa_serve.models.adapters import VideoAdapter, adapter_for
+from staa_serve.models.devices import resolve_device, resolve_dtype
+from staa_serve.models.errors import UnsupportedModel
+from staa_serve.models.preprocess import ProcessorSettings
 
 logger = logging.getLogger(__name__)
 

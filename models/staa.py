@@ -45,8 +45,8 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from kernels.threshold_focus import DEFAULT_GAMMA, DEFAULT_KAPPA, DEFAULT_PERCENTILE
-from kernels.threshold_focus import MODES as THRESHOLD_MODES
+from staa_serve.kernels.threshold_focus import DEFAULT_GAMMA, DEFAULT_KAPPA, DEFAULT_PERCENTILE
+from staa_serve.kernels.threshold_focus import MODES as THRESHOLD_MODES
 
 METHODS = ("staa", "staa_class")
 LAYER_AGGREGATIONS = ("last", "mean", "mean_last_k")

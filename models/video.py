@@ -22,7 +22,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from models.errors import InvalidInput, VideoDecodeError
+from staa_serve.models.errors import InvalidInput, VideoDecodeError
 
 logger = logging.getLogger(__name__)
 

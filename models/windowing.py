@@ -16,11 +16,11 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from models.errors import InvalidInput, VideoDecodeError
-from models.preprocess import CropBox, ProcessorSettings, crop_box, resize_and_crop
-from models.sampling import (WindowPlan, WindowSpec, frame_is_needed, frames_for_length, padded_window, sample_window,
+from staa_serve.models.errors import InvalidInput, VideoDecodeError
+from staa_serve.models.preprocess import CropBox, ProcessorSettings, crop_box, resize_and_crop
+from staa_serve.models.sampling import (WindowPlan, WindowSpec, frame_is_needed, frames_for_length, padded_window, sample_window,
                              tail_window, window_is_complete)
-from models.video import ClipEnd, DecodeLimits, StreamInfo, VideoSource, iter_frames
+from staa_serve.models.video import ClipEnd, DecodeLimits, StreamInfo, VideoSource, iter_frames
 
 
 @dataclass

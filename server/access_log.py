@@ -15,7 +15,7 @@ from typing import Callable
 
 import grpc
 
-from server.wire import UNOBSERVED_PREFIXES, observed
+from staa_serve.server.wire import UNOBSERVED_PREFIXES, observed
 
 ACCESS = logging.getLogger("staa.access")
 ACCESS_FIELDS = ("rpc", "peer", "status", "duration_ms", "windows", "model")

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import threading
 
-from server.errors import Draining, Overloaded
+from staa_serve.server.errors import Draining, Overloaded
 
 
 class Admission:

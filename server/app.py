@@ -23,19 +23,19 @@ from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_g
 
 from pathlib import Path
 
-from models.attention import IMPLEMENTATIONS
-from models.pipeline import code_version
-from models.registry import load_model
-from server.access_log import LOG_FORMATS, AccessLogInterceptor, configure_logging
-from server.auth import BearerTokenInterceptor
-from server.config import ServerConfig
-from server.engine import ExplainEngine
-from server.memory import map_large_blocks_separately
-from server.metrics import ServerMetrics
-from server.oip import INFERENCE_SERVICE, add_inference_service
-from server.servicer import VideoExplainerServicer
-from server.tracing import TracingInterceptor, tracer_for
-from server.wire import add_servicer
+from staa_serve.models.attention import IMPLEMENTATIONS
+from staa_serve.models.pipeline import code_version
+from staa_serve.models.registry import load_model
+from staa_serve.server.access_log import LOG_FORMATS, AccessLogInterceptor, configure_logging
+from staa_serve.server.auth import BearerTokenInterceptor
+from staa_serve.server.config import ServerConfig
+from staa_serve.server.engine import ExplainEngine
+from staa_serve.server.memory import map_large_blocks_separately
+from staa_serve.server.metrics import ServerMetrics
+from staa_serve.server.oip import INFERENCE_SERVICE, add_inference_service
+from staa_serve.server.servicer import VideoExplainerServicer
+from staa_serve.server.tracing import TracingInterceptor, tracer_for
+from staa_serve.server.wire import add_servicer
 from staa import package_version
 from staa.v1 import explainer_pb2 as pb
 
@@ -125,7 +125,7 @@ async def load_and_warm(running: RunningServer, config: ServerConfig) -> None:
     def load() -> ExplainEngine:
         loaded = load_model(config.model, device=config.device, attention=config.attention, dtype=config.dtype)
         if config.ray:
-            from server.ray_backend import RayBackend  # Ray is imported only when asked for
+            from staa_serve.server.ray_backend import RayBackend  # Ray is imported only when asked for
 
             backend = RayBackend(config.model, config.ray_replicas, config.ray_address, config.max_batch,
                                  config.max_batch_wait_ms, config.attention, config.dtype)

@@ -6,7 +6,7 @@ import hmac
 
 import grpc
 
-from server.wire import HANDLER_BY_SHAPE, HEALTH_PREFIX
+from staa_serve.server.wire import HANDLER_BY_SHAPE, HEALTH_PREFIX
 
 
 

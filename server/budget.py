@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from server.errors import Overloaded
+from staa_serve.server.errors import Overloaded
 
 MIB = 1 << 20
 

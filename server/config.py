@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
-from models.attention import IMPLEMENTATIONS
-from models.devices import check_device_name, check_dtype_name
+from staa_serve.models.attention import IMPLEMENTATIONS
+from staa_serve.models.devices import check_device_name, check_dtype_name
 
 MIB = 1 << 20
 MAX_BATCH = 64  # windows per forward: the GPU batches the benchmarks measure (1, 8, 32, 64)

@@ -10,15 +10,15 @@ import numpy as np
 import torch
 import transformers
 
-from models.errors import InvalidInput
-from models.pipeline import WindowExplanation, code_version
-from models.registry import LoadedModel
-from models.robustness import DEFAULT_EPSILON, DEFAULT_PGD_STEPS, AttackSpec, RobustnessResult
-from models.staa import METHODS as STAA_METHODS
-from models.staa import StaaParams
-from server.config import ServerConfig
-from server.robustness_lane import RobustnessPlan, SkippedRobustness
-from server.session import (ExplainOptions, FrameInput, check_fps, check_model_name, resolve_top_k,
+from staa_serve.models.errors import InvalidInput
+from staa_serve.models.pipeline import WindowExplanation, code_version
+from staa_serve.models.registry import LoadedModel
+from staa_serve.models.robustness import DEFAULT_EPSILON, DEFAULT_PGD_STEPS, AttackSpec, RobustnessResult
+from staa_serve.models.staa import METHODS as STAA_METHODS
+from staa_serve.models.staa import StaaParams
+from staa_serve.server.config import ServerConfig
+from staa_serve.server.robustness_lane import RobustnessPlan, SkippedRobustness
+from staa_serve.server.session import (ExplainOptions, FrameInput, check_fps, check_model_name, resolve_top_k,
                             resolve_window)
 from staa.v1 import explainer_pb2 as pb
 

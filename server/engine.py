@@ -18,20 +18,20 @@ from typing import AsyncIterator
 
 import numpy as np
 
-from models.pipeline import ExplanationPipeline, WindowExplanation
-from models.registry import LoadedModel
-from models.robustness import RobustnessResult
-from models.sampling import WindowSpec
-from models.staa import StaaParams
-from models.video import DecodeLimits
-from models.windowing import PreparedWindow, iter_array_windows, iter_clip_windows
-from server.batcher import MicroBatcher
-from server.bridge import iterate_in_thread
-from server.config import ServerConfig
-from server.metrics import ServerMetrics
-from server.robustness_lane import GRADIENT_METHODS, RobustnessLane, WindowCadence
-from server.tracing import trace_robustness, trace_window
-from server.session import ExplainOptions
+from staa_serve.models.pipeline import ExplanationPipeline, WindowExplanation
+from staa_serve.models.registry import LoadedModel
+from staa_serve.models.robustness import RobustnessResult
+from staa_serve.models.sampling import WindowSpec
+from staa_serve.models.staa import StaaParams
+from staa_serve.models.video import DecodeLimits
+from staa_serve.models.windowing import PreparedWindow, iter_array_windows, iter_clip_windows
+from staa_serve.server.batcher import MicroBatcher
+from staa_serve.server.bridge import iterate_in_thread
+from staa_serve.server.config import ServerConfig
+from staa_serve.server.metrics import ServerMetrics
+from staa_serve.server.robustness_lane import GRADIENT_METHODS, RobustnessLane, WindowCadence
+from staa_serve.server.tracing import trace_robustness, trace_window
+from staa_serve.server.session import ExplainOptions
 
 logger = logging.getLogger(__name__)
 

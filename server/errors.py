@@ -6,7 +6,7 @@ import logging
 
 import grpc
 
-from models.errors import InvalidInput, UnsupportedModel
+from staa_serve.models.errors import InvalidInput, UnsupportedModel
 
 logger = logging.getLogger(__name__)
 

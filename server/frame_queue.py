@@ -8,12 +8,12 @@ from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from models.errors import InvalidInput
-from server.budget import ByteBudget, wait_for_room
-from server.errors import IdleTimeout
+from staa_serve.models.errors import InvalidInput
+from staa_serve.server.budget import ByteBudget, wait_for_room
+from staa_serve.server.errors import IdleTimeout
 
 if TYPE_CHECKING:
-    from server.session import FrameInput
+    from staa_serve.server.session import FrameInput
 
 # Charged per frame beyond its pixel bytes: the Python objects around it (so empty frames count too).
 FRAME_OVERHEAD_BYTES = 512

@@ -16,10 +16,10 @@ import time
 from dataclasses import dataclass
 from typing import AsyncIterator
 
-from server.engine import LIVE, PendingRobustness
-from server.errors import Draining
-from server.frame_queue import QueuedFrame
-from server.session import FrameInput, StreamSession
+from staa_serve.server.engine import LIVE, PendingRobustness
+from staa_serve.server.errors import Draining
+from staa_serve.server.frame_queue import QueuedFrame
+from staa_serve.server.session import FrameInput, StreamSession
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ import grpc
 from prometheus_client import (GCCollector, CollectorRegistry, Counter, Gauge, Histogram, Info, PlatformCollector,
                                ProcessCollector, start_http_server)
 
-from models.pipeline import WindowTimings
+from staa_serve.models.pipeline import WindowTimings
 from staa import package_version
 
 # Seconds, the Prometheus base unit; dense from half a millisecond (STAA's share of a small model's

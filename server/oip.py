@@ -24,8 +24,8 @@ import struct
 import grpc
 import numpy as np
 
-from models.errors import InvalidInput
-from server.convert import method_value
+from staa_serve.models.errors import InvalidInput
+from staa_serve.server.convert import method_value
 from staa.oip import grpc_predict_v2_pb2 as oip
 from staa.oip import grpc_predict_v2_pb2_grpc as oip_grpc
 from staa.v1 import explainer_pb2 as pb

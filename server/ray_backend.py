@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Callable, Hashable
 
-from server.batcher import BusyTracker
+from staa_serve.server.batcher import BusyTracker
 
 logger = logging.getLogger(__name__)
 
@@ -131,8 +131,8 @@ def _replica_class():
     """The deployment, defined on first use so that a server without --ray never imports Ray."""
     from ray import serve
 
-    from models.pipeline import ExplanationPipeline
-    from models.registry import load_model
+    from staa_serve.models.pipeline import ExplanationPipeline
+    from staa_serve.models.registry import load_model
 
     class ExplainerReplica:
         def __init__(self, model: str | None, max_batch: int, max_batch_wait_ms: float, attention: str, dtype: str):

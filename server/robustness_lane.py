@@ -25,11 +25,11 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from models.pipeline import ExplanationPipeline, WindowExplanation
-from models.robustness import AttackSpec, RobustnessResult, RobustnessScorer
-from models.staa import StaaParams
-from models.windowing import PreparedWindow
-from server.errors import Overloaded
+from staa_serve.models.pipeline import ExplanationPipeline, WindowExplanation
+from staa_serve.models.robustness import AttackSpec, RobustnessResult, RobustnessScorer
+from staa_serve.models.staa import StaaParams
+from staa_serve.models.windowing import PreparedWindow
+from staa_serve.server.errors import Overloaded
 
 logger = logging.getLogger(__name__)
 
@@ -179,7 +179,7 @@ class RobustnessLane:
         return await loop.run_in_executor(self.executor, self._explain, window, method, params, top_k)
 
     def _explain(self, window: PreparedWindow, method: str, params: StaaParams, top_k: int) -> WindowExplanation:
-        from models.xai import build_method
+        from staa_serve.models.xai import build_method
 
         try:
             if method not in self._methods:

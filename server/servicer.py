@@ -8,20 +8,20 @@ import logging
 
 import grpc
 
-from models.errors import InvalidInput
-from models.registry import LoadedModel
-from server import convert
-from server.config import ServerConfig
-from models.pipeline import WindowExplanation
-from server.engine import ExplainEngine
-from server.admission import Admission, CallTracker
-from server.budget import ByteBudget
-from server.memory import Trimmer
-from server.errors import Draining, IdleTimeout, NotReady, status_for
-from server.live import AckDue, live_events, read_frames
-from server.metrics import ServerMetrics
-from server.session import SessionRegistry, StreamSession, check_fps, raw_clip_frames
-from server.wire import parsed
+from staa_serve.models.errors import InvalidInput
+from staa_serve.models.registry import LoadedModel
+from staa_serve.server import convert
+from staa_serve.server.config import ServerConfig
+from staa_serve.models.pipeline import WindowExplanation
+from staa_serve.server.engine import ExplainEngine
+from staa_serve.server.admission import Admission, CallTracker
+from staa_serve.server.budget import ByteBudget
+from staa_serve.server.memory import Trimmer
+from staa_serve.server.errors import Draining, IdleTimeout, NotReady, status_for
+from staa_serve.server.live import AckDue, live_events, read_frames
+from staa_serve.server.metrics import ServerMetrics
+from staa_serve.server.session import SessionRegistry, StreamSession, check_fps, raw_clip_frames
+from staa_serve.server.wire import parsed
 from staa.v1 import explainer_pb2 as pb
 from staa.v1 import explainer_pb2_grpc as pb_grpc
 

@@ -12,17 +12,17 @@ import math
 import threading
 from dataclasses import dataclass
 
-from models.errors import InvalidInput
-from models.frames import decode_frame
-from models.registry import LoadedModel
-from models.sampling import WindowSpec
-from models.staa import StaaParams
-from models.windowing import PreparedWindow, WindowAssembler
-from server.admission import Admission
-from server.budget import ByteBudget
-from server.config import ServerConfig
-from server.frame_queue import FrameQueue, SequenceCheck
-from server.robustness_lane import RobustnessPlan
+from staa_serve.models.errors import InvalidInput
+from staa_serve.models.frames import decode_frame
+from staa_serve.models.registry import LoadedModel
+from staa_serve.models.sampling import WindowSpec
+from staa_serve.models.staa import StaaParams
+from staa_serve.models.windowing import PreparedWindow, WindowAssembler
+from staa_serve.server.admission import Admission
+from staa_serve.server.budget import ByteBudget
+from staa_serve.server.config import ServerConfig
+from staa_serve.server.frame_queue import FrameQueue, SequenceCheck
+from staa_serve.server.robustness_lane import RobustnessPlan
 
 DEFAULT_LIVE_FPS = 30.0
 

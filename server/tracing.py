@@ -21,8 +21,8 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter
 
-from models.pipeline import WindowExplanation
-from server.wire import UNOBSERVED_PREFIXES, observed
+from staa_serve.models.pipeline import WindowExplanation
+from staa_serve.server.wire import UNOBSERVED_PREFIXES, observed
 from staa import package_version
 
 TRACER_NAME = "staa.serve"

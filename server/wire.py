@@ -15,7 +15,7 @@ from typing import Callable
 import grpc
 from google.protobuf.message import DecodeError
 
-from models.errors import InvalidInput
+from staa_serve.models.errors import InvalidInput
 from staa.v1 import explainer_pb2 as pb
 
 SERVICE = pb.DESCRIPTOR.services_by_name["VideoExplainer"]

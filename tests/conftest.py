@@ -44,7 +44,7 @@ def clip_path(name: str) -> Path:
 
 @pytest.fixture(scope="session")
 def default_model():
-    from models.registry import load_model
+    from staa_serve.models.registry import load_model
 
     return load_model()
 
@@ -52,7 +52,7 @@ def default_model():
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """A random-weight TimeSformer unlike the default (32x32 input, 4x4 grid, 4 frames), saved like a checkpoint."""
-    from models.random_weights import random_config, save_random_model
+    from staa_serve.models.random_weights import random_config, save_random_model
 
     config = random_config("timesformer", image_size=32, patch_size=8, num_frames=4, hidden_size=32,
                                      num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, num_labels=5)
@@ -62,7 +62,7 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 def served_config(**changes):
     """A ServerConfig for a test server: the model on ``TEST_DEVICE`` in ``TEST_DTYPE``, so the
     gRPC end-to-end tests run on a GPU with ``STAA_TEST_DEVICE=cuda``."""
-    from server.config import ServerConfig
+    from staa_serve.server.config import ServerConfig
 
     return ServerConfig(**({"device": TEST_DEVICE, "dtype": TEST_DTYPE} | changes))
 
@@ -70,7 +70,7 @@ def served_config(**changes):
 @pytest.fixture(scope="session")
 def server():
     """The default model behind a real gRPC server on a free 127.0.0.1 port, for the whole session."""
-    from server.app import BackgroundServer
+    from staa_serve.server.app import BackgroundServer
 
     with BackgroundServer(served_config(port=0, max_clip_bytes=2 << 20, max_message_bytes=4 << 20,
                                        max_frame_width=2048, max_frame_height=2048, max_streams=8,
@@ -80,7 +80,7 @@ def server():
 
 @pytest.fixture()
 def client(server):
-    from clients.client import ExplainerClient
+    from staa_serve.clients.client import ExplainerClient
 
     with ExplainerClient(server.target, max_message_bytes=16 << 20, timeout=120) as connected:
         yield connected

@@ -33,10 +33,10 @@ import cv2
 import grpc
 from aiohttp import WSMsgType, web
 
-from clients.client import AsyncExplainerClient, frame_request, robustness_options
-from clients.overlay import COLORMAPS, DEFAULT_ALPHA, DEFAULT_COLORMAP, colormap_lut
-from clients.results import robustness_to_dict
-from clients.viewer.sources import open_source
+from staa_serve.clients.client import AsyncExplainerClient, frame_request, robustness_options
+from staa_serve.clients.overlay import COLORMAPS, DEFAULT_ALPHA, DEFAULT_COLORMAP, colormap_lut
+from staa_serve.clients.results import robustness_to_dict
+from staa_serve.clients.viewer.sources import open_source
 from staa import package_version
 from staa.v1 import explainer_pb2 as pb
 

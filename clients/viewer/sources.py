@@ -13,9 +13,9 @@ from typing import Iterator
 import cv2
 import numpy as np
 
-from models.synthetic.__main__ import clip_seed
-from models.synthetic.generate import DEFAULT_FPS, render_clip, sample_clip_spec
-from models.video import decode_clip
+from staa_serve.models.synthetic.__main__ import clip_seed
+from staa_serve.models.synthetic.generate import DEFAULT_FPS, render_clip, sample_clip_spec
+from staa_serve.models.video import decode_clip
 
 SYNTHETIC = "synthetic"
 VIEWER_SEED = 9000  # synthetic clips of their own, never used in training

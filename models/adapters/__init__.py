@@ -1,10 +1,10 @@
 """One adapter per architecture: its token layout and the rows of its attention STAA reads."""
 
-from models.adapters.base import VideoAdapter
-from models.adapters.timesformer import TimesformerAdapter
-from models.adapters.videomae import VideoMAEAdapter
-from models.adapters.vivit import VivitAdapter
-from models.errors import UnsupportedModel
+from staa_serve.models.adapters.base import VideoAdapter
+from staa_serve.models.adapters.timesformer import TimesformerAdapter
+from staa_serve.models.adapters.videomae import VideoMAEAdapter
+from staa_serve.models.adapters.vivit import VivitAdapter
+from staa_serve.models.errors import UnsupportedModel
 
 __all__ = ["TimesformerAdapter", "VideoAdapter", "VideoMAEAdapter", "VivitAdapter", "adapter_for", "ADAPTERS"]
 

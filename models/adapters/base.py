@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import torch
 
-from models.attention import Capture, Site, Taps, attach
-from models.staa import AttentionRows
+from staa_serve.models.attention import Capture, Site, Taps, attach
+from staa_serve.models.staa import AttentionRows
 
 
 @dataclass

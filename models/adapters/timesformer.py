@@ -23,10 +23,10 @@ from __future__ import annotations
 
 import torch
 
-from models.adapters.base import ClassHead, VideoAdapter
-from models.attention import COLUMN_SUM, QUERY_ROW, Capture, attend
-from models.errors import UnsupportedModel
-from models.staa import AttentionRows
+from staa_serve.models.adapters.base import ClassHead, VideoAdapter
+from staa_serve.models.attention import COLUMN_SUM, QUERY_ROW, Capture, attend
+from staa_serve.models.errors import UnsupportedModel
+from staa_serve.models.staa import AttentionRows
 
 
 class InterfaceSelfAttention(torch.nn.Module):

@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import torch
 
-from models.adapters.base import ClassHead, VideoAdapter
-from models.attention import COLUMN_SUM, QUERY_ROW, Capture
-from models.staa import AttentionRows
+from staa_serve.models.adapters.base import ClassHead, VideoAdapter
+from staa_serve.models.attention import COLUMN_SUM, QUERY_ROW, Capture
+from staa_serve.models.staa import AttentionRows
 
 
 class VideoMAEAdapter(VideoAdapter):

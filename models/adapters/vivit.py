@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import torch
 
-from models.adapters.base import ClassHead, VideoAdapter
-from models.adapters.videomae import joint_rows
-from models.attention import QUERY_ROW, Capture
-from models.errors import UnsupportedModel
-from models.staa import AttentionRows
+from staa_serve.models.adapters.base import ClassHead, VideoAdapter
+from staa_serve.models.adapters.videomae import joint_rows
+from staa_serve.models.attention import QUERY_ROW, Capture
+from staa_serve.models.errors import UnsupportedModel
+from staa_serve.models.staa import AttentionRows
 
 
 class VivitAdapter(VideoAdapter):

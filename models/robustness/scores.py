@@ -11,12 +11,12 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from models.pipeline import Staa
-from models.preprocess import from_unit_range, to_unit_range
-from models.registry import LoadedModel
-from models.robustness.attacks import AttackSpec, perturb, run_here
-from models.robustness.deviation import explanation_deviation
-from models.staa import StaaParams
+from staa_serve.models.pipeline import Staa
+from staa_serve.models.preprocess import from_unit_range, to_unit_range
+from staa_serve.models.registry import LoadedModel
+from staa_serve.models.robustness.attacks import AttackSpec, perturb, run_here
+from staa_serve.models.robustness.deviation import explanation_deviation
+from staa_serve.models.staa import StaaParams
 
 
 @dataclass

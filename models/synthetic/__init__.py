@@ -5,10 +5,10 @@ stands idle outside it, over textured backgrounds with moving distractors, camer
 lighting drift. Everything except the motion is drawn independently of the class, so only the
 motion tells which action it is. Deterministic from a seed.
 
-    python -m models.synthetic generate --seed S --count N --out DIR
+    python -m staa_serve.models.synthetic generate --seed S --count N --out DIR
 """
 
-from models.synthetic.actions import ACTIONS
-from models.synthetic.generate import ClipSpec, SyntheticClip, render_clip, sample_clip_spec
+from staa_serve.models.synthetic.actions import ACTIONS
+from staa_serve.models.synthetic.generate import ClipSpec, SyntheticClip, render_clip, sample_clip_spec
 
 __all__ = ["ACTIONS", "ClipSpec", "SyntheticClip", "render_clip", "sample_clip_spec"]

@@ -1,4 +1,4 @@
-"""``python -m models.synthetic generate --seed S --count N --out DIR``: write clips with ground truth.
+"""``python -m staa_serve.models.synthetic generate --seed S --count N --out DIR``: write clips with ground truth.
 
 For each clip: ``NAME.mp4`` (H.264), ``NAME.json`` (label, class_id, fps, num_frames,
 action_frames [first, last], ...) and ``NAME_masks.npz`` (``masks``: bool [num_frames, H, W],
@@ -15,7 +15,7 @@ import av
 import numpy as np
 from tqdm import tqdm
 
-from models.synthetic.generate import DEFAULT_FRAMES, DEFAULT_SIZE, render_clip, sample_clip_spec
+from staa_serve.models.synthetic.generate import DEFAULT_FRAMES, DEFAULT_SIZE, render_clip, sample_clip_spec
 
 
 def clip_seed(seed: int, index: int) -> int:
@@ -46,7 +46,7 @@ def write_clip(out: Path, name: str, seed: int, **options) -> dict:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m models.synthetic")
+    parser = argparse.ArgumentParser(prog="python -m staa_serve.models.synthetic")
     commands = parser.add_subparsers(dest="command", required=True)
     generate = commands.add_parser("generate", help="write clips with ground truth")
     generate.add_argument("--seed", type=int, required=True)

@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass
 from typing import Callable
 
-from models.synthetic.figure import Pose
+from staa_serve.models.synthetic.figure import Pose
 
 
 def _rise(phase: float) -> float:

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from models.preprocess import ProcessorSettings, normalise_tensor, resize_and_crop
-from models.synthetic.generate import render_clip, sample_clip_spec
+from staa_serve.models.preprocess import ProcessorSettings, normalise_tensor, resize_and_crop
+from staa_serve.models.synthetic.generate import render_clip, sample_clip_spec
 
 
 @dataclass

@@ -5,7 +5,7 @@ windowed exactly as the server does, explained by STAA, and scored: top-1 accura
 pointing game and relevance mass inside the acting-limb mask; temporal pointing game and tau mass
 inside the action interval; each beside its random-map floor.
 
-    python -m models.synthetic.evaluate --model models/weights/staa-synthkinetics [--count 2000]
+    python -m staa_serve.models.synthetic.evaluate --model models/weights/staa-synthkinetics [--count 2000]
 
 2,000 clips (about 5 minutes on 2 cores) put one standard error of the accuracy near 0.5 points; with
 400, the first 400 of the same seeds, it is about 1.2 points, as wide as the differences between recipes.
@@ -23,15 +23,15 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from models.localisation import score_window, token_mask
-from models.pipeline import Staa
-from models.preprocess import model_input
-from models.registry import load_model
-from models.sampling import WindowSpec
-from models.staa import StaaParams
-from models.synthetic.__main__ import clip_seed, write_mp4
-from models.synthetic.generate import render_clip, sample_clip_spec
-from models.windowing import iter_clip_windows
+from staa_serve.models.localisation import score_window, token_mask
+from staa_serve.models.pipeline import Staa
+from staa_serve.models.preprocess import model_input
+from staa_serve.models.registry import load_model
+from staa_serve.models.sampling import WindowSpec
+from staa_serve.models.staa import StaaParams
+from staa_serve.models.synthetic.__main__ import clip_seed, write_mp4
+from staa_serve.models.synthetic.generate import render_clip, sample_clip_spec
+from staa_serve.models.windowing import iter_clip_windows
 
 EVALUATION_SEED = 3000  # training uses 1000 (train) and 2000 (validation)
 METRICS = ("accuracy", "pointing_spatial", "mass_spatial", "pointing_temporal", "mass_temporal")
@@ -139,7 +139,7 @@ VARIANTS = {
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m models.synthetic.evaluate")
+    parser = argparse.ArgumentParser(prog="python -m staa_serve.models.synthetic.evaluate")
     parser.add_argument("--model", default=None)
     parser.add_argument("--count", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=EVALUATION_SEED)

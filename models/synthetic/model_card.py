@@ -1,7 +1,7 @@
 """Write a model directory's README.md (model card) from its training_log.json and evaluation.json
 (and training_notes.md, when the directory has one).
 
-    python -m models.synthetic.model_card models/weights/staa-synthkinetics
+    python -m staa_serve.models.synthetic.model_card models/weights/staa-synthkinetics
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import json
 import sys
 from pathlib import Path
 
-from models.synthetic.actions import ACTIONS
-from models.synthetic.train import recipe_flags
+from staa_serve.models.synthetic.actions import ACTIONS
+from staa_serve.models.synthetic.train import recipe_flags
 
 
 def _percent(value) -> str:
@@ -51,7 +51,7 @@ def render(model_dir: Path) -> str:
         "are drawn independently of the action, so only the motion tells the class. Windows: 8 frames at stride 4, "
         "resized and cropped by the same code the server uses.", "",
         "## Training",
-        f"One command, `{' '.join(['python -m models.synthetic.train --out', str(model_dir), *recipe_flags(arguments)])}` "
+        f"One command, `{' '.join(['python -m staa_serve.models.synthetic.train --out', str(model_dir), *recipe_flags(arguments)])}` "
         f"(scale {arguments.get('scale')}), batch {arguments['batch']}, AdamW peak lr {arguments['lr']} with "
         f"{arguments['warmup']} warm-up steps and cosine decay, left-right flips"
         + (", colour/contrast/zoom/shift augmentation per window" if arguments.get("augment") else "")
@@ -78,7 +78,7 @@ def render(model_dir: Path) -> str:
         "", "## Evaluation (held-out)",
         f"{evaluation['count']} clips from seed {evaluation['seed']} (never used in training), full difficulty range, "
         "rendered, encoded to H.264, decoded and windowed exactly as the server does "
-        "(`python -m models.synthetic.evaluate`).", "",
+        "(`python -m staa_serve.models.synthetic.evaluate`).", "",
         f"**Top-1 accuracy: {_percent(default['accuracy'])}** (chance {_percent(1 / len(ACTIONS))}).", "",
         "Per class: " + ", ".join(f"{label} {_percent(value)}" for label, value in evaluation["per_class_accuracy"].items()), "",
         "STAA localisation against the ground truth, each beside the expected score of a uniformly random map "

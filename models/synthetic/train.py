@@ -1,7 +1,7 @@
 """Train the SynthKinetics TimeSformer on CPU: pre-generated windows, a clean-to-cluttered curriculum,
 warm-up + cosine learning rate. Saves a checkpoint that loads through ``models.registry.load_model``.
 
-    python -m models.synthetic.train --out models/weights/staa-synthkinetics [--steps 3000]
+    python -m staa_serve.models.synthetic.train --out models/weights/staa-synthkinetics [--steps 3000]
 
 Seeds: training clips use seeds from SeedSequence([TRAIN_SEED, i]); evaluation uses other seeds.
 """
@@ -21,11 +21,11 @@ from tqdm import tqdm
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from transformers import TimesformerForVideoClassification
 
-from models.preprocess import ProcessorSettings
-from models.random_weights import processor_config_for, random_config
-from models.synthetic.actions import ACTIONS
-from models.synthetic.augment import augment_windows
-from models.synthetic.dataset import WindowSet, build_windows
+from staa_serve.models.preprocess import ProcessorSettings
+from staa_serve.models.random_weights import processor_config_for, random_config
+from staa_serve.models.synthetic.actions import ACTIONS
+from staa_serve.models.synthetic.augment import augment_windows
+from staa_serve.models.synthetic.dataset import WindowSet, build_windows
 
 TRAIN_SEED, VALIDATION_SEED = 1000, 2000
 FRAMES, STRIDE, IMAGE_SIZE, PATCH = 8, 4, 96, 12
@@ -195,7 +195,7 @@ def curriculum(scale: float = 1.0, final_steps: int | None = None, final_clips: 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m models.synthetic.train")
+    parser = argparse.ArgumentParser(prog="python -m staa_serve.models.synthetic.train")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--scale", type=float, default=2.0, help="multiply every stage's clips and steps")
     parser.add_argument("--validation-clips", type=int, default=512)
@@ -240,7 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def recipe_flags(arguments: dict) -> list[str]:
     """The flags of a logged run that change what it learns (not --out, threads, workers, cache...), where
-    they differ from today's defaults: ``python -m models.synthetic.train --out DIR`` plus these repeats it."""
+    they differ from today's defaults: ``python -m staa_serve.models.synthetic.train --out DIR`` plus these repeats it."""
     parser, flags = build_parser(), []
     for action in parser._actions:
         name = action.dest

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from models.errors import UnsupportedModel
-from models.registry import LoadedModel
-from models.staa import StaaParams
-from models.xai.attention import AttentionRollout, GradientWeightedStaa, OriginalStaa, StaaVariant, staa_variants
-from models.xai.base import AttributionMethod, joint_map, pool_pixels
-from models.xai.gradients import FrameAblation, GradCamTokens, PixelGradientMethod
+from staa_serve.models.errors import UnsupportedModel
+from staa_serve.models.registry import LoadedModel
+from staa_serve.models.staa import StaaParams
+from staa_serve.models.xai.attention import AttentionRollout, GradientWeightedStaa, OriginalStaa, StaaVariant, staa_variants
+from staa_serve.models.xai.base import AttributionMethod, joint_map, pool_pixels
+from staa_serve.models.xai.gradients import FrameAblation, GradCamTokens, PixelGradientMethod
 
 METHOD_NAMES = ("staa", "staa_class", "staa_last_layer", "staa_last_2", "staa_uniform_temporal", "staa_gradient_weighted", "staa_original", "attention_rollout",
                 "saliency", "input_x_gradient", "integrated_gradients_8", "integrated_gradients_50", "grad_cam",

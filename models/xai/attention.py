@@ -16,11 +16,11 @@ from dataclasses import replace
 
 import torch
 
-from models.attention import Capture
-from models.pipeline import Attribution, Staa
-from models.registry import LoadedModel
-from models.staa import AttentionRows, StaaParams, staa_maps
-from models.xai.base import as_batch, from_tubelets, resolve_target
+from staa_serve.models.attention import Capture
+from staa_serve.models.pipeline import Attribution, Staa
+from staa_serve.models.registry import LoadedModel
+from staa_serve.models.staa import AttentionRows, StaaParams, staa_maps
+from staa_serve.models.xai.base import as_batch, from_tubelets, resolve_target
 
 
 class StaaVariant:

@@ -18,9 +18,9 @@ from typing import Protocol
 
 import torch
 
-from models.pipeline import Attribution
-from models.registry import LoadedModel
-from models.staa import normalise
+from staa_serve.models.pipeline import Attribution
+from staa_serve.models.registry import LoadedModel
+from staa_serve.models.staa import normalise
 
 
 class AttributionMethod(Protocol):

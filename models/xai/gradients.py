@@ -16,9 +16,9 @@ from __future__ import annotations
 import torch
 from captum.attr import FeatureAblation, InputXGradient, IntegratedGradients, LayerGradCam, Saliency
 
-from models.pipeline import Attribution
-from models.registry import LoadedModel
-from models.xai.base import as_batch, from_tubelets, pool_pixels, resolve_target
+from staa_serve.models.pipeline import Attribution
+from staa_serve.models.registry import LoadedModel
+from staa_serve.models.xai.base import as_batch, from_tubelets, pool_pixels, resolve_target
 
 
 def _logits(loaded: LoadedModel):

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from scipy.stats import spearmanr
 
-from models.adapters import adapter_for
+from staa_serve.models.adapters import adapter_for
 
 
 def blurred_copy(pixels: torch.Tensor, sigma: float) -> torch.Tensor:

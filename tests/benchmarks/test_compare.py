@@ -4,12 +4,12 @@ import csv
 import subprocess
 import sys
 
-from benchmarks.compare import COLUMNS
+from staa_serve.benchmarks.compare import COLUMNS
 
 
 def test_quick_compare_writes_the_report(tiny_model_dir, tmp_path):
     methods = "staa,staa_original,saliency,grad_cam,frame_ablation"
-    done = subprocess.run([sys.executable, "-m", "benchmarks.cli", "compare", "--quick", "--clips", "2", "--model",
+    done = subprocess.run([sys.executable, "-m", "staa_serve.benchmarks.cli", "compare", "--quick", "--clips", "2", "--model",
                            str(tiny_model_dir), "--methods", methods, "--out-dir", str(tmp_path)],
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -28,15 +28,15 @@ def test_quick_compare_writes_the_report(tiny_model_dir, tmp_path):
 
 
 def test_unknown_subcommand_exits_with_usage():
-    done = subprocess.run([sys.executable, "-m", "benchmarks.cli", "nope"], capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-m", "staa_serve.benchmarks.cli", "nope"], capture_output=True, text=True)
     assert done.returncode == 2 and "usage: staa-bench" in done.stderr
 
 
 def test_quick_compare_runs_videomae_and_skips_timesformer_only_methods(tmp_path):
-    from models.random_weights import random_config, save_random_model
+    from staa_serve.models.random_weights import random_config, save_random_model
 
     model_dir = save_random_model(tmp_path / "videomae", random_config("videomae", image_size=32, num_labels=5), seed=2)
-    done = subprocess.run([sys.executable, "-m", "benchmarks.cli", "compare", "--quick", "--clips", "1", "--model",
+    done = subprocess.run([sys.executable, "-m", "staa_serve.benchmarks.cli", "compare", "--quick", "--clips", "1", "--model",
                            str(model_dir), "--methods", "staa,attention_rollout,saliency", "--out-dir", str(tmp_path / "out")],
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -47,7 +47,7 @@ def test_quick_compare_runs_videomae_and_skips_timesformer_only_methods(tmp_path
 
 
 def test_focus_choice_keeps_pointing_and_deletion_and_maximises_mass():
-    from benchmarks.compare import choose_focus
+    from staa_serve.benchmarks.compare import choose_focus
 
     raw = {"kappa": "raw", "gamma": "raw", "pointing_spatial": 0.6, "mass_spatial": 0.3, "deletion_auc": 0.20}
     worse_pointing = {"kappa": 2.0, "gamma": 3.0, "pointing_spatial": 0.5, "mass_spatial": 0.9, "deletion_auc": 0.18}
@@ -60,7 +60,7 @@ def test_focus_choice_keeps_pointing_and_deletion_and_maximises_mass():
 def test_median_interval_brackets_the_median_and_narrows_with_more_pairs():
     import numpy as np
 
-    from benchmarks.compare import median_interval
+    from staa_serve.benchmarks.compare import median_interval
 
     assert median_interval(np.full(50, 1.04)) == (1.04, 1.04)
     noise = np.random.default_rng(3).normal(1.05, 0.02, 2000)
@@ -71,7 +71,7 @@ def test_median_interval_brackets_the_median_and_narrows_with_more_pairs():
 
 
 def test_reports_name_the_command_a_reader_can_type():
-    from benchmarks.report import REPO_ROOT, command_line
+    from staa_serve.benchmarks.report import REPO_ROOT, command_line
 
-    assert command_line([str(REPO_ROOT / "benchmarks" / "kernels.py"), "--quick"]) == "python -m benchmarks.kernels --quick"
+    assert command_line([str(REPO_ROOT / "benchmarks" / "kernels.py"), "--quick"]) == "python -m staa_serve.benchmarks.kernels --quick"
     assert command_line(["/somewhere/.venv/bin/staa-bench", "hostile"]) == "staa-bench hostile"

@@ -3,7 +3,7 @@ measuring, not to debugging the script)."""
 
 import csv
 
-from benchmarks.gpu import COLUMNS, main
+from staa_serve.benchmarks.gpu import COLUMNS, main
 
 
 def test_the_gpu_check_runs_end_to_end_on_cpu(tmp_path):

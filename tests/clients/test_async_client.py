@@ -2,8 +2,8 @@
 
 import asyncio
 
-from clients.client import AsyncExplainerClient
-from models.video import decode_clip
+from staa_serve.clients.client import AsyncExplainerClient
+from staa_serve.models.video import decode_clip
 from tests.conftest import clip_path, served_config
 
 
@@ -27,7 +27,7 @@ def test_async_client_clip_and_live_match(server):
 
 
 def test_async_client_waits_until_the_server_is_serving(tiny_model_dir):
-    from server.app import BackgroundServer
+    from staa_serve.server.app import BackgroundServer
 
     with BackgroundServer(served_config(port=0, model=str(tiny_model_dir)), wait_ready=False) as server:
         async def scenario():

@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from models.video import decode_clip
+from staa_serve.models.video import decode_clip
 from tests.conftest import REPO, clip_path
 
 NODE_CLIENT = REPO / "clients" / "node"

@@ -9,7 +9,7 @@ import grpc
 import numpy as np
 import pytest
 
-from models.video import decode_clip
+from staa_serve.models.video import decode_clip
 from staa.oip import grpc_predict_v2_pb2 as oip
 from staa.oip import grpc_predict_v2_pb2_grpc as oip_grpc
 from staa.v1 import explainer_pb2 as pb

@@ -13,7 +13,7 @@ from selenium import webdriver
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 
-from clients.overlay import blend_pixels
+from staa_serve.clients.overlay import blend_pixels
 from tests.conftest import REPO, clip_path
 
 BIN = Path(sys.executable).parent

@@ -115,7 +115,7 @@ def test_an_unreachable_server_ends_the_viewer_with_one_line():
 
 
 def test_the_viewer_reaches_a_server_that_needs_a_bearer_token(tmp_path):
-    from server.app import BackgroundServer
+    from staa_serve.server.app import BackgroundServer
 
     token_file = tmp_path / "token"
     token_file.write_text("viewer-secret\n")

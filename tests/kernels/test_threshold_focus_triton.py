@@ -8,7 +8,7 @@ most one step on at most 1 % of entries; scale and mass to rtol 1e-4 for the sam
 import pytest
 import torch
 
-from kernels.threshold_focus import threshold_focus, threshold_focus_reference, threshold_focus_triton
+from staa_serve.kernels.threshold_focus import threshold_focus, threshold_focus_reference, threshold_focus_triton
 from tests.conftest import TEST_DEVICE as DEVICE
 
 

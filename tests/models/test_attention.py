@@ -9,12 +9,12 @@ reach the next layer's input, so maps agree to float32 rounding, rtol 1e-5 (the 
 import pytest
 import torch
 
-from models.attention import IMPLEMENTATIONS
-from models.errors import UnsupportedModel
-from models.pipeline import Staa
-from models.random_weights import random_config, save_random_model
-from models.registry import ARCHITECTURES, load_model
-from models.staa import StaaParams
+from staa_serve.models.attention import IMPLEMENTATIONS
+from staa_serve.models.errors import UnsupportedModel
+from staa_serve.models.pipeline import Staa
+from staa_serve.models.random_weights import random_config, save_random_model
+from staa_serve.models.registry import ARCHITECTURES, load_model
+from staa_serve.models.staa import StaaParams
 from tests.conftest import TEST_DEVICE
 
 ODD = {  # 40 / 8 -> a 5 x 5 grid; 3 frames, or 6 frames in 3 tubelet slots

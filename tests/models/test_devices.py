@@ -7,10 +7,10 @@ import sys
 import pytest
 import torch
 
-from models.devices import check_device_name, resolve_device, resolve_dtype
-from models.errors import UnsupportedModel
-from models.pipeline import Staa
-from models.registry import load_model
+from staa_serve.models.devices import check_device_name, resolve_device, resolve_dtype
+from staa_serve.models.errors import UnsupportedModel
+from staa_serve.models.pipeline import Staa
+from staa_serve.models.registry import load_model
 from tests.conftest import REPO
 
 
@@ -33,7 +33,7 @@ def test_auto_is_the_gpu_with_bfloat16_where_there_is_one_else_the_cpu_in_float3
 def test_a_missing_gpu_is_refused_in_one_line():
     with pytest.raises(UnsupportedModel, match=r"device 'cuda:1' is not available: this process sees 0 CUDA device"):
         resolve_device("cuda:1")
-    result = subprocess.run([sys.executable, "-m", "server.app", "--port", "0", "--device", "cuda"], cwd=REPO,
+    result = subprocess.run([sys.executable, "-m", "staa_serve.server.app", "--port", "0", "--device", "cuda"], cwd=REPO,
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 2, result.stderr
     assert "staa-serve: error: could not load model 'default': UnsupportedModel: device 'cuda' is not available" in result.stderr

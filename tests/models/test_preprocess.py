@@ -5,8 +5,8 @@ import pytest
 
 import torch
 
-from models.preprocess import ProcessorSettings, crop_box, model_input, preprocess, resized_size
-from models.random_weights import processor_config_for
+from staa_serve.models.preprocess import ProcessorSettings, crop_box, model_input, preprocess, resized_size
+from staa_serve.models.random_weights import processor_config_for
 from tests.conftest import TEST_DEVICE
 
 

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from models.errors import UnsupportedModel
-from models.registry import DEFAULT_MODEL_NAME, load_model, weights_sha256
+from staa_serve.models.errors import UnsupportedModel
+from staa_serve.models.registry import DEFAULT_MODEL_NAME, load_model, weights_sha256
 
 
 def test_default_model_is_the_shipped_safetensors_checkpoint():
@@ -46,8 +46,8 @@ def test_non_divided_attention_is_refused(tiny_model_dir, tmp_path):
 
 
 def test_the_command_line_never_overwrites_the_shipped_trained_model(capsys):
-    from models.random_weights import main
-    from models.registry import DEFAULT_MODEL_NAME, WEIGHTS_DIR
+    from staa_serve.models.random_weights import main
+    from staa_serve.models.registry import DEFAULT_MODEL_NAME, WEIGHTS_DIR
 
     weights = WEIGHTS_DIR / DEFAULT_MODEL_NAME / "model.safetensors"
     before = weights.stat().st_mtime_ns

@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from models.preprocess import from_unit_range, to_unit_range
-from models.robustness import AttackSpec, RobustnessScorer, explanation_deviation, perturb
-from models.robustness.deviation import centre_of_mass_shift, top_iou
-from models.synthetic.__main__ import clip_seed
-from models.synthetic.evaluate import EVALUATION_SEED, held_out_window
+from staa_serve.models.preprocess import from_unit_range, to_unit_range
+from staa_serve.models.robustness import AttackSpec, RobustnessScorer, explanation_deviation, perturb
+from staa_serve.models.robustness.deviation import centre_of_mass_shift, top_iou
+from staa_serve.models.synthetic.__main__ import clip_seed
+from staa_serve.models.synthetic.evaluate import EVALUATION_SEED, held_out_window
 
 GRID = (4, 5)
 

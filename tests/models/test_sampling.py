@@ -4,7 +4,7 @@ import itertools
 
 import pytest
 
-from models.sampling import WindowSpec, frame_is_needed, frames_for_length, plan_windows
+from staa_serve.models.sampling import WindowSpec, frame_is_needed, frames_for_length, plan_windows
 
 
 def test_windows_take_T_frames_at_stride_and_hop_one_span_by_default():

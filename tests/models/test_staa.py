@@ -4,21 +4,21 @@ import numpy as np
 import pytest
 import torch
 
-from models.adapters import adapter_for
-from models.pipeline import ExplanationPipeline, Staa
-from models.random_weights import random_config, save_random_model
-from models.registry import load_model
-from models.sampling import WindowSpec
-from models.staa import (AttentionRows, StaaParams, aggregate_layers, layer_slice, normalise, staa_joint, staa_maps,
+from staa_serve.models.adapters import adapter_for
+from staa_serve.models.pipeline import ExplanationPipeline, Staa
+from staa_serve.models.random_weights import random_config, save_random_model
+from staa_serve.models.registry import load_model
+from staa_serve.models.sampling import WindowSpec
+from staa_serve.models.staa import (AttentionRows, StaaParams, aggregate_layers, layer_slice, normalise, staa_joint, staa_maps,
                          staa_spatial, staa_temporal)
-from models.windowing import iter_array_windows
+from staa_serve.models.windowing import iter_array_windows
 
 
 def test_spatial_reads_cls_row_of_each_frame():
     from transformers import TimesformerForVideoClassification
 
-    from kernels.attention_rows import query_row_from_probabilities
-    from models.attention import Capture
+    from staa_serve.kernels.attention_rows import query_row_from_probabilities
+    from staa_serve.models.attention import Capture
 
     frames, patches = 3, 4
     # [B*T, H, 1+N, 1+N]: frame t's CLS row puts all mass on patch t; patch rows point elsewhere.

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from models.errors import InvalidInput, VideoDecodeError
-from models.video import DecodeLimits, decode_clip
+from staa_serve.models.errors import InvalidInput, VideoDecodeError
+from staa_serve.models.video import DecodeLimits, decode_clip
 from tests.conftest import SHARED_CLIPS, SHARED_FRAME_COUNTS, clip_path
 
 

@@ -3,11 +3,11 @@
 import pytest
 import torch
 
-from models.errors import UnsupportedModel
-from models.pipeline import Staa
-from models.registry import load_model
-from models.random_weights import random_config, save_random_model
-from models.xai import build_method, supported_methods
+from staa_serve.models.errors import UnsupportedModel
+from staa_serve.models.pipeline import Staa
+from staa_serve.models.registry import load_model
+from staa_serve.models.random_weights import random_config, save_random_model
+from staa_serve.models.xai import build_method, supported_methods
 
 
 @pytest.fixture(scope="module")

@@ -4,10 +4,10 @@ configs), and the fused attention a server runs by default against the eager ora
 import numpy as np
 import pytest
 
-from clients.client import ExplainerClient
-from clients.results import heatmaps
-from models.random_weights import random_config, save_random_model
-from server.app import BackgroundServer
+from staa_serve.clients.client import ExplainerClient
+from staa_serve.clients.results import heatmaps
+from staa_serve.models.random_weights import random_config, save_random_model
+from staa_serve.server.app import BackgroundServer
 from tests.conftest import clip_path, served_config
 from tests.server.test_grpc_e2e import assert_well_formed
 

@@ -95,7 +95,7 @@ def test_bad_stream_requests_get_invalid_argument(client, requests, message):
 
 
 def test_jpeg_whose_size_disagrees_with_its_header(client):
-    from models.frames import encode_frame
+    from staa_serve.models.frames import encode_frame
 
     jpeg = encode_frame(np.zeros((24, 32, 3), np.uint8), "jpeg")
     error = stream_status(client, [CONFIG, frame(width=64, height=48, jpeg=jpeg)])
@@ -136,7 +136,7 @@ def test_client_cancel_mid_stream_frees_the_session(client, server):
 
 
 def test_client_disconnect_frees_the_session(server):
-    from clients.client import ExplainerClient
+    from staa_serve.clients.client import ExplainerClient
 
     hold = threading.Event()
 

@@ -16,10 +16,10 @@ import grpc
 import numpy as np
 import pytest
 
-from benchmarks.report import rss_mb
-from clients.client import ExplainerClient, open_channel
-from models.frames import encode_frame
-from server.app import BackgroundServer
+from staa_serve.benchmarks.report import rss_mb
+from staa_serve.clients.client import ExplainerClient, open_channel
+from staa_serve.models.frames import encode_frame
+from staa_serve.server.app import BackgroundServer
 from staa.v1 import explainer_pb2 as pb
 from staa.v1 import explainer_pb2_grpc as pb_grpc
 from tests.conftest import REPO, clip_path, served_config, wait_for
@@ -232,7 +232,7 @@ def test_a_consumer_that_stops_reading_neither_stalls_other_streams_nor_loses_it
 def test_sigterm_under_load_gives_every_stream_a_terminal_status_within_the_grace_period(tiny_model_dir):
     grace = 3.0
     server = subprocess.Popen(
-        [sys.executable, "-m", "server.app", "--port", "0", "--model", str(tiny_model_dir), "--grace", str(grace)],
+        [sys.executable, "-m", "staa_serve.server.app", "--port", "0", "--model", str(tiny_model_dir), "--grace", str(grace)],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
         port = None
@@ -300,7 +300,7 @@ def test_a_clip_call_still_running_when_the_grace_period_ends_gets_unavailable_w
 
 def test_a_model_directory_that_does_not_load_ends_the_server_with_one_line(tmp_path):
     (tmp_path / "config.json").write_text("{}")  # no model_type: transformers refuses it
-    result = subprocess.run([sys.executable, "-m", "server.app", "--port", "0", "--model", str(tmp_path)], cwd=REPO,
+    result = subprocess.run([sys.executable, "-m", "staa_serve.server.app", "--port", "0", "--model", str(tmp_path)], cwd=REPO,
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 2
     assert f"staa-serve: error: could not load model '{tmp_path}'" in result.stderr

@@ -4,8 +4,8 @@ import grpc
 import numpy as np
 import pytest
 
-from clients.results import heatmaps
-from models.video import decode_clip
+from staa_serve.clients.results import heatmaps
+from staa_serve.models.video import decode_clip
 from staa.v1 import explainer_pb2 as pb
 from tests.conftest import SHARED_CLIPS, SHARED_FRAME_COUNTS, clip_path
 

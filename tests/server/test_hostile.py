@@ -11,12 +11,12 @@ import grpc
 import numpy as np
 import pytest
 
-from benchmarks.hostile import jpeg_bomb, png_bomb, run_all, size_switch_clip
-from benchmarks.load import SpawnedServer
-from benchmarks.report import rss_mb
-from benchmarks.streams import paced_stream
-from clients.client import ExplainerClient, clip_request
-from models.sampling import WindowSpec, plan_windows
+from staa_serve.benchmarks.hostile import jpeg_bomb, png_bomb, run_all, size_switch_clip
+from staa_serve.benchmarks.load import SpawnedServer
+from staa_serve.benchmarks.report import rss_mb
+from staa_serve.benchmarks.streams import paced_stream
+from staa_serve.clients.client import ExplainerClient, clip_request
+from staa_serve.models.sampling import WindowSpec, plan_windows
 from staa.v1 import explainer_pb2 as pb
 from tests.conftest import clip_path
 

@@ -6,8 +6,8 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from server.app import BackgroundServer, load_and_warm, start_server
-from server.config import ServerConfig
+from staa_serve.server.app import BackgroundServer, load_and_warm, start_server
+from staa_serve.server.config import ServerConfig
 from staa.v1 import explainer_pb2 as pb
 from staa.v1 import explainer_pb2_grpc as pb_grpc
 from tests.conftest import clip_path, served_config
@@ -36,7 +36,7 @@ def test_health_is_not_serving_until_the_model_is_warm():
 
 
 def test_a_tiny_random_model_directory_is_served_with_its_own_geometry(tiny_model_dir):
-    from clients.client import ExplainerClient
+    from staa_serve.clients.client import ExplainerClient
 
     with BackgroundServer(served_config(port=0, model=str(tiny_model_dir))) as running:
         with ExplainerClient(running.target) as client:
@@ -63,7 +63,7 @@ def test_binds_loopback_by_default():
 
 
 def test_every_server_flag_reads_a_staa_environment_variable_and_the_flag_wins(monkeypatch):
-    from server.app import parse_args
+    from staa_serve.server.app import parse_args
 
     monkeypatch.setenv("STAA_MAX_BATCH", "16")
     monkeypatch.setenv("STAA_ALLOW_DECORD", "true")

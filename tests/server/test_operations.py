@@ -12,8 +12,8 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
-from clients.client import ExplainerClient, open_channel
-from server.app import BackgroundServer
+from staa_serve.clients.client import ExplainerClient, open_channel
+from staa_serve.server.app import BackgroundServer
 from staa import package_version
 from staa.v1 import explainer_pb2 as pb
 from staa.v1 import explainer_pb2_grpc as pb_grpc
@@ -249,7 +249,7 @@ def test_traces_have_a_span_per_rpc_and_a_child_per_window_stage(tiny_model_dir)
 
 
 def test_tracing_is_off_unless_an_endpoint_is_configured():
-    from server.tracing import tracer_for
+    from staa_serve.server.tracing import tracer_for
 
     assert tracer_for(environ={}) is None
     assert tracer_for("http://127.0.0.1:4317", environ={}) is not None

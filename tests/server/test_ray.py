@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from clients.client import ExplainerClient
-from server.app import BackgroundServer
-from server.ray_backend import process_stat
+from staa_serve.clients.client import ExplainerClient
+from staa_serve.server.app import BackgroundServer
+from staa_serve.server.ray_backend import process_stat
 from tests.conftest import REPO, clip_path, served_config
 
 CLIP = "ucf101_apply_eye_makeup.avi"
@@ -92,7 +92,7 @@ def end_session(leader: int, grace: float = 20.0) -> None:
 def ray_server(tiny_model_dir):
     environment = {name: value for name, value in os.environ.items() if name != "RAY_ADDRESS"}
     process = subprocess.Popen(
-        [sys.executable, "-m", "server.app", "--port", "0", "--model", str(tiny_model_dir), "--ray", "--grace", "2"],
+        [sys.executable, "-m", "staa_serve.server.app", "--port", "0", "--model", str(tiny_model_dir), "--ray", "--grace", "2"],
         cwd=REPO, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         start_new_session=True)  # its own session: Ray's processes join it, and teardown ends it whole
     try:
@@ -127,7 +127,7 @@ def test_a_clip_explained_through_ray_serve_matches_the_local_server(ray_server,
 
 
 def _frames(path):
-    from models.video import decode_clip
+    from staa_serve.models.video import decode_clip
 
     return list(decode_clip(path).frames)
 
@@ -154,7 +154,7 @@ def test_every_connection_of_the_ray_processes_stays_on_loopback(ray_server):
 
 
 def test_a_start_that_misses_rays_deadline_is_retried_after_its_processes_are_stopped():
-    from server.ray_backend import STARTUP_TIMEOUT, descendants, start_private_ray
+    from staa_serve.server.ray_backend import STARTUP_TIMEOUT, descendants, start_private_ray
 
     spawned, calls = [], []
 
@@ -180,7 +180,7 @@ def running(pid: int) -> bool:
 
 
 def test_other_start_errors_and_the_last_timeout_are_raised():
-    from server.ray_backend import STARTUP_TIMEOUT, start_private_ray
+    from staa_serve.server.ray_backend import STARTUP_TIMEOUT, start_private_ray
 
     calls = []
 

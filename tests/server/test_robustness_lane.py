@@ -9,15 +9,15 @@ import grpc
 import numpy as np
 import pytest
 
-from clients.client import ExplainerClient, robustness_options
-from models.pipeline import ExplanationPipeline
-from models.sampling import WindowSpec
-from models.staa import StaaParams
-from models.video import decode_clip
-from models.windowing import iter_array_windows
-from server.app import BackgroundServer
-from server.errors import Overloaded
-from server.robustness_lane import RobustnessLane, WindowCadence
+from staa_serve.clients.client import ExplainerClient, robustness_options
+from staa_serve.models.pipeline import ExplanationPipeline
+from staa_serve.models.sampling import WindowSpec
+from staa_serve.models.staa import StaaParams
+from staa_serve.models.video import decode_clip
+from staa_serve.models.windowing import iter_array_windows
+from staa_serve.server.app import BackgroundServer
+from staa_serve.server.errors import Overloaded
+from staa_serve.server.robustness_lane import RobustnessLane, WindowCadence
 from staa.v1 import explainer_pb2 as pb
 from tests.conftest import clip_path, served_config
 

@@ -7,12 +7,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from models.errors import InvalidInput
-from server.batcher import MicroBatcher
-from server.errors import IdleTimeout, Overloaded
-from server.budget import ByteBudget
-from server.frame_queue import FRAME_OVERHEAD_BYTES, FrameQueue, QueuedFrame
-from server.session import FrameInput
+from staa_serve.models.errors import InvalidInput
+from staa_serve.server.batcher import MicroBatcher
+from staa_serve.server.errors import IdleTimeout, Overloaded
+from staa_serve.server.budget import ByteBudget
+from staa_serve.server.frame_queue import FRAME_OVERHEAD_BYTES, FrameQueue, QueuedFrame
+from staa_serve.server.session import FrameInput
 
 
 def item(index: int, size: int = 0) -> QueuedFrame:

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from models.errors import InvalidInput
-from models.staa import StaaParams
-from server.errors import Overloaded
-from server.session import ExplainOptions, FrameInput, SessionRegistry, StreamSession, resolve_window
+from staa_serve.models.errors import InvalidInput
+from staa_serve.models.staa import StaaParams
+from staa_serve.server.errors import Overloaded
+from staa_serve.server.session import ExplainOptions, FrameInput, SessionRegistry, StreamSession, resolve_window
 from tests.conftest import served_config
 
 
@@ -89,7 +89,7 @@ def test_windows_of_a_live_session_match_the_frames_sent(default_model, config):
 
 
 def test_sequence_numbers_must_increase():
-    from server.frame_queue import SequenceCheck
+    from staa_serve.server.frame_queue import SequenceCheck
 
     check = SequenceCheck()
     for sequence in (0, 1, 5):
@@ -99,7 +99,7 @@ def test_sequence_numbers_must_increase():
 
 
 def test_window_cadence_predicts_the_next_window_and_ignores_stalled_streams():
-    from server.robustness_lane import WindowCadence
+    from staa_serve.server.robustness_lane import WindowCadence
 
     cadence = WindowCadence()
     assert cadence.slack(now=0.0) == float("inf")  # no live stream: nothing to make room for

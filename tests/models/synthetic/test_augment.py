@@ -5,7 +5,7 @@ from dataclasses import replace
 import numpy as np
 import torch
 
-from models.synthetic.augment import Augmentation, augment_windows
+from staa_serve.models.synthetic.augment import Augmentation, augment_windows
 
 IDENTITY = Augmentation(permute_channels=0.0, contrast=(1.0, 1.0), brightness=0.0, zoom=(1.0, 1.0), shift=0.0)
 

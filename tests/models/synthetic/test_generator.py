@@ -6,11 +6,11 @@ import json
 import numpy as np
 import pytest
 
-from models.synthetic import ACTIONS, render_clip, sample_clip_spec
-from models.synthetic.__main__ import main as generate_main
-from models.synthetic.figure import PARTS
-from models.synthetic.generate import FIXED_FIGURE
-from models.synthetic.scene import FIXED_BACKGROUND
+from staa_serve.models.synthetic import ACTIONS, render_clip, sample_clip_spec
+from staa_serve.models.synthetic.__main__ import main as generate_main
+from staa_serve.models.synthetic.figure import PARTS
+from staa_serve.models.synthetic.generate import FIXED_FIGURE
+from staa_serve.models.synthetic.scene import FIXED_BACKGROUND
 
 
 def test_same_seed_same_bytes_other_seed_other_clip():
@@ -71,7 +71,7 @@ def test_cli_writes_clip_json_and_masks(tmp_path):
     generate_main(["generate", "--seed", "3", "--count", "2", "--out", str(tmp_path)])
     names = sorted(path.stem for path in tmp_path.glob("*.mp4"))
     assert len(names) == 2
-    from models.video import decode_clip
+    from staa_serve.models.video import decode_clip
 
     for name in names:
         metadata = json.loads((tmp_path / f"{name}.json").read_text())

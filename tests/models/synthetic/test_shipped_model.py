@@ -3,11 +3,11 @@
 import numpy as np
 import pytest
 
-from models.pipeline import Staa
-from models.registry import DEFAULT_MODEL_NAME, load_model
-from models.synthetic.__main__ import clip_seed
-from models.synthetic.evaluate import EVALUATION_SEED, evaluate_clip
-from models.staa import StaaParams
+from staa_serve.models.pipeline import Staa
+from staa_serve.models.registry import DEFAULT_MODEL_NAME, load_model
+from staa_serve.models.synthetic.__main__ import clip_seed
+from staa_serve.models.synthetic.evaluate import EVALUATION_SEED, evaluate_clip
+from staa_serve.models.staa import StaaParams
 
 FIXED_CLIPS = 16
 
@@ -38,7 +38,7 @@ def test_classifies_a_fixed_set_of_held_out_clips(shipped):
 
 
 def test_multi_view_prediction_averages_every_window_and_offset(shipped):
-    from models.synthetic.evaluate import accuracy_with_error, clip_predictions, held_out_window
+    from staa_serve.models.synthetic.evaluate import accuracy_with_error, clip_predictions, held_out_window
 
     seed = clip_seed(EVALUATION_SEED, 0)
     label, first, averaged, views = clip_predictions(shipped, seed)

@@ -5,11 +5,11 @@ import pytest
 import torch
 from transformers import TimesformerForVideoClassification
 
-from models.preprocess import ProcessorSettings
-from models.registry import load_model
-from models.random_weights import processor_config_for
-from models.synthetic.dataset import WindowSet, build_windows
-from models.synthetic.train import (FRAMES, IMAGE_SIZE, STRIDE, build_parser, curriculum, distillation_loss,
+from staa_serve.models.preprocess import ProcessorSettings
+from staa_serve.models.registry import load_model
+from staa_serve.models.random_weights import processor_config_for
+from staa_serve.models.synthetic.dataset import WindowSet, build_windows
+from staa_serve.models.synthetic.train import (FRAMES, IMAGE_SIZE, STRIDE, build_parser, curriculum, distillation_loss,
                                     ensemble_logits, model_config, recipe_flags, save, seeds, train)
 
 

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from models.registry import load_model
-from models.xai import METHOD_NAMES, build_method, pool_pixels
-from models.xai.attention import rollout_layer
+from staa_serve.models.registry import load_model
+from staa_serve.models.xai import METHOD_NAMES, build_method, pool_pixels
+from staa_serve.models.xai.attention import rollout_layer
 
 
 @pytest.fixture(scope="module")

@@ -3,8 +3,8 @@
 import numpy as np
 import torch
 
-from models.localisation import score_window
-from models.xai.metrics import (area_under, blurred_copy, frame_deletion, random_scores, rank_agreement,
+from staa_serve.models.localisation import score_window
+from staa_serve.models.xai.metrics import (area_under, blurred_copy, frame_deletion, random_scores, rank_agreement,
                                 tubelet_faithfulness, with_random_weights)
 
 FRAMES, ROWS, COLS, SIZE = 4, 4, 4, 16  # 4x4 grid of 4-pixel cells
@@ -86,7 +86,7 @@ def test_blurred_copy_keeps_shape_and_removes_detail():
 
 
 def test_randomised_weights_are_new_weights(tiny_model_dir):
-    from models.registry import load_model
+    from staa_serve.models.registry import load_model
 
     loaded = load_model(str(tiny_model_dir))
     fresh = with_random_weights(loaded, seed=1)
@@ -95,8 +95,8 @@ def test_randomised_weights_are_new_weights(tiny_model_dir):
 
 
 def test_cascading_randomisation_grows_from_the_head_down(tiny_model_dir):
-    from models.registry import load_model
-    from models.xai.metrics import cascading_randomisations
+    from staa_serve.models.registry import load_model
+    from staa_serve.models.xai.metrics import cascading_randomisations
 
     loaded = load_model(str(tiny_model_dir))  # 2 blocks
     trained = loaded.model.state_dict()
