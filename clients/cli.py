@@ -45,7 +45,7 @@ def _options(args) -> dict:
         if getattr(args, name) is not None:
             setattr(staa, "target_class" if name == "target" else name, getattr(args, name))
     robustness = robustness_options(args.robustness, args.epsilon, args.every, args.steps)
-    return {"window": window, "staa": staa, "robustness": robustness}
+    return {"window": window, "staa": staa, "robustness": robustness, "model": args.model}
 
 
 def _print_window(window: dict, elapsed_s: float) -> None:
@@ -94,7 +94,7 @@ def run_explain(client: ExplainerClient, clip: Path, out: Path, live: bool = Fal
     for window in windows:  # late scores join the window they belong to
         if window["index"] in robustness:
             window["robustness"] = robustness[window["index"]]
-    result = {"model": model_to_dict(client.model_info()), "clip": str(clip),
+    result = {"model": model_to_dict(client.model_info(options.get("model", ""))), "clip": str(clip),
               "rpc": "StreamExplain" if live else "ExplainClip", "windows": windows}
     out.mkdir(parents=True, exist_ok=True)
     (out / "explanations.json").write_text(json.dumps(result) + "\n")
@@ -112,6 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--timeout", type=float, default=None, help="per-call deadline, seconds")
     parser.add_argument("--tls-ca", type=Path, default=None, help="PEM file to verify a TLS server against")
     parser.add_argument("--token-file", type=Path, default=None, help="file holding the server's bearer token")
+    parser.add_argument("--model", default="", help="a served model's name or id (default: the server's default "
+                                                    "model; `info` lists them under served_models)")
     commands = parser.add_subparsers(dest="command", required=True)
     explain = commands.add_parser("explain", help="explain a clip file")
     explain.add_argument("clip", type=Path)
@@ -149,7 +151,7 @@ def main(argv=None) -> int:
                              root_certificates=args.tls_ca.read_bytes() if args.tls_ca else None,
                              token=args.token_file.read_text().strip() if args.token_file else None) as client:
             if args.command == "info":
-                print(json.dumps(model_to_dict(client.model_info()), indent=2))
+                print(json.dumps(model_to_dict(client.model_info(args.model)), indent=2))
                 return 0
             result = run_explain(client, args.clip, args.out, live=args.live, speed=args.speed,
                                  frame_format="jpeg" if args.jpeg else "rgb24", overlay=not args.no_overlay,

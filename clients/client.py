@@ -57,9 +57,11 @@ def auth_metadata(token: str | None) -> tuple[tuple[str, str], ...] | None:
 
 def clip_request(clip: bytes | str | Path, window: pb.WindowSpec | None = None,
                  staa: pb.StaaOptions | None = None, decoder: str = "",
-                 robustness: pb.RobustnessOptions | None = None) -> pb.ClipRequest:
+                 robustness: pb.RobustnessOptions | None = None, model: str = "") -> pb.ClipRequest:
+    """``model``: a served model's name or id ("" = the server's default model)."""
     data = clip if isinstance(clip, (bytes, bytearray)) else Path(clip).read_bytes()
-    return pb.ClipRequest(clip=bytes(data), window=window, staa=staa, decoder=decoder, robustness=robustness)
+    return pb.ClipRequest(clip=bytes(data), window=window, staa=staa, decoder=decoder, robustness=robustness,
+                          model=model)
 
 
 def frame_request(frame: np.ndarray, sequence: int, fps: float, kind: str = "rgb24") -> pb.StreamRequest:
@@ -72,14 +74,15 @@ def frame_request(frame: np.ndarray, sequence: int, fps: float, kind: str = "rgb
 def stream_requests(frames: Iterable[np.ndarray], fps: float, kind: str = "rgb24",
                     window: pb.WindowSpec | None = None, staa: pb.StaaOptions | None = None,
                     speed: float = 1.0, robustness: pb.RobustnessOptions | None = None,
-                    drop_oldest: bool = False) -> Iterator[pb.StreamRequest]:
+                    drop_oldest: bool = False, model: str = "") -> Iterator[pb.StreamRequest]:
     """StreamConfig, then one Frame per RGB uint8 ``[H, W, 3]`` array, paced at ``fps * speed`` (0 = unpaced).
 
     ``drop_oldest``: a real-time source's choice to lose its oldest frames rather than be slowed
-    down (the default: nothing is lost, the server holds the sender through flow control).
+    down (the default: nothing is lost, the server holds the sender through flow control). ``model``:
+    a served model's name or id ("" = the server's default model).
     """
     yield pb.StreamRequest(config=pb.StreamConfig(window=window, staa=staa, fps=fps, robustness=robustness,
-                                                  drop_oldest=drop_oldest))
+                                                  drop_oldest=drop_oldest, model=model))
     started = time.perf_counter()
     for sequence, frame in enumerate(frames):
         if speed > 0:
@@ -133,8 +136,9 @@ class ExplainerClient:
             waiting.give_up()
             time.sleep(ReadyWait.POLL_SECONDS)
 
-    def model_info(self) -> pb.ModelInfo:
-        return self.stub.GetModelInfo(pb.ModelInfoRequest(), timeout=self.timeout, metadata=self.metadata)
+    def model_info(self, model: str = "") -> pb.ModelInfo:
+        """A served model ("" = the default); ``served_models`` names them all."""
+        return self.stub.GetModelInfo(pb.ModelInfoRequest(model=model), timeout=self.timeout, metadata=self.metadata)
 
     def explain_clip(self, clip: bytes | str | Path, **options) -> Iterator[pb.Explanation]:
         """The explanations only (robustness events, if asked for, are skipped: see ``explain_clip_events``)."""
@@ -183,8 +187,9 @@ class AsyncExplainerClient:
             waiting.give_up()
             await asyncio.sleep(ReadyWait.POLL_SECONDS)
 
-    async def model_info(self) -> pb.ModelInfo:
-        return await self.stub.GetModelInfo(pb.ModelInfoRequest(), timeout=self.timeout, metadata=self.metadata)
+    async def model_info(self, model: str = "") -> pb.ModelInfo:
+        return await self.stub.GetModelInfo(pb.ModelInfoRequest(model=model), timeout=self.timeout,
+                                            metadata=self.metadata)
 
     async def explain_clip(self, clip: bytes | str | Path, **options) -> AsyncIterator[pb.Explanation]:
         async for response in self.explain_clip_events(clip, **options):

@@ -46,7 +46,7 @@ def configure_logging(level: str = "INFO", form: str = "text") -> None:
 
 class AccessLogInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self, model: Callable[[], str]):
-        self.model = model  # the served model's id, "" while it loads
+        self.model = model  # the model the call resolved to (server/model_set.py), "" when it named none
 
     async def intercept_service(self, continuation, handler_call_details):
         handler = await continuation(handler_call_details)

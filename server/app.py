@@ -32,6 +32,7 @@ from staa_serve.server.config import ServerConfig
 from staa_serve.server.engine import ExplainEngine
 from staa_serve.server.memory import map_large_blocks_separately
 from staa_serve.server.metrics import ServerMetrics
+from staa_serve.server.model_set import ModelSpec, call_model
 from staa_serve.server.oip import INFERENCE_SERVICE, add_inference_service
 from staa_serve.server.servicer import VideoExplainerServicer
 from staa_serve.server.tracing import TracingInterceptor, tracer_for
@@ -65,8 +66,8 @@ class RunningServer:
             self.servicer.calls.end_all(grace)  # each straggler answers UNAVAILABLE naming the grace period
             await self.servicer.calls.wait_idle(1.0)
         await self.server.stop(0.5)
-        if self.servicer.engine is not None:
-            self.servicer.engine.shutdown()
+        for engine in self.servicer.models.engines():
+            engine.shutdown()
         self.metrics.close()
 
 
@@ -91,12 +92,12 @@ async def start_server(config: ServerConfig, span_exporter=None) -> RunningServe
     (tests) turns tracing on with that exporter."""
     metrics = ServerMetrics()
     tracer = tracer_for(config.otlp_endpoint, span_exporter)
-    interceptors = [AccessLogInterceptor(lambda: metrics.model)]  # first: it sees refused calls too
+    interceptors = [AccessLogInterceptor(call_model)]  # first: it sees refused calls too
     if tracer is not None:
         interceptors.append(TracingInterceptor(tracer))
     if config.auth_token is not None:
         interceptors.append(BearerTokenInterceptor(
-            config.auth_token, on_denied=lambda: metrics.observe_error(grpc.StatusCode.UNAUTHENTICATED)))
+            config.auth_token, on_denied=lambda: metrics.observe_error("", grpc.StatusCode.UNAUTHENTICATED)))
     server = grpc.aio.server(options=config.channel_options(), interceptors=interceptors)
     servicer = VideoExplainerServicer(config, metrics)
     add_servicer(servicer, server)
@@ -122,29 +123,38 @@ async def start_server(config: ServerConfig, span_exporter=None) -> RunningServe
 
 
 async def load_and_warm(running: RunningServer, config: ServerConfig) -> None:
-    def load() -> ExplainEngine:
-        loaded = load_model(config.model, device=config.device, attention=config.attention, dtype=config.dtype)
+    """Every model in --model order, each on its own engine; SERVING once all are warm."""
+    def load(spec: ModelSpec) -> ExplainEngine:
+        loaded = load_model(spec.source, device=config.device, attention=config.attention, dtype=config.dtype)
         if config.ray:
             from staa_serve.server.ray_backend import RayBackend  # Ray is imported only when asked for
 
-            backend = RayBackend(config.model, config.ray_replicas, config.ray_address, config.max_batch,
+            backend = RayBackend(spec.source, config.ray_replicas, config.ray_address, config.max_batch,
                                  config.max_batch_wait_ms, config.attention, config.dtype)
             engine = ExplainEngine(loaded, config, running.metrics, batcher=backend.batcher(), on_shutdown=backend.stop,
-                                   tracer=running.tracer)
+                                   tracer=running.tracer, name=spec.name)
         else:
-            engine = ExplainEngine(loaded, config, running.metrics, tracer=running.tracer)
+            engine = ExplainEngine(loaded, config, running.metrics, tracer=running.tracer, name=spec.name)
         engine.warm_up()
         return engine
 
-    running.servicer.attach(await asyncio.to_thread(load))
+    for spec in config.model_specs():
+        engine = await asyncio.to_thread(load, spec)
+        try:
+            running.servicer.attach(engine)
+        except ValueError:  # two unnamed models with one model id
+            engine.shutdown()
+            raise
+    running.servicer.serving()
     await running.set_serving(True)
 
 
 async def serve(config: ServerConfig, announce=print) -> None:
     """Run until SIGTERM/SIGINT, then drain: NOT_SERVING, finish in-flight calls within the grace period."""
     running = await start_server(config)
+    sources = ", ".join(spec.source or "default" for spec in config.model_specs())
     announce(f"STAA Serve listening on {config.host}:{running.port}{' (TLS)' if config.tls_cert else ''} "
-             f"(loading model {config.model or 'default'})")
+             f"(loading model {sources})")
     if running.metrics_port is not None:
         announce(f"metrics on http://{config.host}:{running.metrics_port}/metrics")
     try:
@@ -152,12 +162,16 @@ async def serve(config: ServerConfig, announce=print) -> None:
     except Exception as error:  # a refused or broken checkpoint: one clear line, the details at debug level
         logger.debug("model load failed", exc_info=error)
         await running.stop(0)
-        raise StartupError(f"could not load model {config.model or 'default'!r}: "
-                           f"{type(error).__name__}: {error}") from None
-    loaded = running.servicer.engine.loaded
-    announce(f"STAA Serve ready on {config.host}:{running.port}: model {loaded.model_id} "
-             f"({loaded.architecture}, {loaded.num_frames} frames, grid {loaded.grid[0]}x{loaded.grid[1]}, "
-             f"{loaded.adapter.implementation} attention, {loaded.device}, {str(loaded.dtype).removeprefix('torch.')})")
+        raise StartupError(f"could not load model {sources!r}: {type(error).__name__}: {error}") from None
+    described = []
+    for engine in running.servicer.models.engines():
+        loaded = engine.loaded
+        served_as = f" as {engine.name}" if engine.name != loaded.model_id else ""
+        described.append(
+            f"model {loaded.model_id}{served_as} ({loaded.architecture}, {loaded.num_frames} frames, grid "
+            f"{loaded.grid[0]}x{loaded.grid[1]}, {loaded.adapter.implementation} attention, {loaded.device}, "
+            f"{str(loaded.dtype).removeprefix('torch.')})")
+    announce(f"STAA Serve ready on {config.host}:{running.port}: {'; '.join(described)}")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -216,6 +230,18 @@ class BackgroundServer:
 ENVIRONMENT_PREFIX = "STAA_"
 
 
+class RepeatedFlag(argparse.Action):
+    """A flag given several times collects its values; values given on the command line replace the
+    default rather than add to it (so the command line wins over ``STAA_*``, whose value for a repeated
+    flag is a comma-separated list)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        given = getattr(namespace, self.dest)
+        if given is None or given is self.default:
+            given = []
+        setattr(namespace, self.dest, [*given, values])
+
+
 def defaults_from_environment(parser: argparse.ArgumentParser, environ=os.environ) -> None:
     """Every ``--some-flag`` also reads ``STAA_SOME_FLAG`` (a flag on the command line wins): how
     containers and orchestrators configure a server. A bad value is refused naming the variable."""
@@ -227,7 +253,9 @@ def defaults_from_environment(parser: argparse.ArgumentParser, environ=os.enviro
         if name not in environ:
             continue
         raw = environ[name]
-        if action.nargs == 0:  # a switch
+        if isinstance(action, RepeatedFlag):
+            value = [item.strip() for item in raw.split(",") if item.strip()] or None
+        elif action.nargs == 0:  # a switch
             if raw.lower() not in ("1", "true", "yes", "on", "0", "false", "no", "off", ""):
                 parser.error(f"{name}={raw!r} is not a boolean (1/0, true/false, yes/no, on/off)")
             value = raw.lower() in ("1", "true", "yes", "on")
@@ -245,7 +273,9 @@ def parse_args(argv=None) -> ServerConfig:
     parser = argparse.ArgumentParser(prog="staa-serve", description="STAA Serve: explain video over gRPC.")
     parser.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=50051, help="port (0 = any free port)")
-    parser.add_argument("--model", default=None, help="registry name, local directory or cached hub id")
+    parser.add_argument("--model", action=RepeatedFlag, default=None, metavar="[NAME=]DIR_OR_ID",
+                        help="registry name, local directory or cached hub id; repeat it to serve several models "
+                             "(requests choose by NAME, or by model id; the first is the default)")
     parser.add_argument("--attention", choices=IMPLEMENTATIONS, default=ServerConfig.attention,
                         help="fused: the fastest attention, STAA's rows recomputed exactly beside it (default); "
                              "eager: attention probabilities materialised (the reference to check fused against)")
@@ -298,7 +328,9 @@ def parse_args(argv=None) -> ServerConfig:
     args = parser.parse_args(argv)
     try:
         token = Path(args.auth_token_file).read_text().strip() if args.auth_token_file else None
-        return ServerConfig(host=args.host, port=args.port, model=args.model, attention=args.attention,
+        models = args.model or [None]
+        return ServerConfig(host=args.host, port=args.port, model=models[0], more_models=tuple(models[1:]),
+                            attention=args.attention,
                             device=args.device, dtype=args.dtype,
                             max_streams=args.max_streams,
                             max_clip_bytes=args.max_clip_bytes, max_message_bytes=args.max_message_bytes,

@@ -6,6 +6,7 @@ from dataclasses import dataclass, fields
 
 from staa_serve.models.attention import IMPLEMENTATIONS
 from staa_serve.models.devices import check_device_name, check_dtype_name
+from staa_serve.server.model_set import ModelSpec, check_unique_names
 
 MIB = 1 << 20
 MAX_BATCH = 64  # windows per forward: the GPU batches the benchmarks measure (1, 8, 32, 64)
@@ -15,7 +16,11 @@ MAX_BATCH = 64  # windows per forward: the GPU batches the benchmarks measure (1
 class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 50051
-    model: str | None = None  # registry name, local directory or cached hub id; None = shipped default
+    # The models served (server/model_set.py): ``model`` is the default, ``more_models`` the others,
+    # each "NAME=DIR_OR_ID" or "DIR_OR_ID" (registry name, local directory or cached hub id; served
+    # under its model id); model None = the shipped default.
+    model: str | None = None
+    more_models: tuple[str, ...] = ()
     # The model's attention (models/attention.py): "fused" (SDPA, STAA's rows recomputed beside it)
     # or "eager" (probabilities materialised: the oracle the fused path is tested against).
     attention: str = "fused"
@@ -89,6 +94,13 @@ class ServerConfig:
                 raise ValueError(f"ServerConfig.{error}") from None
         if self.attention not in IMPLEMENTATIONS:
             raise ValueError(f"ServerConfig.attention must be one of {', '.join(IMPLEMENTATIONS)}, got {self.attention!r}")
+        try:
+            check_unique_names(self.model_specs())
+        except ValueError as error:
+            raise ValueError(f"ServerConfig.model: {error}") from None
+        if self.ray and self.more_models:
+            raise ValueError("ServerConfig.ray runs one model (one Ray Serve deployment); several models are served "
+                             "in-process, without --ray")
         if not 0 <= self.port <= 65535:
             raise ValueError(f"ServerConfig.port must be in [0, 65535], got {self.port}")
         if self.max_clip_bytes >= self.max_message_bytes:
@@ -122,6 +134,10 @@ class ServerConfig:
             raise ValueError("ServerConfig.tls_cert and tls_key go together (both PEM files, or neither)")
         if self.auth_token is not None and not self.auth_token.strip():
             raise ValueError("ServerConfig.auth_token must not be empty")
+
+    def model_specs(self) -> list[ModelSpec]:
+        """Every served model, the default first."""
+        return [ModelSpec.parse(self.model), *(ModelSpec.parse(spec) for spec in self.more_models)]
 
     def channel_options(self) -> list[tuple[str, int]]:
         return [

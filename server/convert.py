@@ -18,7 +18,7 @@ from staa_serve.models.staa import METHODS as STAA_METHODS
 from staa_serve.models.staa import StaaParams
 from staa_serve.server.config import ServerConfig
 from staa_serve.server.robustness_lane import RobustnessPlan, SkippedRobustness
-from staa_serve.server.session import (ExplainOptions, FrameInput, check_fps, check_model_name, resolve_top_k,
+from staa_serve.server.session import (ExplainOptions, FrameInput, check_fps, resolve_top_k,
                             resolve_window)
 from staa.v1 import explainer_pb2 as pb
 
@@ -114,13 +114,11 @@ def explain_options(window: pb.WindowSpec, staa: pb.StaaOptions, robustness: pb.
 
 
 def stream_options(request: pb.StreamConfig, loaded: LoadedModel, config: ServerConfig) -> ExplainOptions:
-    check_model_name(loaded, request.model)
     check_fps(request.fps, "StreamConfig.fps")
     return explain_options(request.window, request.staa, request.robustness, loaded, config)
 
 
 def clip_options(request: pb.ClipRequest, loaded: LoadedModel, config: ServerConfig) -> ExplainOptions:
-    check_model_name(loaded, request.model)
     return explain_options(request.window, request.staa, request.robustness, loaded, config)
 
 
@@ -180,7 +178,8 @@ def robustness(result: RobustnessResult | SkippedRobustness) -> pb.Robustness:
     return pb.Robustness(**fields)
 
 
-def model_info(loaded: LoadedModel) -> pb.ModelInfo:
+def model_info(loaded: LoadedModel, name: str, served: list[str]) -> pb.ModelInfo:
+    """``name``: what requests choose this model by; ``served``: every served name, the default first."""
     settings = loaded.processor
     height, width = loaded.grid
     return pb.ModelInfo(
@@ -210,4 +209,6 @@ def model_info(loaded: LoadedModel) -> pb.ModelInfo:
             "grpcio": metadata.version("grpcio"),
         },
         random_weights=loaded.random_weights,
+        name=name,
+        served_models=served,
     )

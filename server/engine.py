@@ -75,15 +75,16 @@ class PendingRobustness:
 
 class ExplainEngine:
     def __init__(self, loaded: LoadedModel, config: ServerConfig, metrics: ServerMetrics | None = None,
-                 batcher=None, on_shutdown=None, tracer=None):
-        """``batcher``: where windows are explained (default: a MicroBatcher on this process's model
+                 batcher=None, on_shutdown=None, tracer=None, name: str | None = None):
+        """``name``: what requests choose this model by (server/model_set.py; default its model id).
+        ``batcher``: where windows are explained (default: a MicroBatcher on this process's model
         thread; server/ray_backend.py gives one over Ray Serve replicas); ``on_shutdown`` runs last."""
         self.loaded = loaded
+        self.name = name or loaded.model_id
         self.config = config
-        self.metrics = metrics
+        # This model's view of the server's metrics (every series labelled with its name).
+        self.metrics = metrics.add_model(self.name, str(loaded.device)) if metrics is not None else None
         self.tracer = tracer  # server/tracing.py: None when tracing is off
-        if metrics is not None:
-            metrics.set_model(loaded.model_id, str(loaded.device))
         self.pipeline = ExplanationPipeline(loaded)
         self.model_executor = ThreadPoolExecutor(1, thread_name_prefix="staa-model")
         self.live_executor = ThreadPoolExecutor(config.decode_workers, thread_name_prefix="staa-live-decode")
@@ -92,7 +93,7 @@ class ExplainEngine:
         self.limits = DecodeLimits(config.max_clip_frames, config.max_frame_width, config.max_frame_height)
         self.batcher = batcher or MicroBatcher(
             self._explain_batch, self.model_executor, config.max_batch, config.max_batch_wait_ms / 1e3,
-            on_batch=(lambda size, waits: metrics.observe_batch(size)) if metrics else None)
+            on_batch=(lambda size, waits: self.metrics.observe_batch(size)) if metrics else None)
         self.on_shutdown = on_shutdown
         self.explanation_idle = self.batcher.idle  # set while no explanation is queued or running
         self.cadence = WindowCadence()  # live streams' window timing, so robustness work fits between windows
@@ -123,7 +124,7 @@ class ExplainEngine:
         timings.total_ms = timings.decode_ms + (time.perf_counter() - queued) * 1e3
         if self.metrics is not None:
             self.metrics.observe_explanation(timings)
-        trace_window(self.tracer, explanation, self.loaded.model_id)
+        trace_window(self.tracer, explanation, self.name)
         return explanation
 
     def score_robustness(self, window: PreparedWindow, options: ExplainOptions) -> asyncio.Future | None:

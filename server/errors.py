@@ -7,6 +7,7 @@ import logging
 import grpc
 
 from staa_serve.models.errors import InvalidInput, UnsupportedModel
+from staa_serve.server.model_set import ModelNotFound
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +35,7 @@ class Unauthenticated(Exception):
 STATUS_BY_ERROR: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
     (InvalidInput, grpc.StatusCode.INVALID_ARGUMENT),
     (UnsupportedModel, grpc.StatusCode.INVALID_ARGUMENT),
+    (ModelNotFound, grpc.StatusCode.NOT_FOUND),
     (Overloaded, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (NotReady, grpc.StatusCode.UNAVAILABLE),
     (Draining, grpc.StatusCode.UNAVAILABLE),

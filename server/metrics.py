@@ -22,7 +22,8 @@ LATENCY_BUCKETS_SECONDS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 
 
 
 class ServerMetrics:
-    """Every series carries ``model`` (the served model's id; empty until it has loaded)."""
+    """Every series carries ``model``: the served name of the model the window or call belongs to
+    (server/model_set.py; empty for a call refused before it named one)."""
 
     def __init__(self):
         self.registry = CollectorRegistry(auto_describe=True)
@@ -30,7 +31,6 @@ class ServerMetrics:
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
         GCCollector(registry=self.registry)
-        self.model = ""
 
         def histogram(name: str, documentation: str) -> Histogram:
             return Histogram(name, documentation, ["model"], buckets=LATENCY_BUCKETS_SECONDS, registry=self.registry)
@@ -52,36 +52,37 @@ class ServerMetrics:
         self.errors = counter("staa_errors", "RPCs ended with a non-OK status", ("code",))
         self.active_streams = Gauge("staa_active_streams", "Live streams open", registry=self.registry)
         self.active_clips = Gauge("staa_active_clip_requests", "ExplainClip requests in flight", registry=self.registry)
-        self.build_info = Info("staa_build", "What this server runs", registry=self.registry)
-        self.build_info.info({"version": package_version(), "model": "", "device": ""})
+        # One series per served model, from the moment it has loaded (version, model, device).
+        self.build_info = Info("staa_build", "What this server runs, one series per served model", ["model"],
+                               registry=self.registry)
         self._http = None
 
-    def set_model(self, model_id: str, device: str) -> None:
-        """The model has loaded: its id labels every series from now on."""
-        self.model = model_id
-        self.build_info.info({"version": package_version(), "model": model_id, "device": device})
+    def add_model(self, name: str, device: str) -> "ModelMetrics":
+        """A model has loaded and is served as ``name``: its build info, and the view its engine reports to."""
+        self.build_info.labels(model=name).info({"version": package_version(), "device": device})
+        return ModelMetrics(self, name)
 
-    def observe_explanation(self, timings: WindowTimings) -> None:
-        self.windows.labels(model=self.model).inc()
-        self.queue.labels(model=self.model).observe(timings.queue_ms / 1e3)
-        self.forward.labels(model=self.model).observe(timings.forward_ms / 1e3)
-        self.attribution.labels(model=self.model).observe(timings.attribution_ms / 1e3)
+    def observe_explanation(self, model: str, timings: WindowTimings) -> None:
+        self.windows.labels(model=model).inc()
+        self.queue.labels(model=model).observe(timings.queue_ms / 1e3)
+        self.forward.labels(model=model).observe(timings.forward_ms / 1e3)
+        self.attribution.labels(model=model).observe(timings.attribution_ms / 1e3)
 
-    def observe_robustness(self, milliseconds: float) -> None:
-        self.robustness.labels(model=self.model).observe(milliseconds / 1e3)
+    def observe_robustness(self, model: str, milliseconds: float) -> None:
+        self.robustness.labels(model=model).observe(milliseconds / 1e3)
 
-    def observe_frame_to_heatmap(self, seconds: float) -> None:
-        self.frame_to_heatmap.labels(model=self.model).observe(seconds)
+    def observe_frame_to_heatmap(self, model: str, seconds: float) -> None:
+        self.frame_to_heatmap.labels(model=model).observe(seconds)
 
-    def observe_drops(self, frames: int, windows: int) -> None:
-        self.dropped_frames.labels(model=self.model).inc(frames)
-        self.skipped_windows.labels(model=self.model).inc(windows)
+    def observe_drops(self, model: str, frames: int, windows: int) -> None:
+        self.dropped_frames.labels(model=model).inc(frames)
+        self.skipped_windows.labels(model=model).inc(windows)
 
-    def observe_batch(self, size: int) -> None:
-        self.batch_size.labels(model=self.model).observe(size)
+    def observe_batch(self, model: str, size: int) -> None:
+        self.batch_size.labels(model=model).observe(size)
 
-    def observe_error(self, code: grpc.StatusCode) -> None:
-        self.errors.labels(model=self.model, code=code.name).inc()
+    def observe_error(self, model: str, code: grpc.StatusCode) -> None:
+        self.errors.labels(model=model, code=code.name).inc()
 
     def track_active(self, streams: Callable[[], int], clips: Callable[[], int]) -> None:
         self.active_streams.set_function(streams)
@@ -97,3 +98,25 @@ class ServerMetrics:
             self._http.shutdown()
             self._http.server_close()
             self._http = None
+
+
+class ModelMetrics:
+    """One served model's view of the metrics: what its engine, streams and batches observe."""
+
+    def __init__(self, metrics: ServerMetrics, model: str):
+        self.metrics, self.model = metrics, model
+
+    def observe_explanation(self, timings: WindowTimings) -> None:
+        self.metrics.observe_explanation(self.model, timings)
+
+    def observe_robustness(self, milliseconds: float) -> None:
+        self.metrics.observe_robustness(self.model, milliseconds)
+
+    def observe_frame_to_heatmap(self, seconds: float) -> None:
+        self.metrics.observe_frame_to_heatmap(self.model, seconds)
+
+    def observe_drops(self, frames: int, windows: int) -> None:
+        self.metrics.observe_drops(self.model, frames, windows)
+
+    def observe_batch(self, size: int) -> None:
+        self.metrics.observe_batch(self.model, size)

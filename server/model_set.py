@@ -14,8 +14,6 @@ import re
 from contextvars import ContextVar
 from dataclasses import dataclass
 
-from staa_serve.models.registry import LoadedModel
-
 # An explicit name: what a client types into a request, a metrics label, a Ray Serve app name.
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
@@ -54,6 +52,10 @@ def check_unique_names(specs: list[ModelSpec]) -> None:
     for name in named:
         if named.count(name) > 1:
             raise ValueError(f"two models are named {name!r}; each --model NAME=... needs its own name")
+    unnamed = [spec.source or "default" for spec in specs if spec.name is None]
+    for source in unnamed:
+        if unnamed.count(source) > 1:
+            raise ValueError(f"{source!r} is served twice under one name; name one of them (--model NAME={source})")
 
 
 def set_call_model(name: str) -> None:
@@ -66,7 +68,8 @@ def call_model() -> str:
 
 
 class ModelSet:
-    """Served models by name, in ``--model`` order; values are whatever serves them (engines)."""
+    """Served models by name, in ``--model`` order; each value is the model's engine (its ``loaded``
+    model says its id)."""
 
     def __init__(self):
         self._by_name: dict = {}
@@ -98,15 +101,10 @@ class ModelSet:
         elif requested in self._by_name:
             name = requested
         else:
-            by_id = [name for name, engine in self._by_name.items() if _model_id(engine) == requested]
+            by_id = [name for name, engine in self._by_name.items() if engine.loaded.model_id == requested]
             if not by_id:
                 raise ModelNotFound(f"model {requested!r} is not served here; this server serves "
                                     f"{', '.join(repr(name) for name in self._by_name)}")
             name = by_id[0]
         set_call_model(name)
         return name, self._by_name[name]
-
-
-def _model_id(engine) -> str:
-    loaded: LoadedModel = engine.loaded
-    return loaded.model_id

@@ -6,7 +6,8 @@ staa.v1 contract. The servicer is thin: ``ModelInfer`` turns its tensors and par
 limits, budgets and errors are exactly ExplainClip's; the windows come back as tensors
 (``explanation_tensors``). Robustness and streaming stay staa.v1-only.
 
-Model ``staa`` (any name the client asks for must be the served model id or empty):
+Models: every served model, by its served name or model id (server/model_set.py); ``staa`` or an empty
+name is the default model. Each takes and gives:
   inputs, exactly one:  VIDEO   BYTES [1]            one encoded clip (mp4 / mkv / avi / webm / mov)
                         FRAMES  UINT8 [F, H, W, 3]   raw RGB frames (parameter ``fps``, default 30)
   parameters (request): stride, hop, top_k, target_class (int64); kappa, gamma (double);
@@ -32,6 +33,7 @@ from staa.v1 import explainer_pb2 as pb
 
 INFERENCE_SERVICE = oip.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name  # "inference.GRPCInferenceService"
 VERSION = "1"
+DEFAULT_ALIAS = "staa"  # an OIP model name for the default model, whatever it is
 PLATFORM = "staa-serve"
 INT_PARAMETERS = ("stride", "hop", "top_k", "target_class")
 # datatype -> numpy dtype, for the tensors this model reads and writes
@@ -57,10 +59,9 @@ def _parameter(value: oip.InferParameter):
     return getattr(value, value.WhichOneof("parameter_choice")) if value.WhichOneof("parameter_choice") else None
 
 
-def clip_request(request: oip.ModelInferRequest, model_id: str) -> pb.ClipRequest:
-    """The staa.v1 ClipRequest an OIP ModelInfer request asks for (InvalidInput when it cannot be one)."""
-    if request.model_name not in ("", model_id, "staa"):
-        raise InvalidInput(f"ModelInferRequest.model_name={request.model_name!r}: this server serves {model_id!r}")
+def clip_request(request: oip.ModelInferRequest, model: str) -> pb.ClipRequest:
+    """The staa.v1 ClipRequest an OIP ModelInfer request asks of served model ``model`` (InvalidInput
+    when it cannot be one)."""
     if len(request.inputs) != 1:
         raise InvalidInput(f"ModelInfer takes exactly one input (VIDEO or FRAMES), got {len(request.inputs)}")
     tensor = request.inputs[0]
@@ -69,7 +70,7 @@ def clip_request(request: oip.ModelInferRequest, model_id: str) -> pb.ClipReques
     unknown = set(parameters) - {*INT_PARAMETERS, "kappa", "gamma", "method", "decoder", "fps"}
     if unknown:
         raise InvalidInput(f"unknown ModelInfer parameters: {', '.join(sorted(unknown))}")
-    clip = pb.ClipRequest(model=model_id, decoder=str(parameters.get("decoder") or ""),
+    clip = pb.ClipRequest(model=model, decoder=str(parameters.get("decoder") or ""),
                           window=pb.WindowSpec(stride=int(parameters.get("stride") or 0), hop=int(parameters.get("hop") or 0)))
     staa = clip.staa
     staa.top_k = int(parameters.get("top_k") or 0)
@@ -133,38 +134,43 @@ class InferenceServicer(oip_grpc.GRPCInferenceServiceServicer):
     def __init__(self, explainer, version: str):
         self.explainer, self.version = explainer, version
 
-    def _model_id(self) -> str | None:
-        engine = self.explainer.engine
-        return None if engine is None else engine.loaded.model_id
+    def _model(self, name: str) -> str:
+        """The served name an OIP model name selects (``staa`` is the default model's alias);
+        UNAVAILABLE while loading or draining, NOT_FOUND for a model not served here."""
+        self.explainer._ready()
+        return self.explainer.models.resolve("" if name == DEFAULT_ALIAS else name)[0]
 
     async def ServerLive(self, request, context):
         return oip.ServerLiveResponse(live=True)
 
     async def ServerReady(self, request, context):
-        return oip.ServerReadyResponse(ready=self._model_id() is not None and not self.explainer.draining.is_set())
+        return oip.ServerReadyResponse(ready=self.explainer.loaded_all and not self.explainer.draining.is_set())
 
     async def ModelReady(self, request, context):
-        model_id = self._model_id()
-        return oip.ModelReadyResponse(ready=model_id is not None and request.name in ("", model_id, "staa"))
+        try:
+            self._model(request.name)
+        except Exception:  # loading, draining or not served: not ready
+            return oip.ModelReadyResponse(ready=False)
+        return oip.ModelReadyResponse(ready=True)
 
     async def ServerMetadata(self, request, context):
         return oip.ServerMetadataResponse(name="staa-serve", version=self.version, extensions=[])
 
     async def ModelMetadata(self, request, context):
-        model_id = self._model_id()
-        if model_id is None or request.name not in ("", model_id, "staa"):
-            await context.abort(grpc.StatusCode.NOT_FOUND if model_id else grpc.StatusCode.UNAVAILABLE,
-                                f"model {request.name!r} is not served here" if model_id else "the model is still loading")
+        try:
+            model = self._model(request.name)
+        except Exception as error:
+            await self.explainer._abort(context, error)
         tensor = oip.ModelMetadataResponse.TensorMetadata
         return oip.ModelMetadataResponse(
-            name=model_id, versions=[VERSION], platform=PLATFORM,
+            name=model, versions=[VERSION], platform=PLATFORM,
             inputs=[tensor(name="VIDEO", datatype="BYTES", shape=[1]), tensor(name="FRAMES", datatype="UINT8", shape=[-1, -1, -1, 3])],
             outputs=[tensor(name=name, datatype=datatype, shape=shape) for name, datatype, shape in OUTPUTS])
 
     async def ModelInfer(self, request, context):
         try:
-            model_id = self.explainer._ready()[1].model_id  # UNAVAILABLE while loading or draining
-            clip = clip_request(request, model_id)
+            model = self._model(request.model_name)
+            clip = clip_request(request, model)
         except Exception as error:
             await self.explainer._abort(context, error)
         del request.raw_input_contents[:]  # the clip lives on in `clip` only
@@ -179,7 +185,7 @@ class InferenceServicer(oip_grpc.GRPCInferenceServiceServicer):
         except InvalidInput as error:
             await self.explainer._abort(context, error)
         requested = {output.name for output in request.outputs}
-        response = oip.ModelInferResponse(model_name=model_id, model_version=VERSION, id=request.id)
+        response = oip.ModelInferResponse(model_name=model, model_version=VERSION, id=request.id)
         for name, values in tensors:
             if requested and name not in requested:
                 continue

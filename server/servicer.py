@@ -20,6 +20,7 @@ from staa_serve.server.memory import Trimmer
 from staa_serve.server.errors import Draining, IdleTimeout, NotReady, status_for
 from staa_serve.server.live import AckDue, live_events, read_frames
 from staa_serve.server.metrics import ServerMetrics
+from staa_serve.server.model_set import ModelSet, call_model
 from staa_serve.server.session import SessionRegistry, StreamSession, check_fps, raw_clip_frames
 from staa_serve.server.wire import parsed
 from staa.v1 import explainer_pb2 as pb
@@ -45,29 +46,48 @@ class VideoExplainerServicer(pb_grpc.VideoExplainerServicer):
         self.calls = CallTracker()
         self.trimmer = Trimmer()
         self.draining = asyncio.Event()
-        self.engine: ExplainEngine | None = None  # set once the model is loaded and warm
+        self.models = ModelSet()  # filled as the models load and warm, in --model order
+        self.loaded_all = False  # every model is loaded and warm: the server serves
         if metrics is not None:
             metrics.track_active(lambda: self.sessions.active, lambda: self.clips.active)
 
     def attach(self, engine: ExplainEngine) -> None:
-        self.engine = engine
+        """One more model is loaded and warm (served once ``serving`` says all are)."""
+        self.models.add(engine.name, engine)
+
+    def serving(self) -> None:
+        self.loaded_all = True
+
+    @property
+    def engine(self) -> ExplainEngine | None:
+        """The default model's engine (None until it has loaded)."""
+        return self.models.default
+
+    @property
+    def read_window_bytes(self) -> int:
+        """The largest window budget over the models: reserved before a request says its model."""
+        return max(engine.window_bytes for engine in self.models.engines())
 
     def drain(self) -> None:
         """Shutting down: refuse new calls; live streams finish what they queued and end UNAVAILABLE."""
         self.draining.set()
         self.sessions.drain()
 
-    def _ready(self) -> tuple[ExplainEngine, LoadedModel]:
+    def _ready(self) -> None:
         if self.draining.is_set():
             raise Draining("server is shutting down (draining); connect to another replica")
-        if self.engine is None:
-            raise NotReady("the model is still loading; watch grpc.health.v1 for SERVING")
-        return self.engine, self.engine.loaded
+        if not self.loaded_all:
+            raise NotReady("the models are still loading; watch grpc.health.v1 for SERVING")
+
+    def _engine(self, requested: str) -> tuple[ExplainEngine, LoadedModel]:
+        """The engine of the model a request names (server/model_set.py); NOT_FOUND for an unknown one."""
+        engine = self.models.resolve(requested)[1]
+        return engine, engine.loaded
 
     async def _abort(self, context: grpc.aio.ServicerContext, error: Exception) -> None:
         code, message = status_for(error)  # logs the traceback of a server fault
         if self.metrics is not None:
-            self.metrics.observe_error(code)
+            self.metrics.observe_error(call_model(), code)
         # The tracebacks' frames hold the request (a clip body, decoded frames), and gRPC keeps the
         # abort in a reference cycle that only a full collection frees: drop them now.
         seen = set()
@@ -87,30 +107,36 @@ class VideoExplainerServicer(pb_grpc.VideoExplainerServicer):
 
     async def GetModelInfo(self, request, context):
         try:
-            parsed(request)
-            return convert.model_info(self._ready()[1])
+            self._ready()
+            engine, loaded = self._engine(parsed(request).model)
+            return convert.model_info(loaded, engine.name, self.models.names)
         except Exception as error:
             await self._abort(context, error)
 
     async def ExplainClip(self, requests, context):
         """Registered request-streaming (server/wire.py) so that admission and the memory reservation
         come before the request body is read off the wire."""
-        try:
-            engine, loaded = self._ready()
-            read_bytes = CLIP_READ_FACTOR * self.config.max_message_bytes + engine.window_bytes
-            with self.calls.track(), self.clips.admit():
-                async with self.budget.reserve_waiting(read_bytes, "a clip request", CLIP_BUDGET_WAIT_SECONDS) as held:
-                    async for response in self._explain_clip(requests, held, engine, loaded):
-                        yield response
-        except asyncio.CancelledError:
-            await self._ended(context)
-        except Exception as error:
-            await self._abort(context, error)
-        finally:
-            self.trimmer.after_large_call(self.clips.active == 0)  # the body's transport slices are free now
+        # Tracked until its status is sent: a drain waits for the abort of a call it ended, not only for
+        # the call's work (else gRPC's own stop could cancel it first, without our reason).
+        with self.calls.track():
+            try:
+                self._ready()
+                read_bytes = CLIP_READ_FACTOR * self.config.max_message_bytes + self.read_window_bytes
+                with self.clips.admit():
+                    async with self.budget.reserve_waiting(read_bytes, "a clip request",
+                                                           CLIP_BUDGET_WAIT_SECONDS) as held:
+                        async for response in self._explain_clip(requests, held):
+                            yield response
+            except asyncio.CancelledError:
+                await self._ended(context)
+            except Exception as error:
+                await self._abort(context, error)
+            finally:
+                self.trimmer.after_large_call(self.clips.active == 0)  # the body's transport slices are free now
 
-    async def _explain_clip(self, requests, held, engine: ExplainEngine, loaded: LoadedModel):
+    async def _explain_clip(self, requests, held):
         request = await self._only_request(aiter(requests))
+        engine, loaded = self._engine(request.model)
         held.resize(request.ByteSize() + engine.window_bytes)  # one copy of the body is kept
         options = convert.clip_options(request, loaded, self.config)
         results = self._clip_results(request, engine, options)
@@ -153,19 +179,21 @@ class VideoExplainerServicer(pb_grpc.VideoExplainerServicer):
             session: StreamSession | None = None
             reader: asyncio.Task | None = None
             try:
-                engine, loaded = self._ready()
+                self._ready()
                 held.enter_context(self.calls.track())
                 held.enter_context(self.sessions.admit())  # counted from the first byte, configured or not
-                held.enter_context(self.budget.reserve(engine.window_bytes, "a live stream's windows"))
+                # Before the config says which model: the largest model's windows.
+                held.enter_context(self.budget.reserve(self.read_window_bytes, "a live stream's windows"))
                 requests = aiter(request_iterator)
                 config = await self._stream_config(requests)
+                engine, loaded = self._engine(config.model)
                 options = convert.stream_options(config, loaded, self.config)
                 session = self.sessions.open(lambda session_id: StreamSession(
                     session_id, options, loaded, self.config, config.fps,
                     config.ack_every or self.config.default_ack_every, not config.drop_oldest, self.budget))
                 reader = asyncio.create_task(read_frames(_frames(requests), session))
                 async for event in live_events(session, engine, self.draining, self.config.stream_idle_seconds,
-                                               self.metrics):
+                                               engine.metrics):
                     if isinstance(event, WindowExplanation):
                         yield pb.StreamResponse(explanation=convert.explanation(event))
                     elif isinstance(event, AckDue):
@@ -180,7 +208,7 @@ class VideoExplainerServicer(pb_grpc.VideoExplainerServicer):
                 if reader is not None:
                     reader.cancel()
                 if session is not None:
-                    self.engine.cadence.forget(session.session_id)
+                    engine.cadence.forget(session.session_id)
                     self.sessions.close(session)
 
     async def _stream_config(self, requests) -> pb.StreamConfig:

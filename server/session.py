@@ -69,11 +69,6 @@ def resolve_top_k(config: ServerConfig, top_k: int) -> int:
     return top_k or config.default_top_k
 
 
-def check_model_name(loaded: LoadedModel, requested: str) -> None:
-    if requested and requested != loaded.model_id:
-        raise InvalidInput(f"model {requested!r} is not served here; this server serves {loaded.model_id!r}")
-
-
 class StreamSession:
     """One live stream: its frame queue, window assembler, counters and options.
 

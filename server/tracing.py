@@ -22,6 +22,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter
 
 from staa_serve.models.pipeline import WindowExplanation
+from staa_serve.server.model_set import call_model
 from staa_serve.server.wire import UNOBSERVED_PREFIXES, observed
 from staa import package_version
 
@@ -97,7 +98,7 @@ class TracingInterceptor(grpc.aio.ServerInterceptor):
             return span
 
         def ended(span, context, status: str, windows: int) -> None:
-            span.set_attributes({"rpc.grpc.status_code": status, "staa.windows": windows})
+            span.set_attributes({"rpc.grpc.status_code": status, "staa.windows": windows, "staa.model": call_model()})
             if status != "OK":
                 span.set_status(trace.Status(trace.StatusCode.ERROR, status))
             span.end()

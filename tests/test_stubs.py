@@ -15,7 +15,7 @@ def test_editing_a_proto_makes_stubs_stale_until_regenerated(tmp_path, monkeypat
     monkeypatch.setattr("staa.stubs.PROTO_ROOT", tmp_path)
     assert stubs_are_fresh(copy)
     proto = copy / "explainer.proto"
-    proto.write_text(proto.read_text().replace("message ModelInfoRequest {}", "message ModelInfoRequest { bool verbose = 1; }"))
+    proto.write_text(proto.read_text() + "\nmessage Verbosity {\n  bool verbose = 1;\n}\n")
     assert not stubs_are_fresh(copy)
     generate_stubs(copy)
     assert stubs_are_fresh(copy)

@@ -135,7 +135,7 @@ async def stream_once(client: AsyncExplainerClient, frames, fps: float, first_id
     async def requests():
         nonlocal sequence, exhausted
         yield pb.StreamRequest(config=pb.StreamConfig(
-            staa=state.staa_options(args.top_k), fps=fps, drop_oldest=True,  # live: skip rather than lag
+            model=args.model, staa=state.staa_options(args.top_k), fps=fps, drop_oldest=True,  # live: skip rather than lag
             robustness=robustness_options(args.robustness, args.epsilon, args.every)))
         started = loop.time()
         for frame in frames:
@@ -192,12 +192,12 @@ async def stream_forever(source, state: ViewerState, hub: Hub, args) -> None:
     token = Path(args.token_file).read_text().strip() if args.token_file else None
     async with AsyncExplainerClient(args.server, root_certificates=root, token=token, timeout=None) as client:
         try:
-            info = await client.stub.GetModelInfo(pb.ModelInfoRequest(), timeout=30, metadata=client.metadata,
+            info = await client.stub.GetModelInfo(pb.ModelInfoRequest(model=args.model), timeout=30, metadata=client.metadata,
                                                   wait_for_ready=False)
         except grpc.aio.AioRpcError as error:
             raise ServerUnreachable(f"cannot use STAA Serve at {args.server}: {error.code().name}: "
                                     f"{error.details()}") from None
-        hub.hello = {"type": "hello", "source": source.name, "fps": source.fps, "model": info.model_id,
+        hub.hello = {"type": "hello", "source": source.name, "fps": source.fps, "model": info.name,
                      "labels": list(info.labels), "grid": [info.grid_height, info.grid_width],
                      "colormaps": sorted(COLORMAPS), "colormap": DEFAULT_COLORMAP, "alpha": DEFAULT_ALPHA,
                      "robustness": args.robustness}
@@ -326,6 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--server", default="127.0.0.1:50051", help="STAA Serve HOST:PORT")
     parser.add_argument("--host", default="127.0.0.1", help="where the page is served (loopback by default)")
     parser.add_argument("--port", type=int, default=8765, help="HTTP port (0 = any free port)")
+    parser.add_argument("--model", default="", help="a served model's name or id (default: the server's default model)")
     parser.add_argument("--top-k", type=int, default=5)
     parser.add_argument("--jpeg", action="store_true", help="send frames to the server as JPEG")
     parser.add_argument("--robustness", choices=["off", "noise", "fgsm", "pgd"], default="off")

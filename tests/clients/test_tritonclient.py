@@ -64,7 +64,6 @@ def test_raw_frames_and_bad_requests_through_the_inference_service(server, clien
             (lambda bad: setattr(bad.inputs[0], "name", "AUDIO"), "unknown input 'AUDIO'"),
             (lambda bad: set_parameter(bad, "colour", "red"), "unknown ModelInfer parameters: colour"),
             (lambda bad: set_parameter(bad, "method", "magic"), "method 'magic'"),
-            (lambda bad: setattr(bad, "model_name", "resnet"), "model_name='resnet'"),
         )
         for change, message in refusals:
             bad = oip.ModelInferRequest()
@@ -73,3 +72,8 @@ def test_raw_frames_and_bad_requests_through_the_inference_service(server, clien
             with pytest.raises(grpc.RpcError) as refused:
                 stub.ModelInfer(bad)
             assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT and message in refused.value.details()
+        request.model_name = "resnet"
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.ModelInfer(request)
+        assert refused.value.code() == grpc.StatusCode.NOT_FOUND
+        assert "model 'resnet' is not served here" in refused.value.details()

@@ -46,7 +46,6 @@ CONFIG = pb.StreamRequest(config=pb.StreamConfig())
     (pb.ClipRequest(clip=b"x", staa=pb.StaaOptions(gamma=0.1)), "StaaOptions.gamma must be in [1.0, 16.0], got 0.1"),
     (pb.ClipRequest(clip=b"x", staa=pb.StaaOptions(top_k=99)), "StaaOptions.top_k=99 exceeds max_top_k=20"),
     (pb.ClipRequest(clip=b"x", staa=pb.StaaOptions(spatial_aggregation=42)), "spatial_aggregation=42"),
-    (pb.ClipRequest(clip=b"x", model="facebook/timesformer-base"), "is not served here"),
     (pb.ClipRequest(clip=b"x", decoder="gstreamer"), "decoder 'gstreamer'"),
     (pb.ClipRequest(frames=pb.RawFrames()), "ClipRequest.frames is empty"),
 ])
