@@ -53,6 +53,7 @@ class RunningServer:
     metrics: ServerMetrics
     metrics_port: int | None = None
     tracer: object | None = None  # server/tracing.py, when tracing is configured
+    ray: object | None = None  # server/ray_backend.py's RayBackend, with --ray (stopped after the engines)
 
     async def set_serving(self, serving: bool) -> None:
         status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
@@ -68,6 +69,8 @@ class RunningServer:
         await self.server.stop(0.5)
         for engine in self.servicer.models.engines():
             engine.shutdown()
+        if self.ray is not None:
+            self.ray.stop()
         self.metrics.close()
 
 
@@ -123,22 +126,27 @@ async def start_server(config: ServerConfig, span_exporter=None) -> RunningServe
 
 
 async def load_and_warm(running: RunningServer, config: ServerConfig) -> None:
-    """Every model in --model order, each on its own engine; SERVING once all are warm."""
+    """Every model in --model order, each on its own engine (with --ray, on its own Ray Serve
+    application); SERVING once all are warm."""
+    specs = config.model_specs()
+
+    def start_ray():
+        from staa_serve.server.ray_backend import RayBackend  # Ray is imported only when asked for
+
+        return RayBackend(config.ray_address, config.ray_replicas, config.max_batch, config.max_batch_wait_ms,
+                          config.attention, config.dtype, models=len(specs))
+
     def load(spec: ModelSpec) -> ExplainEngine:
         loaded = load_model(spec.source, device=config.device, attention=config.attention, dtype=config.dtype)
-        if config.ray:
-            from staa_serve.server.ray_backend import RayBackend  # Ray is imported only when asked for
-
-            backend = RayBackend(spec.source, config.ray_replicas, config.ray_address, config.max_batch,
-                                 config.max_batch_wait_ms, config.attention, config.dtype)
-            engine = ExplainEngine(loaded, config, running.metrics, batcher=backend.batcher(), on_shutdown=backend.stop,
-                                   tracer=running.tracer, name=spec.name)
-        else:
-            engine = ExplainEngine(loaded, config, running.metrics, tracer=running.tracer, name=spec.name)
+        name = spec.name or loaded.model_id
+        batcher = running.ray.deploy(spec.source, name) if running.ray is not None else None
+        engine = ExplainEngine(loaded, config, running.metrics, batcher=batcher, tracer=running.tracer, name=name)
         engine.warm_up()
         return engine
 
-    for spec in config.model_specs():
+    if config.ray:
+        running.ray = await asyncio.to_thread(start_ray)
+    for spec in specs:
         engine = await asyncio.to_thread(load, spec)
         try:
             running.servicer.attach(engine)

@@ -98,9 +98,6 @@ class ServerConfig:
             check_unique_names(self.model_specs())
         except ValueError as error:
             raise ValueError(f"ServerConfig.model: {error}") from None
-        if self.ray and self.more_models:
-            raise ValueError("ServerConfig.ray runs one model (one Ray Serve deployment); several models are served "
-                             "in-process, without --ray")
         if not 0 <= self.port <= 65535:
             raise ValueError(f"ServerConfig.port must be in [0, 65535], got {self.port}")
         if self.max_clip_bytes >= self.max_message_bytes:

@@ -75,10 +75,10 @@ class PendingRobustness:
 
 class ExplainEngine:
     def __init__(self, loaded: LoadedModel, config: ServerConfig, metrics: ServerMetrics | None = None,
-                 batcher=None, on_shutdown=None, tracer=None, name: str | None = None):
+                 batcher=None, tracer=None, name: str | None = None):
         """``name``: what requests choose this model by (server/model_set.py; default its model id).
         ``batcher``: where windows are explained (default: a MicroBatcher on this process's model
-        thread; server/ray_backend.py gives one over Ray Serve replicas); ``on_shutdown`` runs last."""
+        thread; server/ray_backend.py gives one over Ray Serve replicas)."""
         self.loaded = loaded
         self.name = name or loaded.model_id
         self.config = config
@@ -94,7 +94,6 @@ class ExplainEngine:
         self.batcher = batcher or MicroBatcher(
             self._explain_batch, self.model_executor, config.max_batch, config.max_batch_wait_ms / 1e3,
             on_batch=(lambda size, waits: self.metrics.observe_batch(size)) if metrics else None)
-        self.on_shutdown = on_shutdown
         self.explanation_idle = self.batcher.idle  # set while no explanation is queued or running
         self.cadence = WindowCadence()  # live streams' window timing, so robustness work fits between windows
         self.lane = RobustnessLane(self.pipeline, config.max_robustness_jobs, self.explanation_idle, self.cadence,
@@ -180,5 +179,3 @@ class ExplainEngine:
         self.live_executor.shutdown(wait=False, cancel_futures=True)
         self.clip_executor.shutdown(wait=False, cancel_futures=True)
         self.model_executor.shutdown(wait=False, cancel_futures=True)
-        if self.on_shutdown is not None:
-            self.on_shutdown()

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import signal
 import tempfile
@@ -184,11 +185,21 @@ class RayBatcher:
         self.idle.set()
 
 
-class RayBackend:
-    """Starts (or joins) Ray, deploys the replicas, and hands out a RayBatcher; ``stop`` undoes it."""
+def application_name(model_name: str) -> str:
+    """The Ray Serve application of one served model (hub ids' slashes are not kept)."""
+    return f"{DEPLOYMENT_NAME}-" + re.sub(r"[^A-Za-z0-9._-]", "-", model_name)
 
-    def __init__(self, model: str | None, replicas: int | None = None, address: str | None = None,
-                 max_batch: int = 8, max_batch_wait_ms: float = 2.0, attention: str = "fused", dtype: str = "auto"):
+
+class RayBackend:
+    """Starts (or joins) Ray and Ray Serve once; ``deploy`` puts up one served model's replicas as their
+    own Serve application and hands out a RayBatcher for them; ``stop`` undoes it all.
+
+    Each model gets ``replicas`` replicas (default: one per GPU, one on a CPU-only node); with several
+    models, a replica asks for its share of a GPU and a CPU (``1 / models``), so the models' replicas
+    fit side by side on the devices one model alone would use."""
+
+    def __init__(self, address: str | None = None, replicas: int | None = None, max_batch: int = 8,
+                 max_batch_wait_ms: float = 2.0, attention: str = "fused", dtype: str = "auto", models: int = 1):
         self.private_home = None
         if address is None:  # a private single-node cluster on loopback
             self.private_home = isolate_for_loopback()  # before Ray is imported: it reads some at import time
@@ -200,19 +211,25 @@ class RayBackend:
                                                log_to_driver=False))
         else:
             ray.init(address=address, log_to_driver=False)
-        gpus = int(ray.cluster_resources().get("GPU", 0))
-        self.replicas = replicas or max(1, gpus)
+        self.gpus = int(ray.cluster_resources().get("GPU", 0))
+        self.replicas = replicas or max(1, self.gpus)
+        self.share = 1.0 / models
+        self.settings = (max_batch, max_batch_wait_ms, attention, dtype)
         serve.start(proxy_location="Disabled", http_options={"host": "127.0.0.1"})
+
+    def deploy(self, model: str | None, name: str) -> RayBatcher:
+        """Replicas of ``model`` (as the front end loaded it) as application ``application_name(name)``."""
+        from ray import serve
+
         deployment = _replica_class().options(
             num_replicas=self.replicas,
-            ray_actor_options={"num_cpus": 1, "num_gpus": 1 if gpus else 0},
+            ray_actor_options={"num_cpus": self.share, "num_gpus": self.share if self.gpus else 0},
         )
-        self.handle = serve.run(deployment.bind(model, max_batch, max_batch_wait_ms, attention, dtype), name=DEPLOYMENT_NAME, route_prefix=None)
-        self.model_id = self.handle.model_id.remote().result()
-        logger.info("Ray Serve deployment %s: %d replica(s) of %s", DEPLOYMENT_NAME, self.replicas, self.model_id)
-
-    def batcher(self) -> RayBatcher:
-        return RayBatcher(self.handle)
+        application = application_name(name)
+        handle = serve.run(deployment.bind(model, *self.settings), name=application, route_prefix=None)
+        model_id = handle.model_id.remote().result()
+        logger.info("Ray Serve application %s: %d replica(s) of %s", application, self.replicas, model_id)
+        return RayBatcher(handle)
 
     def stop(self) -> None:
         import ray

@@ -25,6 +25,7 @@ from staa_serve.server.ray_backend import process_stat
 from tests.conftest import REPO, clip_path, served_config
 
 CLIP = "ucf101_apply_eye_makeup.avi"
+SECOND = "synth"  # the shipped default model, served second under this name: its own Ray Serve application
 TCP_STATES = {"01": "ESTABLISHED", "02": "SYN_SENT", "03": "SYN_RECV", "04": "FIN_WAIT1", "05": "FIN_WAIT2",
               "06": "TIME_WAIT", "07": "CLOSE", "08": "CLOSE_WAIT", "09": "LAST_ACK", "0A": "LISTEN", "0B": "CLOSING"}
 
@@ -92,7 +93,8 @@ def end_session(leader: int, grace: float = 20.0) -> None:
 def ray_server(tiny_model_dir):
     environment = {name: value for name, value in os.environ.items() if name != "RAY_ADDRESS"}
     process = subprocess.Popen(
-        [sys.executable, "-m", "staa_serve.server.app", "--port", "0", "--model", str(tiny_model_dir), "--ray", "--grace", "2"],
+        [sys.executable, "-m", "staa_serve.server.app", "--port", "0", "--model", str(tiny_model_dir),
+         "--model", f"{SECOND}=default", "--ray", "--grace", "2"],
         cwd=REPO, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         start_new_session=True)  # its own session: Ray's processes join it, and teardown ends it whole
     try:
@@ -124,6 +126,18 @@ def test_a_clip_explained_through_ray_serve_matches_the_local_server(ray_server,
         assert remote.spatial.data == local_window.spatial.data
         assert [score.class_id for score in remote.topk] == [score.class_id for score in local_window.topk]
         assert remote.timings.forward_ms > 0
+
+
+def test_a_second_model_has_its_own_replicas(ray_server, client):
+    """Two models through Ray: each its own application, the second's heatmaps the local server's."""
+    process, target = ray_server
+    with ExplainerClient(target, timeout=120) as remote:
+        info = remote.model_info(SECOND)
+        through_ray = list(remote.explain_clip(clip_path(CLIP), model=SECOND))
+    here = list(client.explain_clip(clip_path(CLIP)))  # the session's local server: the same default model
+    assert (info.name, info.model_id, list(info.served_models)[1:]) == (SECOND, "staa-synthkinetics", [SECOND])
+    assert len(through_ray) == len(here) > 0
+    assert [window.spatial.data for window in through_ray] == [window.spatial.data for window in here]
 
 
 def _frames(path):

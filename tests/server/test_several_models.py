@@ -154,7 +154,6 @@ def test_model_flags_repeat_name_models_and_come_from_the_environment(monkeypatc
     ({"model": None, "more_models": ("default",)}, "'default' is served twice under one name"),
     ({"model": "a=", "more_models": ()}, "nothing after '='"),
     ({"model": "=dir", "more_models": ()}, "empty name before '='"),
-    ({"more_models": ("b=two",), "ray": True}, "ServerConfig.ray runs one model"),
 ])
 def test_bad_model_sets_are_refused_before_anything_loads(changes, message):
     with pytest.raises(ValueError, match=message):
