@@ -3,7 +3,7 @@
 // ExplainClip on an encoded clip, StreamExplain on raw RGB24 frames. Prints one JSON document.
 //
 //   node explain.js --server 127.0.0.1:50051 --clip clip.mp4 \
-//       [--frames frames.rgb --width 320 --height 240 --fps 25] [--token-file token.txt]
+//       [--frames frames.rgb --width 320 --height 240 --fps 25] [--token-file token.txt] [--model NAME]
 "use strict";
 
 const fs = require("fs");
@@ -44,17 +44,17 @@ function unary(client, method, request, metadata) {
     client[method](request, metadata, { deadline: Date.now() + 60000 }, (error, reply) => (error ? reject(error) : resolve(reply))));
 }
 
-function explainClip(client, clip, metadata) {
+function explainClip(client, clip, model, metadata) {
   return new Promise((resolve, reject) => {
     const windows = [];
-    const call = client.ExplainClip({ clip }, metadata);
+    const call = client.ExplainClip({ clip, model }, metadata);
     call.on("data", (response) => { if (response.event === "explanation") windows.push(summary(response.explanation)); });
     call.on("error", reject);
     call.on("end", () => resolve(windows));
   });
 }
 
-async function streamFrames(client, frames, width, height, fps, metadata) {
+async function streamFrames(client, frames, width, height, fps, model, metadata) {
   const windows = [];
   let lastAck = null;
   const call = client.StreamExplain(metadata);
@@ -67,7 +67,7 @@ async function streamFrames(client, frames, width, height, fps, metadata) {
     call.on("end", resolve);
   });
   const write = (request) => (call.write(request) ? Promise.resolve() : new Promise((resolve) => call.once("drain", resolve)));
-  await write({ config: { fps } }); // lossless by default: the server slows this sender, never drops
+  await write({ config: { fps, model } }); // lossless by default: the server slows this sender, never drops
   const size = width * height * 3;
   for (let sequence = 0; sequence * size < frames.length; sequence += 1) {
     const rgb24 = frames.subarray(sequence * size, (sequence + 1) * size);
@@ -90,12 +90,13 @@ async function main() {
 
   const result = {};
   result.health = (await unary(health, "Check", { service: "staa.v1.VideoExplainer" }, new grpc.Metadata())).status;
-  const info = await unary(explainer, "GetModelInfo", {}, metadata);
-  result.model = { modelId: info.modelId, numFrames: info.numFrames, labels: info.labels.length };
-  result.clip = await explainClip(explainer, fs.readFileSync(args.clip), metadata);
+  const model = args.model || ""; // a served model's name or id; empty: the server's default
+  const info = await unary(explainer, "GetModelInfo", { model }, metadata);
+  result.model = { name: info.name, modelId: info.modelId, numFrames: info.numFrames, labels: info.labels.length };
+  result.clip = await explainClip(explainer, fs.readFileSync(args.clip), model, metadata);
   if (args.frames) {
     const streamed = await streamFrames(explainer, fs.readFileSync(args.frames), Number(args.width), Number(args.height),
-                                        Number(args.fps || 25), metadata);
+                                        Number(args.fps || 25), model, metadata);
     result.stream = streamed.windows;
     result.lastAck = streamed.lastAck;
   }

@@ -29,7 +29,7 @@ def test_node_client_gets_the_same_heatmaps_as_the_python_client(server, client,
     assert run.returncode == 0, run.stderr
     result = json.loads(run.stdout)
     assert result["health"] == "SERVING"
-    assert result["model"] == {"modelId": "staa-synthkinetics", "numFrames": 8, "labels": 8}
+    assert result["model"] == {"name": "staa-synthkinetics", "modelId": "staa-synthkinetics", "numFrames": 8, "labels": 8}
     python = list(client.explain_clip(path))
     assert [base64.b64decode(window["heatmaps"]) for window in result["clip"]] == [window.spatial.data for window in python]
     assert [window["windowIndex"] for window in result["clip"]] == list(range(len(python))) == list(range(6))
@@ -38,3 +38,7 @@ def test_node_client_gets_the_same_heatmaps_as_the_python_client(server, client,
     # The same frames streamed without any option: nothing dropped, the same maps as the clip's.
     assert [window["heatmaps"] for window in result["stream"]] == [window["heatmaps"] for window in result["clip"]]
     assert result["lastAck"]["received"] == len(decoded.frames) and result["lastAck"]["dropped"] == 0
+    # The model field reaches the server: a name it does not serve is NOT_FOUND (status 5).
+    refused = subprocess.run([node, str(NODE_CLIENT / "explain.js"), "--server", server.target, "--clip", str(path),
+                              "--model", "resnet"], capture_output=True, text=True, timeout=300)
+    assert refused.returncode == 2 and refused.stderr.startswith("gRPC status 5: model 'resnet' is not served here")
