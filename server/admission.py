@@ -31,26 +31,36 @@ class Admission:
                 self.active -= 1
 
 
+class TrackedCall:
+    """One call in flight: its task, whether it is handing a response to gRPC (``sending``), and the
+    error a drain ended it with while it was (raised when it resumes)."""
+
+    def __init__(self, task: asyncio.Task):
+        self.task = task
+        self.sending = False
+        self.ended: Draining | None = None
+
+
 class CallTracker:
-    """The tasks of the calls in flight, so a drain can wait for them and end the stragglers itself
-    with a clear status when its grace period is over (instead of gRPC cancelling them blind)."""
+    """The calls in flight, so a drain can wait for them and end the stragglers itself with a clear
+    status when its grace period is over (instead of gRPC cancelling them blind)."""
 
     def __init__(self):
-        self.tasks: set[asyncio.Task] = set()
+        self.calls: dict[asyncio.Task, TrackedCall] = {}
         self.grace_over: float | None = None  # the grace period, once it ended with calls in flight
         self._idle = asyncio.Event()
         self._idle.set()
 
     @contextlib.contextmanager
     def track(self):
-        task = asyncio.current_task()
-        self.tasks.add(task)
+        call = TrackedCall(asyncio.current_task())
+        self.calls[call.task] = call
         self._idle.clear()
         try:
-            yield
+            yield call
         finally:
-            self.tasks.discard(task)
-            if not self.tasks:
+            self.calls.pop(call.task, None)
+            if not self.calls:
                 self._idle.set()
 
     async def wait_idle(self, timeout: float) -> bool:
@@ -61,9 +71,15 @@ class CallTracker:
             return False
 
     def end_all(self, grace: float) -> None:
+        """End every call in flight. One working in our code is cancelled there (its handler answers
+        ``ended_by_drain()``); one handing gRPC a response is marked instead and ends when it resumes:
+        cancelled inside gRPC's send, its task would end with no status sent at all."""
         self.grace_over = grace
-        for task in list(self.tasks):
-            task.cancel()
+        for call in list(self.calls.values()):
+            if call.sending:
+                call.ended = self.ended_by_drain()
+            else:
+                call.task.cancel()
 
     def ended_by_drain(self) -> Draining | None:
         """Inside a cancelled call: the error to answer with when the drain ended it, else None."""
@@ -71,3 +87,16 @@ class CallTracker:
             return None
         return Draining(f"server is shutting down (draining): its grace period ({self.grace_over:g} s) ended "
                         f"before this call finished")
+
+
+async def sent(call: TrackedCall, responses):
+    """``responses``, with ``call`` marked as sending while gRPC has each one; a drain that ended the
+    call meanwhile is raised when gRPC asks for the next."""
+    async for response in responses:
+        call.sending = True
+        try:
+            yield response
+        finally:
+            call.sending = False
+        if call.ended is not None:
+            raise call.ended

@@ -153,7 +153,7 @@ async def load_and_warm(running: RunningServer, config: ServerConfig) -> None:
         except ValueError:  # two unnamed models with one model id
             engine.shutdown()
             raise
-    running.servicer.serving()
+    running.servicer.all_loaded()
     await running.set_serving(True)
 
 

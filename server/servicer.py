@@ -14,7 +14,7 @@ from staa_serve.server import convert
 from staa_serve.server.config import ServerConfig
 from staa_serve.models.pipeline import WindowExplanation
 from staa_serve.server.engine import ExplainEngine
-from staa_serve.server.admission import Admission, CallTracker
+from staa_serve.server.admission import Admission, CallTracker, sent
 from staa_serve.server.budget import ByteBudget
 from staa_serve.server.memory import Trimmer
 from staa_serve.server.errors import Draining, IdleTimeout, NotReady, status_for
@@ -52,10 +52,10 @@ class VideoExplainerServicer(pb_grpc.VideoExplainerServicer):
             metrics.track_active(lambda: self.sessions.active, lambda: self.clips.active)
 
     def attach(self, engine: ExplainEngine) -> None:
-        """One more model is loaded and warm (served once ``serving`` says all are)."""
+        """One more model is loaded and warm (served once ``all_loaded`` says every one is)."""
         self.models.add(engine.name, engine)
 
-    def serving(self) -> None:
+    def all_loaded(self) -> None:
         self.loaded_all = True
 
     @property
@@ -118,14 +118,14 @@ class VideoExplainerServicer(pb_grpc.VideoExplainerServicer):
         come before the request body is read off the wire."""
         # Tracked until its status is sent: a drain waits for the abort of a call it ended, not only for
         # the call's work (else gRPC's own stop could cancel it first, without our reason).
-        with self.calls.track():
+        with self.calls.track() as call:
             try:
                 self._ready()
                 read_bytes = CLIP_READ_FACTOR * self.config.max_message_bytes + self.read_window_bytes
                 with self.clips.admit():
                     async with self.budget.reserve_waiting(read_bytes, "a clip request",
                                                            CLIP_BUDGET_WAIT_SECONDS) as held:
-                        async for response in self._explain_clip(requests, held):
+                        async for response in sent(call, self._explain_clip(requests, held)):
                             yield response
             except asyncio.CancelledError:
                 await self._ended(context)
@@ -180,7 +180,7 @@ class VideoExplainerServicer(pb_grpc.VideoExplainerServicer):
             reader: asyncio.Task | None = None
             try:
                 self._ready()
-                held.enter_context(self.calls.track())
+                call = held.enter_context(self.calls.track())
                 held.enter_context(self.sessions.admit())  # counted from the first byte, configured or not
                 # Before the config says which model: the largest model's windows.
                 held.enter_context(self.budget.reserve(self.read_window_bytes, "a live stream's windows"))
@@ -192,8 +192,8 @@ class VideoExplainerServicer(pb_grpc.VideoExplainerServicer):
                     session_id, options, loaded, self.config, config.fps,
                     config.ack_every or self.config.default_ack_every, not config.drop_oldest, self.budget))
                 reader = asyncio.create_task(read_frames(_frames(requests), session))
-                async for event in live_events(session, engine, self.draining, self.config.stream_idle_seconds,
-                                               engine.metrics):
+                async for event in sent(call, live_events(session, engine, self.draining,
+                                                          self.config.stream_idle_seconds, engine.metrics)):
                     if isinstance(event, WindowExplanation):
                         yield pb.StreamResponse(explanation=convert.explanation(event))
                     elif isinstance(event, AckDue):
