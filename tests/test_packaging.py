@@ -72,6 +72,17 @@ def test_the_base_install_is_a_client_without_torch(base_venv, server, tmp_path)
     assert len(windows) == 10 and all(len(window["spatial"]) == 8 for window in windows)
 
 
+
+def test_the_base_install_names_the_extra_a_server_command_needs(base_venv, tmp_path):
+    for command, extra, missing in (("staa-serve", "server", "torch, transformers, captum, prometheus_client"),
+                                    ("staa-viewer", "viewer", "aiohttp"), ("staa-bench", "bench", "torch, matplotlib")):
+        result = subprocess.run([base_venv / "bin" / command, "--version"], capture_output=True, text=True, cwd=tmp_path,
+                                timeout=120)
+        assert result.returncode != 0
+        assert (f"ImportError: this part of staa-serve needs its [{extra}] extra: pip install 'staa-serve[{extra}]' "
+                f"(missing: {missing})") in result.stderr
+
+
 def test_the_wheel_imports_its_stubs_without_grpcio_tools(base_venv, tmp_path):
     out = run(base_venv / "bin" / "python", "-c",
               "import importlib.util, staa.v1, staa.oip; "

@@ -15,3 +15,14 @@ def package_version() -> str:
         return metadata.version("staa-serve")
     except metadata.PackageNotFoundError:
         return "unknown"
+
+
+def require_extra(extra: str, *modules: str) -> None:
+    """ImportError naming the pip extra to install when a module this part needs is missing: the base
+    install is the client; the server, the viewer and the benchmarks are extras."""
+    from importlib.util import find_spec
+
+    missing = [name for name in modules if find_spec(name) is None]
+    if missing:
+        raise ImportError(f"this part of staa-serve needs its [{extra}] extra: pip install 'staa-serve[{extra}]' "
+                          f"(missing: {', '.join(missing)})")
