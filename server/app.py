@@ -34,6 +34,7 @@ from staa_serve.server.memory import map_large_blocks_separately
 from staa_serve.server.metrics import ServerMetrics
 from staa_serve.server.model_set import ModelSpec, call_model
 from staa_serve.server.oip import INFERENCE_SERVICE, add_inference_service
+from staa_serve.server.robustness_lane import JobSlots
 from staa_serve.server.servicer import VideoExplainerServicer
 from staa_serve.server.tracing import TracingInterceptor, tracer_for
 from staa_serve.server.wire import add_servicer
@@ -129,6 +130,7 @@ async def load_and_warm(running: RunningServer, config: ServerConfig) -> None:
     """Every model in --model order, each on its own engine (with --ray, on its own Ray Serve
     application); SERVING once all are warm."""
     specs = config.model_specs()
+    robustness_slots = JobSlots(config.max_robustness_jobs)  # one budget for every model's lane
 
     def start_ray():
         from staa_serve.server.ray_backend import RayBackend  # Ray is imported only when asked for
@@ -140,7 +142,8 @@ async def load_and_warm(running: RunningServer, config: ServerConfig) -> None:
         loaded = load_model(spec.source, device=config.device, attention=config.attention, dtype=config.dtype)
         name = spec.name or loaded.model_id
         batcher = running.ray.deploy(spec.source, name) if running.ray is not None else None
-        engine = ExplainEngine(loaded, config, running.metrics, batcher=batcher, tracer=running.tracer, name=name)
+        engine = ExplainEngine(loaded, config, running.metrics, batcher=batcher, tracer=running.tracer, name=name,
+                               robustness_slots=robustness_slots)
         engine.warm_up()
         return engine
 

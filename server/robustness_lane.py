@@ -92,18 +92,44 @@ class WindowCadence:
         return slack
 
 
+class JobSlots:
+    """The server-wide budget of robustness and gradient jobs queued or running (``max_robustness_jobs``),
+    shared by every served model's lane."""
+
+    def __init__(self, max_jobs: int):
+        self.max_jobs = max_jobs
+        self._pending = 0
+        self._lock = threading.Lock()
+
+    @property
+    def pending(self) -> int:
+        with self._lock:
+            return self._pending
+
+    def take(self) -> str | None:
+        """A place for one job; None when taken, else why there is none."""
+        with self._lock:
+            if self._pending >= self.max_jobs:
+                return (f"{self._pending} windows queued or running server-wide "
+                        f"(max_robustness_jobs={self.max_jobs})")
+            self._pending += 1
+            return None
+
+    def release(self) -> None:
+        with self._lock:
+            self._pending -= 1
+
+
 class RobustnessLane:
-    def __init__(self, pipeline: ExplanationPipeline, max_jobs: int, explanation_idle: threading.Event,
+    def __init__(self, pipeline: ExplanationPipeline, slots: JobSlots, explanation_idle: threading.Event,
                  cadence: WindowCadence, model_executor: ThreadPoolExecutor):
         self.pipeline = pipeline  # the explanation lane's: the same model input and post-processing
         self.scorer = RobustnessScorer(pipeline.loaded)
-        self.max_jobs = max_jobs
+        self.slots = slots
         self.explanation_idle = explanation_idle
         self.cadence = cadence
         self.executor = ThreadPoolExecutor(1, thread_name_prefix="staa-robustness")
         self.model_executor = model_executor  # the explanation lane's thread: every pass runs there
-        self._pending = 0
-        self._lock = threading.Lock()
         self._closing = False
         self._pass_seconds = 0.05  # running estimate of one pass: rises at once, decays slowly
         self._pass_started: float | None = None
@@ -128,24 +154,12 @@ class RobustnessLane:
             time.sleep(min(max(slack, 0.002), 0.02))  # the window comes, is explained, then we go on
         self._pass_started = time.perf_counter()
 
-    @property
-    def pending(self) -> int:
-        with self._lock:
-            return self._pending
-
     def _take_slot(self) -> str | None:
-        """A place in the budget for one job; None when taken, else why there is none."""
-        with self._lock:
-            if self._pending >= self.max_jobs:
-                return (f"{self._pending} windows queued or running server-wide "
-                        f"(max_robustness_jobs={self.max_jobs})")
-            self._pending += 1
-            return None
+        return self.slots.take()
 
     def _job_done(self) -> None:
         self._pass_started = None  # idle time between jobs is not a pass
-        with self._lock:
-            self._pending -= 1
+        self.slots.release()
 
     def submit(self, window: PreparedWindow, plan: RobustnessPlan,
                params: StaaParams) -> asyncio.Future:
