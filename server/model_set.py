@@ -2,7 +2,8 @@
 default). A request names its model (``ClipRequest.model``, ``StreamConfig.model``,
 ``ModelInfoRequest.model``, OIP ``model_name``) by its served name or its model id; empty means the
 default. Each model has its own engine (model thread, micro-batcher, robustness lane), so a batch
-never mixes models; the memory budget and the admission limits are the server's, shared.
+never mixes models; the memory budget, the admission limits and the robustness budget are the
+server's, shared.
 
 ``call_model`` is the model the current RPC resolved to, for its access line, its error counter and
 its span (one gRPC call runs in one task, so a context variable is per call).
