@@ -51,7 +51,8 @@ COLUMNS = ["device", "model", "dtype", "batch", "windows_per_s", "plain_windows_
            "p99_ms", "streams_sustained"]
 # The tests STAA_TEST_DEVICE moves to the GPU (tests/conftest.py): the rest of the suite is host logic.
 DEVICE_TESTS = ("tests/kernels", "tests/models/test_attention.py", "tests/models/test_preprocess.py",
-                "tests/models/test_devices.py", "tests/server/test_architectures.py", "tests/server/test_lifecycle.py")
+                "tests/models/test_devices.py", "tests/server/test_architectures.py", "tests/server/test_lifecycle.py",
+                "tests/server/test_several_models.py")
 SIZES = {False: ("base", (1, 8, 32, 64), (25, 50, 75, 100, 150, 200)), True: ("tiny", (1, 2), (1, 2))}
 
 

@@ -2,4 +2,4 @@
 
 from staa import require_extra
 
-require_extra("server", "torch", "transformers", "captum", "prometheus_client")
+require_extra("server", "torch", "transformers", "prometheus_client")
