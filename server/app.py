@@ -253,31 +253,67 @@ class RepeatedFlag(argparse.Action):
         setattr(namespace, self.dest, [*given, values])
 
 
+TRUE_WORDS, FALSE_WORDS = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
+NOT_SETTINGS = ("help", "version", "config")  # flags that are not server settings
+
+
+def _settings(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
+    """Each server setting's long flag without its dashes (``max-batch``) -> its action."""
+    return {flags[0][2:]: action for action in parser._actions
+            if (flags := [flag for flag in action.option_strings if flag.startswith("--")])
+            and action.dest not in NOT_SETTINGS}
+
+
+def _setting_value(parser: argparse.ArgumentParser, action: argparse.Action, raw, where: str):
+    """``raw`` (an environment string, or a config file's value: string, number, boolean or list) as
+    ``action``'s value; a bad one ends the parse naming ``where``, as the command line would."""
+    flag = action.option_strings[-1]
+    if isinstance(action, RepeatedFlag):
+        items = raw if isinstance(raw, list) else str(raw).split(",")
+        return [str(item).strip() for item in items if str(item).strip()] or None
+    if action.nargs == 0:  # a switch
+        if isinstance(raw, bool):
+            return raw
+        if str(raw).lower() not in TRUE_WORDS + FALSE_WORDS:
+            parser.error(f"{where}={raw!r} is not a boolean (1/0, true/false, yes/no, on/off)")
+        return str(raw).lower() in TRUE_WORDS
+    if isinstance(raw, (bool, list, dict)):
+        parser.error(f"{where}={raw!r} is not a valid {flag} value")
+    try:
+        value = action.type(str(raw)) if action.type else str(raw)
+    except (TypeError, ValueError):
+        parser.error(f"{where}={raw!r} is not a valid {flag} value")
+    if action.choices is not None and value not in action.choices:
+        parser.error(f"{where}={raw!r} is not one of {', '.join(map(str, action.choices))}")
+    return value
+
+
+def defaults_from_file(parser: argparse.ArgumentParser, path: str) -> None:
+    """Server settings from a TOML file, one key per flag (``max-batch = 16`` or ``max_batch = 16``;
+    ``model = ["default", "tiny=/models/tiny"]``): how a deployment keeps its configuration in one
+    place. Unknown keys and bad values are refused naming the file and the key."""
+    import tomllib
+
+    try:
+        with open(path, "rb") as handle:
+            table = tomllib.load(handle)
+    except (OSError, tomllib.TOMLDecodeError) as error:
+        parser.error(f"--config {path}: {error}")
+    settings = _settings(parser)
+    for key, raw in table.items():
+        action = settings.get(key.replace("_", "-"))
+        if action is None:
+            parser.error(f"{path}: unknown setting {key!r} (keys are staa-serve's flags: max-batch, model, ...)")
+        parser.set_defaults(**{action.dest: _setting_value(parser, action, raw, f"{path}: {key}")})
+
+
 def defaults_from_environment(parser: argparse.ArgumentParser, environ=os.environ) -> None:
     """Every ``--some-flag`` also reads ``STAA_SOME_FLAG`` (a flag on the command line wins): how
     containers and orchestrators configure a server. A bad value is refused naming the variable."""
-    for action in parser._actions:
-        flags = [flag for flag in action.option_strings if flag.startswith("--")]
-        if not flags or action.dest in ("help", "version"):
-            continue
-        name = ENVIRONMENT_PREFIX + flags[0][2:].upper().replace("-", "_")
-        if name not in environ:
-            continue
-        raw = environ[name]
-        if isinstance(action, RepeatedFlag):
-            value = [item.strip() for item in raw.split(",") if item.strip()] or None
-        elif action.nargs == 0:  # a switch
-            if raw.lower() not in ("1", "true", "yes", "on", "0", "false", "no", "off", ""):
-                parser.error(f"{name}={raw!r} is not a boolean (1/0, true/false, yes/no, on/off)")
-            value = raw.lower() in ("1", "true", "yes", "on")
-        else:
-            try:
-                value = action.type(raw) if action.type else raw
-            except (TypeError, ValueError):
-                parser.error(f"{name}={raw!r} is not a valid {flags[0]} value")
-            if action.choices is not None and value not in action.choices:
-                parser.error(f"{name}={raw!r} is not one of {', '.join(map(str, action.choices))}")
-        parser.set_defaults(**{action.dest: value})
+    for setting, action in _settings(parser).items():
+        name = ENVIRONMENT_PREFIX + setting.upper().replace("-", "_")
+        if name in environ:
+            parser.set_defaults(**{action.dest: _setting_value(parser, action, environ[name], name)})
 
 
 def parse_args(argv=None) -> ServerConfig:
@@ -335,6 +371,12 @@ def parse_args(argv=None) -> ServerConfig:
     parser.add_argument("--otlp-endpoint", default=None,
                         help="send OpenTelemetry traces to this OTLP/gRPC endpoint (or set OTEL_EXPORTER_OTLP_ENDPOINT)")
     parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
+    parser.add_argument("--config", default=None, metavar="FILE.toml",
+                        help="settings from a TOML file, one key per flag (or STAA_CONFIG); "
+                             "the environment's STAA_* override it and the command line overrides both")
+    config_file = parser.parse_known_args(argv)[0].config or os.environ.get(ENVIRONMENT_PREFIX + "CONFIG")
+    if config_file:
+        defaults_from_file(parser, config_file)
     defaults_from_environment(parser)
     args = parser.parse_args(argv)
     try:

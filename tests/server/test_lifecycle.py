@@ -76,6 +76,33 @@ def test_every_server_flag_reads_a_staa_environment_variable_and_the_flag_wins(m
         parse_args([])
 
 
+def test_a_config_file_sets_every_flag_under_the_environment_and_the_command_line(monkeypatch, tmp_path, capsys):
+    from staa_serve.server.app import parse_args
+    from staa_serve.server.model_set import ModelSpec
+
+    path = tmp_path / "staa.toml"
+    path.write_text('max-batch = 16\nmax_batch_wait_ms = 5\nallow-decord = true\nlog-level = "debug"\n'
+                    'model = ["default", "tiny=/models/tiny"]\n')
+    config = parse_args(["--config", str(path)])
+    assert (config.max_batch, config.max_batch_wait_ms, config.allow_decord, config.log_level) == (16, 5.0, True, "DEBUG")
+    assert config.model_specs() == [ModelSpec("default"), ModelSpec("/models/tiny", "tiny")]
+    monkeypatch.setenv("STAA_CONFIG", str(path))  # the file named by the environment
+    monkeypatch.setenv("STAA_MAX_BATCH", "12")  # the environment over the file
+    assert parse_args([]).max_batch == 12 and parse_args([]).allow_decord
+    assert parse_args(["--max-batch", "4", "--model", "x"]).model_specs() == [ModelSpec("x")]  # the command line over both
+    assert parse_args(["--max-batch", "4"]).max_batch == 4
+    monkeypatch.delenv("STAA_CONFIG")
+    for text, message in (("max-batsh = 3\n", "unknown setting 'max-batsh'"),
+                          ("max-batch = \"many\"\n", "max-batch='many' is not a valid --max-batch value"),
+                          ("allow-decord = 2\n", "allow-decord=2 is not a boolean"),
+                          ("dtype = \"int3\"\n", "dtype='int3' is not one of"),
+                          ("max-batch = [", "--config")):
+        path.write_text(text)
+        with pytest.raises(SystemExit):
+            parse_args(["--config", str(path)])
+        assert message in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("command", ["staa-serve", "staa-client", "staa-viewer", "staa-bench"])
 def test_every_command_prints_its_version(command):
     import subprocess
