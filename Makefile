@@ -75,4 +75,5 @@ gpu-check:
 	PYTHONPATH=$(GPU_SITE):.:proto $(GPU_PYTHON) -m staa_serve.benchmarks.gpu $(GPU_CHECK_ARGS)
 
 clean:
-	rm -rf $(VENV) $(DEMO_OUT) clients/node/node_modules $(TRITON_VENV) proto/staa/v1/*_pb2*.py proto/staa/v1/*_pb2*.pyi proto/staa/v1/.stubs.sha256
+	rm -rf $(VENV) $(DEMO_OUT) clients/node/node_modules $(TRITON_VENV) build dist *.egg-info .whl \
+	  $(foreach package,v1 oip,proto/staa/$(package)/*_pb2*.py proto/staa/$(package)/*_pb2*.pyi proto/staa/$(package)/.stubs.sha256)
