@@ -57,6 +57,8 @@ class ViewerState:
     threshold: bool = True
     focus: bool = True
     method: str = "staa"  # one of VIEWER_METHODS
+    model: str = ""  # the served model the stream asks for (its served name, once known)
+    models: list[str] = field(default_factory=list)  # every model the server serves
     restart: asyncio.Event = field(default_factory=asyncio.Event)
     frames_sent: int = 0
     frames_dropped_here: int = 0  # the viewer fell behind the source's clock and skipped them
@@ -77,7 +79,7 @@ class ViewerState:
 
     def options_message(self) -> dict:
         return {"type": "options", "threshold": self.threshold, "focus": self.focus, "method": self.method,
-                "methods": list(VIEWER_METHODS)}
+                "methods": list(VIEWER_METHODS), "model": self.model, "models": self.models}
 
     def stats(self) -> dict:
         times = list(self.send_times)
@@ -135,7 +137,7 @@ async def stream_once(client: AsyncExplainerClient, frames, fps: float, first_id
     async def requests():
         nonlocal sequence, exhausted
         yield pb.StreamRequest(config=pb.StreamConfig(
-            model=args.model, staa=state.staa_options(args.top_k), fps=fps, drop_oldest=True,  # live: skip rather than lag
+            model=state.model, staa=state.staa_options(args.top_k), fps=fps, drop_oldest=True,  # live: skip rather than lag
             robustness=robustness_options(args.robustness, args.epsilon, args.every)))
         started = loop.time()
         for frame in frames:
@@ -191,17 +193,23 @@ async def stream_forever(source, state: ViewerState, hub: Hub, args) -> None:
     root = Path(args.tls_ca).read_bytes() if args.tls_ca else None
     token = Path(args.token_file).read_text().strip() if args.token_file else None
     async with AsyncExplainerClient(args.server, root_certificates=root, token=token, timeout=None) as client:
+        async def introduce(model: str) -> None:
+            """The model the stream will ask for, described to the page (hello) with the served models."""
+            info = await client.stub.GetModelInfo(pb.ModelInfoRequest(model=model), timeout=30,
+                                                  metadata=client.metadata, wait_for_ready=False)
+            state.model, state.models = info.name, list(info.served_models)
+            hub.hello = {"type": "hello", "source": source.name, "fps": source.fps, "model": info.name,
+                         "labels": list(info.labels), "grid": [info.grid_height, info.grid_width],
+                         "colormaps": sorted(COLORMAPS), "colormap": DEFAULT_COLORMAP, "alpha": DEFAULT_ALPHA,
+                         "robustness": args.robustness}
+            await hub.send(hub.hello)
+            await hub.send(state.options_message())
+
         try:
-            info = await client.stub.GetModelInfo(pb.ModelInfoRequest(model=args.model), timeout=30, metadata=client.metadata,
-                                                  wait_for_ready=False)
+            await introduce(args.model)
         except grpc.aio.AioRpcError as error:
             raise ServerUnreachable(f"cannot use STAA Serve at {args.server}: {error.code().name}: "
                                     f"{error.details()}") from None
-        hub.hello = {"type": "hello", "source": source.name, "fps": source.fps, "model": info.name,
-                     "labels": list(info.labels), "grid": [info.grid_height, info.grid_width],
-                     "colormaps": sorted(COLORMAPS), "colormap": DEFAULT_COLORMAP, "alpha": DEFAULT_ALPHA,
-                     "robustness": args.robustness}
-        await hub.send(hub.hello)
         for frames in source.passes():
             frames = iter(frames)
             while True:
@@ -212,6 +220,8 @@ async def stream_forever(source, state: ViewerState, hub: Hub, args) -> None:
                     await hub.send({"type": "error", "message": f"{error.code().name}: {error.details()}"})
                     await asyncio.sleep(1.0)
                     exhausted = False
+                if state.model != hub.hello["model"]:  # the page chose another served model
+                    await introduce(state.model)
                 if exhausted:
                     break
 
@@ -286,6 +296,8 @@ def build_app(state: ViewerState, hub: Hub, access: Access) -> web.Application:
                 state.threshold, state.focus = bool(data.get("threshold", True)), bool(data.get("focus", True))
                 method = data.get("method", "staa")
                 state.method = method if method in VIEWER_METHODS else state.method  # unknown: keep the current one
+                model = data.get("model", state.model)
+                state.model = model if model in state.models else state.model
                 state.restart.set()
                 await hub.send(state.options_message())
         hub.sockets.discard(ws)

@@ -106,3 +106,37 @@ def test_toggles_reopen_the_stream_with_the_new_options(browser, viewer_url):
     wait_for(browser, f"return window.staaViewer.windows > {before} + 1")  # the re-opened stream keeps explaining
     assert browser.execute_script("return window.staaViewer.error") is None
     browser.find_element("id", "focus").click()
+
+
+def test_a_single_model_server_shows_no_model_choice(browser, viewer_url):
+    browser.get(viewer_url)
+    wait_for(browser, "return window.staaViewer.windows >= 1")
+    assert browser.execute_script("return document.getElementById('model-choice').hidden") is True
+
+
+@pytest.fixture(scope="module")
+def two_model_viewer_url(tiny_model_dir):
+    from staa_serve.server.app import BackgroundServer
+    from tests.conftest import served_config
+
+    with BackgroundServer(served_config(port=0, more_models=(f"tiny={tiny_model_dir}",))) as server:
+        process = subprocess.Popen([str(BIN / "staa-viewer"), str(clip_path("flipping_pancake.mkv")),
+                                    "--server", server.target, "--port", "0"], stdout=subprocess.PIPE, text=True)
+        line = process.stdout.readline()
+        assert "viewer on http://127.0.0.1:" in line, line
+        yield line.split("viewer on ")[1].split()[0]
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def test_the_model_selector_switches_the_stream_to_another_served_model(browser, two_model_viewer_url):
+    browser.get(two_model_viewer_url)
+    wait_for(browser, "return window.staaViewer.windows >= 1")
+    assert browser.execute_script("return window.staaViewer.explanation.grid") == [8, 8, 8]  # the default model
+    assert browser.execute_script("return document.getElementById('model-choice').hidden") is False
+    options = browser.execute_script("return [...document.getElementById('model').options].map((o) => o.value)")
+    assert options == ["staa-synthkinetics", "tiny"]
+    browser.execute_script("const s = document.getElementById('model'); s.value = 'tiny'; s.onchange();")
+    wait_for(browser, "return window.staaViewer.explanation.grid.join() === '4,4,4'")  # the tiny model's windows
+    wait_for(browser, "return document.getElementById('source').textContent.endsWith('on tiny')")
+    assert browser.execute_script("return window.staaViewer.error") is None

@@ -174,6 +174,11 @@ function connect() {
     } else if (message.type === "options") {
       $("threshold").checked = message.threshold; $("focus").checked = message.focus;
       if (message.method) $("method").value = message.method;
+      if (message.models) {  // a choice only when the server serves several models
+        $("model").replaceChildren(...message.models.map((name) => new Option(name, name)));
+        $("model").value = message.model;
+        $("model-choice").hidden = message.models.length < 2;
+      }
     } else if (message.type === "error") {
       state.error = message.message; $("status").textContent = message.message; $("status").className = "error";
     }
@@ -182,7 +187,7 @@ function connect() {
 
 function sendOptions() {
   socket.send(JSON.stringify({ type: "options", threshold: $("threshold").checked, focus: $("focus").checked,
-                               method: $("method").value }));
+                               method: $("method").value, model: $("model").value }));
 }
 
 $("opacity").oninput = (e) => { state.alpha = parseFloat(e.target.value); render(); };
@@ -190,6 +195,7 @@ $("colormap").onchange = (e) => { state.colormap = e.target.value; render(); };
 $("threshold").onchange = sendOptions;
 $("focus").onchange = sendOptions;
 $("method").onchange = sendOptions;
+$("model").onchange = sendOptions;
 fetch("/colormaps.json").then((r) => r.json()).then((maps) => { state.colormaps = maps; render(); });
 showCounters();
 connect();
