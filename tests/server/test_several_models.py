@@ -2,6 +2,7 @@
 side, each chosen by name through GetModelInfo, ExplainClip, StreamExplain and OIP ModelInfer; unknown
 names get NOT_FOUND; metrics, access lines and batches are per model."""
 
+import json
 import logging
 from concurrent.futures import ThreadPoolExecutor
 
@@ -183,3 +184,17 @@ def test_the_robustness_budget_is_server_wide_not_per_model(two_models):
     finally:
         for _ in range(taken):
             slots.release()
+
+
+def test_the_command_line_client_chooses_a_model(two_models, tmp_path, capsys):
+    from staa_serve.clients.cli import main
+
+    for live in (False, True):
+        out = tmp_path / ("live" if live else "clip")
+        assert main(["--server", two_models.target, "--model", "tiny", "explain", str(clip_path(CLIP)), "--out", str(out),
+                     "--no-overlay", *(["--live", "--speed", "0"] if live else [])]) == 0
+        result = json.loads((out / "explanations.json").read_text())
+        assert result["model"]["name"] == "tiny" and result["windows"]
+        assert all(len(window["spatial"]) == 4 and len(window["spatial"][0]) == 4 for window in result["windows"])
+    assert main(["--server", two_models.target, "--model", "resnet", "info"]) == 2
+    assert "NOT_FOUND: model 'resnet' is not served here" in capsys.readouterr().err
