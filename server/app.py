@@ -150,7 +150,10 @@ async def load_and_warm(running: RunningServer, config: ServerConfig) -> None:
     if config.ray:
         running.ray = await asyncio.to_thread(start_ray)
     for spec in specs:
-        engine = await asyncio.to_thread(load, spec)
+        try:
+            engine = await asyncio.to_thread(load, spec)
+        except Exception as error:
+            raise ModelLoadError(spec, error) from error
         try:
             running.servicer.attach(engine)
         except ValueError:  # two unnamed models with one model id
@@ -173,6 +176,8 @@ async def serve(config: ServerConfig, announce=print) -> None:
     except Exception as error:  # a refused or broken checkpoint: one clear line, the details at debug level
         logger.debug("model load failed", exc_info=error)
         await running.stop(0)
+        if isinstance(error, ModelLoadError):
+            raise StartupError(str(error)) from None
         raise StartupError(f"could not load model {sources!r}: {type(error).__name__}: {error}") from None
     described = []
     for engine in running.servicer.models.engines():
@@ -192,6 +197,15 @@ async def serve(config: ServerConfig, announce=print) -> None:
              f"{running.servicer.sessions.active} live streams, {running.servicer.clips.active} clip calls)")
     await running.stop(config.grace_seconds)
     announce("STAA Serve stopped")
+
+
+class ModelLoadError(Exception):
+    """One of the served models did not load: the message names it and says why, in one line."""
+
+    def __init__(self, spec: ModelSpec, cause: Exception):
+        source = spec.source or "default"
+        named = f"{spec.name!r} ({source})" if spec.name else repr(source)
+        super().__init__(f"could not load model {named}: {type(cause).__name__}: {cause}")
 
 
 class StartupError(Exception):

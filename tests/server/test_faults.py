@@ -305,3 +305,9 @@ def test_a_model_directory_that_does_not_load_ends_the_server_with_one_line(tmp_
     assert result.returncode == 2
     assert f"staa-serve: error: could not load model '{tmp_path}'" in result.stderr
     assert "Traceback" not in result.stderr and "Traceback" not in result.stdout
+    # With several models, the line names the one that failed.
+    result = subprocess.run([sys.executable, "-m", "staa_serve.server.app", "--port", "0", "--model", "default",
+                             "--model", f"broken={tmp_path}"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2
+    assert f"staa-serve: error: could not load model 'broken' ({tmp_path}): " in result.stderr
+    assert "Traceback" not in result.stderr and "Traceback" not in result.stdout
