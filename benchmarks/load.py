@@ -72,18 +72,20 @@ class SpawnedServer:
         self.process.wait(timeout=60)
 
 
-def stream_conditions(server: str | None, clip_name: str, kind: str, fps: float, hop: int) -> dict[str, str]:
+def stream_conditions(server: str | None, clip_name: str, kind: str, fps: float, hop: int,
+                      model: str | None = None) -> dict[str, str]:
     """The report header of a benchmark of paced live streams."""
+    served = f"model {model}" if model else "default model"
     return conditions({
-        "server": server or "staa-serve --port 0 (spawned, default model)",
+        "server": f"{server}, {served}" if server else f"staa-serve --port 0 (spawned, {served})",
         "frames": f"{clip_name} looped, {kind}, {fps:g} fps, window every {hop} frames",
         "cpu count": str(os.cpu_count()),
     })
 
 
 def one_run(target: str, streams: int, fps: float, hop: int, seconds: float, frames, kind: str, server,
-            budget_ms: float, min_rate: float) -> dict:
-    runs = concurrent_streams(target, streams, frames, fps, hop=hop, kind=kind)
+            budget_ms: float, min_rate: float, model: str = "") -> dict:
+    runs = concurrent_streams(target, streams, frames, fps, hop=hop, kind=kind, model=model)
     latencies = [value for run in runs for value in run.latencies_ms]
     sent = sum(run.frames_sent for run in runs)
     dropped = sum(run.frames_skipped + run.server_dropped for run in runs)
@@ -101,6 +103,8 @@ def one_run(target: str, streams: int, fps: float, hop: int, seconds: float, fra
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="staa-bench load")
     parser.add_argument("--server", default=None, help="HOST:PORT of a running server (default: spawn one)")
+    parser.add_argument("--model", default=None,
+                        help="with --server: a served model's name or id; without: the model the spawned server loads")
     parser.add_argument("--streams", type=int, default=4)
     parser.add_argument("--fps", type=float, default=25.0)
     parser.add_argument("--hop", type=int, default=10, help="source frames between windows (25 fps / 10 = 2.5 windows/s)")
@@ -113,14 +117,15 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     frames, clip_name = source_frames(args.seconds, args.fps)
     kind = "jpeg" if args.jpeg else "rgb24"
-    server = SpawnedServer() if args.server is None else None
+    server = SpawnedServer(["--model", args.model] if args.model else []) if args.server is None else None
+    model = args.model if args.server else ""  # a spawned server serves only that model: its default
     target = args.server or server.target
     rows = []
     try:
         counts = SWEEP if args.sweep else (args.streams,)
         for streams in tqdm(counts, desc="load runs"):
             rows.append(one_run(target, streams, args.fps, args.hop, args.seconds, frames, kind, server,
-                                args.budget_ms, args.min_windows_per_s))
+                                args.budget_ms, args.min_windows_per_s, model))
             tqdm.write(str({key: round(value, 1) if isinstance(value, float) else value for key, value in rows[-1].items()}))
             if args.sweep and not rows[-1]["sustained"]:
                 break
@@ -134,7 +139,7 @@ def main(argv=None) -> None:
                f"{args.min_windows_per_s:g} explanations/s per stream, no errors, <= 1 % dropped): "
                f"**{max(sustained) if sustained else 0}**.")
     write_markdown(args.out_dir / "load.md", "Load: paced live streams against one server",
-                   stream_conditions(args.server, clip_name, kind, args.fps, args.hop), [verdict, "", markdown_table(rows, COLUMNS), "",
+                   stream_conditions(args.server, clip_name, kind, args.fps, args.hop, args.model), [verdict, "", markdown_table(rows, COLUMNS), "",
          "Latency: client side, last frame of a window sent -> its explanation received (127.0.0.1). "
          "dropped_pct: frames the sender skipped because it fell behind its clock plus frames the server dropped."])
     print((args.out_dir / "load.md").read_text())

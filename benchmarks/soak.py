@@ -28,6 +28,8 @@ COLUMNS = ["minute", "server_rss_mb", "windows", "p50_ms", "p99_ms"]
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="staa-bench soak")
     parser.add_argument("--server", default=None, help="HOST:PORT of a running server (default: spawn one)")
+    parser.add_argument("--model", default=None,
+                        help="with --server: a served model's name or id; without: the model the spawned server loads")
     parser.add_argument("--streams", type=int, default=4)
     parser.add_argument("--fps", type=float, default=25.0)
     parser.add_argument("--hop", type=int, default=10)
@@ -38,13 +40,14 @@ def main(argv=None) -> None:
     seconds = args.minutes * 60
     clip, clip_name = source_frames(min(seconds, 60.0), args.fps)
     frames = [frame for frame, _ in zip(itertools.cycle(clip), range(int(seconds * args.fps)))]
-    server = SpawnedServer() if args.server is None else None
+    server = SpawnedServer(["--model", args.model] if args.model else []) if args.server is None else None
+    model = args.model if args.server else ""  # a spawned server serves only that model: its default
     target = args.server or server.target
     runs: list[StreamRun | None] = [None] * args.streams
     started = time.perf_counter()
 
     def one(slot: int) -> None:
-        runs[slot] = paced_stream(target, frames, args.fps, hop=args.hop, timeout=seconds + 300)  # deadline past the run
+        runs[slot] = paced_stream(target, frames, args.fps, hop=args.hop, timeout=seconds + 300, model=model)  # deadline past the run
 
     threads = [threading.Thread(target=one, args=(slot,)) for slot in range(args.streams)]
     for thread in threads:
@@ -84,7 +87,7 @@ def main(argv=None) -> None:
                f"{errors} stream errors{failures}; server RSS {first:.0f} MiB in minute 1, {settled:.0f} MiB in "
                f"minute 2, {last:.0f} MiB in the last minute ({last - settled:+.0f} MiB after warm-up).")
     write_markdown(args.out_dir / "soak.md", "Soak: paced live streams over time",
-                   stream_conditions(args.server, clip_name, "rgb24", args.fps, args.hop), [summary, "", markdown_table(rows, COLUMNS), "", "![RSS and latency over time](soak.png)"])
+                   stream_conditions(args.server, clip_name, "rgb24", args.fps, args.hop, args.model), [summary, "", markdown_table(rows, COLUMNS), "", "![RSS and latency over time](soak.png)"])
     print((args.out_dir / "soak.md").read_text())
 
 

@@ -32,14 +32,15 @@ class StreamRun:
 
 
 def paced_stream(target: str, frames: list[np.ndarray], fps: float, hop: int = 0, kind: str = "rgb24",
-                 robustness: pb.RobustnessOptions | None = None, timeout: float = 600) -> StreamRun:
+                 robustness: pb.RobustnessOptions | None = None, timeout: float = 600, model: str = "") -> StreamRun:
+    """One paced live stream; ``model``: a served model's name or id ("" = the server's default)."""
     run = StreamRun()
     sent_at: dict[int, float] = {}  # by the server's frame index: the count of frames sent before it
 
     def requests():
         # Cameras: a paced source that would rather skip frames than lag (the benchmarks count the drops).
         yield pb.StreamRequest(config=pb.StreamConfig(window=pb.WindowSpec(hop=hop), fps=fps, robustness=robustness,
-                                                      drop_oldest=True))
+                                                      drop_oldest=True, model=model))
         started = time.perf_counter()
         for sequence, frame in enumerate(frames):
             due = started + sequence / fps
