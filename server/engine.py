@@ -124,7 +124,7 @@ class ExplainEngine:
         timings.queue_ms = queue_seconds * 1e3
         timings.total_ms = timings.decode_ms + (time.perf_counter() - queued) * 1e3
         if self.metrics is not None:
-            self.metrics.observe_explanation(timings)
+            self.metrics.observe_explanation(explanation.method, timings)
         trace_window(self.tracer, explanation, self.name)
         return explanation
 

@@ -40,13 +40,15 @@ class ServerMetrics:
 
         self.queue = histogram("staa_queue_seconds", "Time a window waited for the model thread (micro-batcher queue)")
         self.forward = histogram("staa_forward_seconds", "Model forward per window (a batch's forward shared out)")
-        self.attribution = histogram("staa_attribution_seconds", "Attribution per window (STAA's rows and maths)")
+        # By method too: STAA's share of a window is sub-millisecond, a gradient method's is several passes.
+        self.attribution = Histogram("staa_attribution_seconds", "Attribution per window (its method's maths)",
+                                     ["model", "method"], buckets=LATENCY_BUCKETS_SECONDS, registry=self.registry)
         self.robustness = histogram("staa_robustness_seconds", "Robustness scoring of one window (all its passes)")
         self.frame_to_heatmap = histogram(
             "staa_frame_to_heatmap_seconds", "From the arrival of a window's last frame to its explanation being sent")
         self.batch_size = Histogram("staa_batch_windows", "Windows per model forward", ["model"],
                                     buckets=(1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64), registry=self.registry)
-        self.windows = counter("staa_windows_explained", "Windows explained")
+        self.windows = counter("staa_windows_explained", "Windows explained", ("method",))
         self.dropped_frames = counter("staa_dropped_frames", "Live frames dropped by backpressure (drop_oldest streams)")
         self.skipped_windows = counter("staa_skipped_windows", "Live windows not explained because frames were dropped")
         self.errors = counter("staa_errors", "RPCs ended with a non-OK status", ("code",))
@@ -62,11 +64,11 @@ class ServerMetrics:
         self.build_info.labels(model=name).info({"version": package_version(), "device": device})
         return ModelMetrics(self, name)
 
-    def observe_explanation(self, model: str, timings: WindowTimings) -> None:
-        self.windows.labels(model=model).inc()
+    def observe_explanation(self, model: str, method: str, timings: WindowTimings) -> None:
+        self.windows.labels(model=model, method=method).inc()
         self.queue.labels(model=model).observe(timings.queue_ms / 1e3)
         self.forward.labels(model=model).observe(timings.forward_ms / 1e3)
-        self.attribution.labels(model=model).observe(timings.attribution_ms / 1e3)
+        self.attribution.labels(model=model, method=method).observe(timings.attribution_ms / 1e3)
 
     def observe_robustness(self, model: str, milliseconds: float) -> None:
         self.robustness.labels(model=model).observe(milliseconds / 1e3)
@@ -106,8 +108,8 @@ class ModelMetrics:
     def __init__(self, metrics: ServerMetrics, model: str):
         self.metrics, self.model = metrics, model
 
-    def observe_explanation(self, timings: WindowTimings) -> None:
-        self.metrics.observe_explanation(self.model, timings)
+    def observe_explanation(self, method: str, timings: WindowTimings) -> None:
+        self.metrics.observe_explanation(self.model, method, timings)
 
     def observe_robustness(self, milliseconds: float) -> None:
         self.metrics.observe_robustness(self.model, milliseconds)

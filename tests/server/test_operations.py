@@ -48,12 +48,12 @@ def test_metrics_page_counts_windows_latencies_streams_and_errors(tiny_model_dir
                 list(client.stub.ExplainClip(pb.ClipRequest(clip=b"not a video"), timeout=30))
         samples = scrape(port)
     live = [event for event in events if event.WhichOneof("event") == "explanation"]
-    model = next(labels for name, labels in samples if name == "staa_windows_explained_total")[0][1]
-    assert sample(samples, "staa_windows_explained_total", model=model) == len(windows) + len(live)
+    model = next(dict(labels)["model"] for name, labels in samples if name == "staa_windows_explained_total")
+    assert sample(samples, "staa_windows_explained_total", model=model, method="staa") == len(windows) + len(live)
     assert sample(samples, "staa_forward_seconds_count", model=model) == len(windows) + len(live)
     assert sample(samples, "staa_frame_to_heatmap_seconds_count", model=model) == len(live) > 0
     assert (sample(samples, "staa_queue_seconds_count", model=model)
-            == sample(samples, "staa_attribution_seconds_count", model=model))
+            == sample(samples, "staa_attribution_seconds_count", model=model, method="staa"))
     assert 0 < sample(samples, "staa_forward_seconds_sum", model=model) < 60  # seconds, not milliseconds
     assert sample(samples, "staa_errors_total", model=model, code="INVALID_ARGUMENT") == 1
     assert sample(samples, "staa_active_streams") == 0 and sample(samples, "staa_dropped_frames_total", model=model) == 0

@@ -128,8 +128,8 @@ def test_metrics_and_access_lines_carry_each_call_s_model(two_models, caplog):
     def grew(name: str, **labels) -> float:
         return sample(after, name, **labels) - before.get((name, tuple(sorted(labels.items()))), 0.0)
 
-    assert grew("staa_windows_explained_total", model="tiny") == len(tiny)
-    assert grew("staa_windows_explained_total", model=DEFAULT) == len(default)
+    assert grew("staa_windows_explained_total", model="tiny", method="staa") == len(tiny)
+    assert grew("staa_windows_explained_total", model=DEFAULT, method="staa") == len(default)
     assert grew("staa_errors_total", model="tiny", code="INVALID_ARGUMENT") == 1
     builds = {dict(labels)["model"]: dict(labels) for name, labels in after if name == "staa_build_info"}
     assert set(builds) == {DEFAULT, "tiny"}
@@ -181,6 +181,9 @@ def test_the_robustness_budget_is_server_wide_not_per_model(two_models):
             taken = 0
             explained = list(client.explain_clip(clip_path(CLIP), model="tiny", staa=pb.StaaOptions(method=pb.METHOD_SALIENCY)))
             assert explained and explained[0].params.method == pb.METHOD_SALIENCY
+            samples = scrape(two_models.running.metrics_port)  # counted under its own method
+            assert sample(samples, "staa_windows_explained_total", model="tiny", method="saliency") >= len(explained)
+            assert sample(samples, "staa_attribution_seconds_count", model="tiny", method="saliency") >= len(explained)
     finally:
         for _ in range(taken):
             slots.release()
