@@ -15,6 +15,7 @@ import os
 import signal
 import sys
 import threading
+import tomllib
 from dataclasses import dataclass
 
 import grpc
@@ -148,7 +149,10 @@ async def load_and_warm(running: RunningServer, config: ServerConfig) -> None:
         return engine
 
     if config.ray:
-        running.ray = await asyncio.to_thread(start_ray)
+        try:
+            running.ray = await asyncio.to_thread(start_ray)
+        except Exception as error:
+            raise StartupError(f"could not start Ray: {type(error).__name__}: {error}") from error
     for spec in specs:
         try:
             engine = await asyncio.to_thread(load, spec)
@@ -176,7 +180,7 @@ async def serve(config: ServerConfig, announce=print) -> None:
     except Exception as error:  # a refused or broken checkpoint: one clear line, the details at debug level
         logger.debug("model load failed", exc_info=error)
         await running.stop(0)
-        if isinstance(error, ModelLoadError):
+        if isinstance(error, (ModelLoadError, StartupError)):
             raise StartupError(str(error)) from None
         raise StartupError(f"could not load model {sources!r}: {type(error).__name__}: {error}") from None
     described = []
@@ -306,8 +310,6 @@ def defaults_from_file(parser: argparse.ArgumentParser, path: str) -> None:
     """Server settings from a TOML file, one key per flag (``max-batch = 16`` or ``max_batch = 16``;
     ``model = ["default", "tiny=/models/tiny"]``): how a deployment keeps its configuration in one
     place. Unknown keys and bad values are refused naming the file and the key."""
-    import tomllib
-
     try:
         with open(path, "rb") as handle:
             table = tomllib.load(handle)

@@ -35,7 +35,9 @@ logger = logging.getLogger(__name__)
 
 DEPLOYMENT_NAME = "staa-explainer"
 STARTUP_ATTEMPTS = 3
-STARTUP_TIMEOUT = "timed out during startup"  # the message of the exception ray.init raises then
+# How ray.init says its node started too slowly: the raylet missed its registration deadline, or the
+# GCS did not publish its port file in time (both seen on a loaded 2-core machine).
+STARTUP_TIMEOUTS = ("timed out during startup", "Timed out waiting for file")
 LOOPBACK_ENVIRONMENT = {
     "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",  # with this Ray takes 127.0.0.1 as the node address
     "RAY_USAGE_STATS_ENABLED": "0",  # no usage report...
@@ -111,7 +113,7 @@ def start_private_ray(init: Callable[[], object], attempts: int = STARTUP_ATTEMP
             init()
             return
         except Exception as error:
-            if STARTUP_TIMEOUT not in str(error) or attempt == attempts:
+            if not any(timeout in str(error) for timeout in STARTUP_TIMEOUTS) or attempt == attempts:
                 raise
             leftover = descendants(os.getpid()) - before
             logger.warning("Ray's node missed its startup deadline (attempt %d of %d); stopping its %d "
