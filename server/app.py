@@ -32,7 +32,7 @@ from staa_serve.server.auth import BearerTokenInterceptor
 from staa_serve.server.config import ServerConfig
 from staa_serve.server.engine import ExplainEngine
 from staa_serve.server.memory import map_large_blocks_separately
-from staa_serve.server.metrics import ServerMetrics
+from staa_serve.server.metrics import RpcMetricsInterceptor, ServerMetrics
 from staa_serve.server.model_set import ModelSpec, call_model
 from staa_serve.server.oip import INFERENCE_SERVICE, add_inference_service
 from staa_serve.server.robustness_lane import JobSlots
@@ -97,7 +97,8 @@ async def start_server(config: ServerConfig, span_exporter=None) -> RunningServe
     (tests) turns tracing on with that exporter."""
     metrics = ServerMetrics()
     tracer = tracer_for(config.otlp_endpoint, span_exporter)
-    interceptors = [AccessLogInterceptor(call_model)]  # first: it sees refused calls too
+    # First: these see the calls the auth interceptor refuses too.
+    interceptors = [AccessLogInterceptor(call_model), RpcMetricsInterceptor(metrics, call_model)]
     if tracer is not None:
         interceptors.append(TracingInterceptor(tracer))
     if config.auth_token is not None:

@@ -6,6 +6,7 @@ A private registry (not prometheus_client's global one) lets several servers liv
 
 from __future__ import annotations
 
+import time
 from typing import Callable
 
 import grpc
@@ -13,6 +14,7 @@ from prometheus_client import (GCCollector, CollectorRegistry, Counter, Gauge, H
                                ProcessCollector, start_http_server)
 
 from staa_serve.models.pipeline import WindowTimings
+from staa_serve.server.wire import UNOBSERVED_PREFIXES, observed
 from staa import package_version
 
 # Seconds, the Prometheus base unit; dense from half a millisecond (STAA's share of a small model's
@@ -52,6 +54,11 @@ class ServerMetrics:
         self.dropped_frames = counter("staa_dropped_frames", "Live frames dropped by backpressure (drop_oldest streams)")
         self.skipped_windows = counter("staa_skipped_windows", "Live windows not explained because frames were dropped")
         self.errors = counter("staa_errors", "RPCs ended with a non-OK status", ("code",))
+        # Every RPC (health and reflection excepted) by method and final status, and its duration: the
+        # request rates and error ratios per method and model (grpc_server_handled_total's shape).
+        self.rpcs = counter("staa_rpcs", "RPCs handled, by method and final status", ("rpc", "code"))
+        self.rpc_seconds = Histogram("staa_rpc_seconds", "RPC duration, from its start to its status",
+                                     ["model", "rpc"], buckets=LATENCY_BUCKETS_SECONDS, registry=self.registry)
         self.active_streams = Gauge("staa_active_streams", "Live streams open", registry=self.registry)
         self.active_clips = Gauge("staa_active_clip_requests", "ExplainClip requests in flight", registry=self.registry)
         # One series per served model, from the moment it has loaded (version, model, device).
@@ -82,6 +89,10 @@ class ServerMetrics:
 
     def observe_batch(self, model: str, size: int) -> None:
         self.batch_size.labels(model=model).observe(size)
+
+    def observe_rpc(self, model: str, rpc: str, code: str, seconds: float) -> None:
+        self.rpcs.labels(model=model, rpc=rpc, code=code).inc()
+        self.rpc_seconds.labels(model=model, rpc=rpc).observe(seconds)
 
     def observe_error(self, model: str, code: grpc.StatusCode) -> None:
         self.errors.labels(model=model, code=code.name).inc()
@@ -122,3 +133,21 @@ class ModelMetrics:
 
     def observe_batch(self, size: int) -> None:
         self.metrics.observe_batch(self.model, size)
+
+
+class RpcMetricsInterceptor(grpc.aio.ServerInterceptor):
+    """Counts and times every RPC (``staa_rpcs_total``, ``staa_rpc_seconds``) under the model it chose."""
+
+    def __init__(self, metrics: ServerMetrics, model: Callable[[], str]):
+        self.metrics, self.model = metrics, model
+
+    async def intercept_service(self, continuation, handler_call_details):
+        handler = await continuation(handler_call_details)
+        method = handler_call_details.method
+        if handler is None or method.startswith(UNOBSERVED_PREFIXES):
+            return handler
+
+        def ended(began: float, context, status: str, windows: int) -> None:
+            self.metrics.observe_rpc(self.model(), method.lstrip("/"), status, time.perf_counter() - began)
+
+        return observed(handler, lambda context: time.perf_counter(), ended)

@@ -42,6 +42,7 @@ def test_metrics_page_counts_windows_latencies_streams_and_errors(tiny_model_dir
     with BackgroundServer(served_config(port=0, model=str(tiny_model_dir), metrics_port=0)) as running:
         port = running.running.metrics_port
         with ExplainerClient(running.target, timeout=60) as client:
+            client.wait_ready()  # health checks: not counted among the RPCs
             windows = list(client.explain_clip(clip_path(CLIP)))
             events = list(client.explain_frames(frames(40), 25.0, speed=0))
             with pytest.raises(grpc.RpcError):
@@ -57,6 +58,12 @@ def test_metrics_page_counts_windows_latencies_streams_and_errors(tiny_model_dir
     assert 0 < sample(samples, "staa_forward_seconds_sum", model=model) < 60  # seconds, not milliseconds
     assert sample(samples, "staa_errors_total", model=model, code="INVALID_ARGUMENT") == 1
     assert sample(samples, "staa_active_streams") == 0 and sample(samples, "staa_dropped_frames_total", model=model) == 0
+    explain_clip = "staa.v1.VideoExplainer/ExplainClip"
+    assert sample(samples, "staa_rpcs_total", model=model, rpc=explain_clip, code="OK") == 1
+    assert sample(samples, "staa_rpcs_total", model=model, rpc=explain_clip, code="INVALID_ARGUMENT") == 1
+    assert sample(samples, "staa_rpcs_total", model=model, rpc="staa.v1.VideoExplainer/StreamExplain", code="OK") == 1
+    assert sample(samples, "staa_rpc_seconds_count", model=model, rpc=explain_clip) == 2
+    assert not any(dict(labels).get("rpc", "").startswith("grpc.health") for _, labels in samples)
     build = next(dict(labels) for name, labels in samples if name == "staa_build_info")
     assert build == {"version": package_version(), "model": model, "device": "cpu"}
     assert any(name == "process_resident_memory_bytes" for name, _ in samples)  # the standard collectors
@@ -231,6 +238,7 @@ def test_traces_have_a_span_per_rpc_and_a_child_per_window_stage(tiny_model_dir)
     exporter = InMemorySpanExporter()
     with BackgroundServer(served_config(port=0, model=str(tiny_model_dir)), span_exporter=exporter) as running:
         with ExplainerClient(running.target, timeout=60) as client:
+            client.wait_ready()  # health checks: not counted among the RPCs
             windows = list(client.explain_clip(clip_path(CLIP)))
             with pytest.raises(grpc.RpcError):
                 list(client.stub.ExplainClip(pb.ClipRequest(clip=b"not a video"), timeout=30))

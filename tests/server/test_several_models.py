@@ -131,6 +131,10 @@ def test_metrics_and_access_lines_carry_each_call_s_model(two_models, caplog):
     assert grew("staa_windows_explained_total", model="tiny", method="staa") == len(tiny)
     assert grew("staa_windows_explained_total", model=DEFAULT, method="staa") == len(default)
     assert grew("staa_errors_total", model="tiny", code="INVALID_ARGUMENT") == 1
+    explain_clip = "staa.v1.VideoExplainer/ExplainClip"
+    assert grew("staa_rpcs_total", model="tiny", rpc=explain_clip, code="OK") == 1
+    assert grew("staa_rpcs_total", model="tiny", rpc=explain_clip, code="INVALID_ARGUMENT") == 1
+    assert grew("staa_rpcs_total", model=DEFAULT, rpc=explain_clip, code="OK") == 1
     builds = {dict(labels)["model"]: dict(labels) for name, labels in after if name == "staa_build_info"}
     assert set(builds) == {DEFAULT, "tiny"}
     assert builds["tiny"]["device"] == str(two_models.servicer.models.resolve("tiny")[1].loaded.device)
