@@ -13,9 +13,8 @@ import logging
 import time
 from typing import Callable
 
-import grpc
 
-from staa_serve.server.wire import UNOBSERVED_PREFIXES, observed
+from staa_serve.server.wire import CallObserver
 
 ACCESS = logging.getLogger("staa.access")
 ACCESS_FIELDS = ("rpc", "peer", "status", "duration_ms", "windows", "model")
@@ -44,27 +43,19 @@ def configure_logging(level: str = "INFO", form: str = "text") -> None:
     root.setLevel(level.upper())
 
 
-class AccessLogInterceptor(grpc.aio.ServerInterceptor):
+class AccessLogInterceptor(CallObserver):
     def __init__(self, model: Callable[[], str]):
         self.model = model  # the model the call resolved to (server/model_set.py), "" when it named none
 
-    async def intercept_service(self, continuation, handler_call_details):
-        handler = await continuation(handler_call_details)
-        method = handler_call_details.method
-        if handler is None or method.startswith(UNOBSERVED_PREFIXES):
-            return handler
+    def started(self, method: str, context) -> tuple[float, str]:
+        # The peer is read now: once a call is cancelled its core object may be gone, and reading it
+        # then crashed the process (a segmentation fault, seen when a client vanished mid-stream).
+        return time.perf_counter(), context.peer()
 
-        def started(context) -> tuple[float, str]:
-            # The peer is read now: once a call is cancelled its core object may be gone, and reading it
-            # then crashed the process (a segmentation fault, seen when a client vanished mid-stream).
-            return time.perf_counter(), context.peer()
-
-        def ended(state: tuple[float, str], context, status: str, windows: int) -> None:
-            began, peer = state
-            duration_ms = round((time.perf_counter() - began) * 1e3, 1)
-            fields = {"rpc": method, "peer": peer, "status": status, "duration_ms": duration_ms, "windows": windows,
-                      "model": self.model()}
-            ACCESS.info("%s %s %s %.1f ms windows=%d model=%s", method, peer, status, duration_ms, windows,
-                        fields["model"], extra=fields)
-
-        return observed(handler, started, ended)
+    def ended(self, method: str, state: tuple[float, str], context, status: str, windows: int) -> None:
+        began, peer = state
+        duration_ms = round((time.perf_counter() - began) * 1e3, 1)
+        fields = {"rpc": method, "peer": peer, "status": status, "duration_ms": duration_ms, "windows": windows,
+                  "model": self.model()}
+        ACCESS.info("%s %s %s %.1f ms windows=%d model=%s", method, peer, status, duration_ms, windows,
+                    fields["model"], extra=fields)

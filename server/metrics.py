@@ -14,7 +14,7 @@ from prometheus_client import (GCCollector, CollectorRegistry, Counter, Gauge, H
                                ProcessCollector, start_http_server)
 
 from staa_serve.models.pipeline import WindowTimings
-from staa_serve.server.wire import UNOBSERVED_PREFIXES, observed
+from staa_serve.server.wire import CallObserver
 from staa import package_version
 
 # Seconds, the Prometheus base unit; dense from half a millisecond (STAA's share of a small model's
@@ -135,19 +135,14 @@ class ModelMetrics:
         self.metrics.observe_batch(self.model, size)
 
 
-class RpcMetricsInterceptor(grpc.aio.ServerInterceptor):
+class RpcMetricsInterceptor(CallObserver):
     """Counts and times every RPC (``staa_rpcs_total``, ``staa_rpc_seconds``) under the model it chose."""
 
     def __init__(self, metrics: ServerMetrics, model: Callable[[], str]):
         self.metrics, self.model = metrics, model
 
-    async def intercept_service(self, continuation, handler_call_details):
-        handler = await continuation(handler_call_details)
-        method = handler_call_details.method
-        if handler is None or method.startswith(UNOBSERVED_PREFIXES):
-            return handler
+    def started(self, method: str, context) -> float:
+        return time.perf_counter()
 
-        def ended(began: float, context, status: str, windows: int) -> None:
-            self.metrics.observe_rpc(self.model(), method.lstrip("/"), status, time.perf_counter() - began)
-
-        return observed(handler, lambda context: time.perf_counter(), ended)
+    def ended(self, method: str, began: float, context, status: str, windows: int) -> None:
+        self.metrics.observe_rpc(self.model(), method.lstrip("/"), status, time.perf_counter() - began)

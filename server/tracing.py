@@ -15,7 +15,6 @@ import contextvars
 import os
 import time
 
-import grpc
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
@@ -23,7 +22,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcess
 
 from staa_serve.models.pipeline import WindowExplanation
 from staa_serve.server.model_set import call_model
-from staa_serve.server.wire import UNOBSERVED_PREFIXES, observed
+from staa_serve.server.wire import CallObserver
 from staa import package_version
 
 TRACER_NAME = "staa.serve"
@@ -79,28 +78,20 @@ def trace_robustness(tracer, window_index: int, milliseconds: float) -> None:
     span.end(end_time=end)
 
 
-class TracingInterceptor(grpc.aio.ServerInterceptor):
+class TracingInterceptor(CallObserver):
     """One server span per RPC (health checks and reflection excepted), with the status it ended with."""
 
     def __init__(self, tracer):
         self.tracer = tracer
 
-    async def intercept_service(self, continuation, handler_call_details):
-        handler = await continuation(handler_call_details)
-        method = handler_call_details.method
-        if handler is None or method.startswith(UNOBSERVED_PREFIXES):
-            return handler
+    def started(self, method: str, context):
+        span = self.tracer.start_span(method.lstrip("/"), kind=trace.SpanKind.SERVER, attributes={
+            "rpc.system": "grpc", "rpc.method": method, "net.peer.name": context.peer()})
+        RPC_SPAN.set(span)  # this RPC's own task: the engine's spans find their parent here
+        return span
 
-        def started(context):
-            span = self.tracer.start_span(method.lstrip("/"), kind=trace.SpanKind.SERVER, attributes={
-                "rpc.system": "grpc", "rpc.method": method, "net.peer.name": context.peer()})
-            RPC_SPAN.set(span)  # this RPC's own task: the engine's spans find their parent here
-            return span
-
-        def ended(span, context, status: str, windows: int) -> None:
-            span.set_attributes({"rpc.grpc.status_code": status, "staa.windows": windows, "staa.model": call_model()})
-            if status != "OK":
-                span.set_status(trace.Status(trace.StatusCode.ERROR, status))
-            span.end()
-
-        return observed(handler, started, ended)
+    def ended(self, method: str, span, context, status: str, windows: int) -> None:
+        span.set_attributes({"rpc.grpc.status_code": status, "staa.windows": windows, "staa.model": call_model()})
+        if status != "OK":
+            span.set_status(trace.Status(trace.StatusCode.ERROR, status))
+        span.end()

@@ -117,3 +117,23 @@ def observed(handler: grpc.RpcMethodHandler, started: Callable, ended: Callable)
                 ended(state, context, _status(context, error), 0)
     make = HANDLER_BY_SHAPE[(handler.request_streaming, handler.response_streaming)]
     return make(call, request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer)
+
+
+class CallObserver(grpc.aio.ServerInterceptor):
+    """An interceptor that sees every call start and end (health checks and reflection excepted):
+    ``started(method, context) -> state`` and ``ended(method, state, context, status, windows)``, as
+    ``observed`` calls them. The access log, the RPC metrics and the traces are such observers."""
+
+    async def intercept_service(self, continuation, handler_call_details):
+        handler = await continuation(handler_call_details)
+        method = handler_call_details.method
+        if handler is None or method.startswith(UNOBSERVED_PREFIXES):
+            return handler
+        return observed(handler, lambda context: self.started(method, context),
+                        lambda state, context, status, windows: self.ended(method, state, context, status, windows))
+
+    def started(self, method: str, context):
+        raise NotImplementedError
+
+    def ended(self, method: str, state, context, status: str, windows: int) -> None:
+        raise NotImplementedError

@@ -1,6 +1,7 @@
 """The live viewer in a real browser: Debian's chromium, headless, driven by Selenium, against a real
 server streaming a shared clip. A screenshot lands in test-artifacts/viewer.png."""
 
+import contextlib
 import shutil
 import subprocess
 import sys
@@ -21,15 +22,24 @@ ARTIFACTS = REPO / "test-artifacts"
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 
 
+@contextlib.contextmanager
+def viewer_of(target: str):
+    """``staa-viewer`` streaming a shared clip to the server at ``target``; yields the page's URL."""
+    process = subprocess.Popen([str(BIN / "staa-viewer"), str(clip_path("flipping_pancake.mkv")),
+                                "--server", target, "--port", "0"], stdout=subprocess.PIPE, text=True)
+    try:
+        line = process.stdout.readline()
+        assert "viewer on http://127.0.0.1:" in line, line
+        yield line.split("viewer on ")[1].split()[0]
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
 @pytest.fixture(scope="module")
 def viewer_url(server):
-    process = subprocess.Popen([str(BIN / "staa-viewer"), str(clip_path("flipping_pancake.mkv")),
-                                "--server", server.target, "--port", "0"], stdout=subprocess.PIPE, text=True)
-    line = process.stdout.readline()
-    assert "viewer on http://127.0.0.1:" in line, line
-    yield line.split("viewer on ")[1].split()[0]
-    process.terminate()
-    process.wait(timeout=30)
+    with viewer_of(server.target) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -120,13 +130,8 @@ def two_model_viewer_url(tiny_model_dir):
     from tests.conftest import served_config
 
     with BackgroundServer(served_config(port=0, more_models=(f"tiny={tiny_model_dir}",))) as server:
-        process = subprocess.Popen([str(BIN / "staa-viewer"), str(clip_path("flipping_pancake.mkv")),
-                                    "--server", server.target, "--port", "0"], stdout=subprocess.PIPE, text=True)
-        line = process.stdout.readline()
-        assert "viewer on http://127.0.0.1:" in line, line
-        yield line.split("viewer on ")[1].split()[0]
-        process.terminate()
-        process.wait(timeout=30)
+        with viewer_of(server.target) as url:
+            yield url
 
 
 def test_the_model_selector_switches_the_stream_to_another_served_model(browser, two_model_viewer_url):
