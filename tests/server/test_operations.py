@@ -38,6 +38,10 @@ def sample(samples: dict, name: str, **labels) -> float:
     return samples[(name, tuple(sorted(labels.items())))]
 
 
+def rpcs_counted(samples: dict) -> float:
+    return sum(value for (name, _), value in samples.items() if name == "staa_rpcs_total")
+
+
 def test_metrics_page_counts_windows_latencies_streams_and_errors(tiny_model_dir):
     with BackgroundServer(served_config(port=0, model=str(tiny_model_dir), metrics_port=0)) as running:
         port = running.running.metrics_port
@@ -47,6 +51,8 @@ def test_metrics_page_counts_windows_latencies_streams_and_errors(tiny_model_dir
             events = list(client.explain_frames(frames(40), 25.0, speed=0))
             with pytest.raises(grpc.RpcError):
                 list(client.stub.ExplainClip(pb.ClipRequest(clip=b"not a video"), timeout=30))
+        # A call is counted once its handler has unwound, which may be just after its client has the status.
+        assert wait_for(lambda: rpcs_counted(scrape(port)) == 3)
         samples = scrape(port)
     live = [event for event in events if event.WhichOneof("event") == "explanation"]
     model = next(dict(labels)["model"] for name, labels in samples if name == "staa_windows_explained_total")

@@ -18,8 +18,8 @@ from staa_serve.server.model_set import ModelSpec
 from staa.oip import grpc_predict_v2_pb2 as oip
 from staa.oip import grpc_predict_v2_pb2_grpc as oip_grpc
 from staa.v1 import explainer_pb2 as pb
-from tests.conftest import clip_path, served_config
-from tests.server.test_operations import sample, scrape
+from tests.conftest import clip_path, served_config, wait_for
+from tests.server.test_operations import rpcs_counted, sample, scrape
 
 DEFAULT = "staa-synthkinetics"
 CLIP = "ucf101_apply_eye_makeup.avi"
@@ -117,12 +117,20 @@ def test_oip_model_infer_chooses_the_model_by_name(two_models):
 
 
 def test_metrics_and_access_lines_carry_each_call_s_model(two_models, caplog):
+    def lines():
+        return [(record.model, record.status, record.windows) for record in caplog.records
+                if getattr(record, "rpc", "").endswith("/ExplainClip")]
+
     with caplog.at_level(logging.INFO, logger="staa.access"), ExplainerClient(two_models.target, timeout=60) as client:
-        before = scrape(two_models.running.metrics_port)
+        before, logged = scrape(two_models.running.metrics_port), len(lines())
         tiny = list(client.explain_clip(clip_path(CLIP), model="tiny"))
         default = list(client.explain_clip(clip_path(CLIP)))
         with pytest.raises(grpc.RpcError):
             list(client.stub.ExplainClip(pb.ClipRequest(clip=b"not a video", model="tiny"), timeout=30))
+        # A call is counted and logged as its handler unwinds, which may be just after its client has the
+        # status: wait for the three calls' series and lines.
+        assert wait_for(lambda: rpcs_counted(scrape(two_models.running.metrics_port)) == rpcs_counted(before) + 3)
+        assert wait_for(lambda: len(lines()) == logged + 3)
         after = scrape(two_models.running.metrics_port)
 
     def grew(name: str, **labels) -> float:
@@ -138,9 +146,7 @@ def test_metrics_and_access_lines_carry_each_call_s_model(two_models, caplog):
     builds = {dict(labels)["model"]: dict(labels) for name, labels in after if name == "staa_build_info"}
     assert set(builds) == {DEFAULT, "tiny"}
     assert builds["tiny"]["device"] == str(two_models.servicer.models.resolve("tiny")[1].loaded.device)
-    lines = [(record.model, record.status, record.windows) for record in caplog.records
-             if getattr(record, "rpc", "").endswith("/ExplainClip")]
-    assert lines[-3:] == [("tiny", "OK", len(tiny)), (DEFAULT, "OK", len(default)), ("tiny", "INVALID_ARGUMENT", 0)]
+    assert lines()[-3:] == [("tiny", "OK", len(tiny)), (DEFAULT, "OK", len(default)), ("tiny", "INVALID_ARGUMENT", 0)]
 
 
 def test_model_flags_repeat_name_models_and_come_from_the_environment(monkeypatch, tmp_path):
