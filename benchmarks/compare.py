@@ -35,7 +35,7 @@ from staa_serve.models.synthetic.__main__ import clip_seed
 from staa_serve.models.synthetic.evaluate import EVALUATION_SEED, HeldOutWindow, held_out_window
 from staa_serve.models.xai import METHOD_NAMES, build_methods, joint_map, supported_methods
 from staa_serve.models.xai.metrics import (blurred_copy, cascading_randomisations, frame_deletion, random_scores, rank_agreement, tubelet_faithfulness,
-                                with_random_weights)
+                                           with_random_weights)
 
 COLUMNS = ["method", "passes", "ms_median", "ratio_to_forward", "timing_pairs", "peak_mb", "deletion_auc", "insertion_auc",
            "frame_deletion_auc", "pointing_spatial", "pointing_temporal", "mass_spatial", "mass_temporal",

@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from transformers import AttentionInterface
 
 from staa_serve.kernels.attention_rows import (attention_chunked, column_sum, column_sum_from_probabilities, query_row,
-                                    query_row_from_probabilities)
+                                               query_row_from_probabilities)
 from staa_serve.kernels.dispatch import use_triton
 
 IMPLEMENTATIONS = ("fused", "eager")

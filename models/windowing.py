@@ -19,7 +19,7 @@ import torch
 from staa_serve.models.errors import InvalidInput, VideoDecodeError
 from staa_serve.models.preprocess import CropBox, ProcessorSettings, crop_box, resize_and_crop
 from staa_serve.models.sampling import (WindowPlan, WindowSpec, frame_is_needed, frames_for_length, padded_window, sample_window,
-                             tail_window, window_is_complete)
+                                        tail_window, window_is_complete)
 from staa_serve.models.video import ClipEnd, DecodeLimits, StreamInfo, VideoSource, iter_frames
 
 

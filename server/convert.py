@@ -19,7 +19,7 @@ from staa_serve.models.staa import StaaParams
 from staa_serve.server.config import ServerConfig
 from staa_serve.server.robustness_lane import RobustnessPlan, SkippedRobustness
 from staa_serve.server.session import (ExplainOptions, FrameInput, check_fps, resolve_top_k,
-                            resolve_window)
+                                       resolve_window)
 from staa.v1 import explainer_pb2 as pb
 
 _AGGREGATION_TO_NAME = {pb.LAYER_AGGREGATION_LAST: "last", pb.LAYER_AGGREGATION_MEAN: "mean",

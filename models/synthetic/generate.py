@@ -15,7 +15,7 @@ import numpy as np
 from staa_serve.models.synthetic.actions import ACTIONS
 from staa_serve.models.synthetic.figure import LIMBS, PARTS, draw_parts, idle_pose, joint_segments
 from staa_serve.models.synthetic.scene import (Distractor, draw_distractors, jitter_offsets, lighting, make_background,
-                                    make_distractors, shift)
+                                               make_distractors, shift)
 
 FIXED_FIGURE = (230, 230, 230)  # every part's colour at palette 0 (training curriculum only)
 

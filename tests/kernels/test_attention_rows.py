@@ -10,7 +10,7 @@ import torch
 
 from staa_serve.kernels import attention_rows
 from staa_serve.kernels.attention_rows import (attention_chunked, column_sum, column_sum_from_probabilities, column_sum_reference,
-                                    column_sum_triton, query_row, query_row_from_probabilities)
+                                               column_sum_triton, query_row, query_row_from_probabilities)
 from tests.conftest import TEST_DEVICE as DEVICE
 
 

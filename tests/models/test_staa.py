@@ -10,7 +10,7 @@ from staa_serve.models.random_weights import random_config, save_random_model
 from staa_serve.models.registry import load_model
 from staa_serve.models.sampling import WindowSpec
 from staa_serve.models.staa import (AttentionRows, StaaParams, aggregate_layers, layer_slice, normalise, staa_joint, staa_maps,
-                         staa_spatial, staa_temporal)
+                                    staa_spatial, staa_temporal)
 from staa_serve.models.windowing import iter_array_windows
 
 

@@ -10,7 +10,7 @@ from staa_serve.models.registry import load_model
 from staa_serve.models.random_weights import processor_config_for
 from staa_serve.models.synthetic.dataset import WindowSet, build_windows
 from staa_serve.models.synthetic.train import (FRAMES, IMAGE_SIZE, STRIDE, build_parser, curriculum, distillation_loss,
-                                    ensemble_logits, model_config, recipe_flags, save, seeds, train)
+                                               ensemble_logits, model_config, recipe_flags, save, seeds, train)
 
 
 def mean_loss(model, windows, settings) -> float:

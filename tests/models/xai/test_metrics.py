@@ -5,7 +5,7 @@ import torch
 
 from staa_serve.models.localisation import score_window
 from staa_serve.models.xai.metrics import (area_under, blurred_copy, frame_deletion, random_scores, rank_agreement,
-                                tubelet_faithfulness, with_random_weights)
+                                           tubelet_faithfulness, with_random_weights)
 
 FRAMES, ROWS, COLS, SIZE = 4, 4, 4, 16  # 4x4 grid of 4-pixel cells
 
