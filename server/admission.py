@@ -10,25 +10,36 @@ from staa_serve.server.errors import Draining, Overloaded
 
 
 class Admission:
-    """Counts calls of one kind in flight; past ``limit`` a call gets RESOURCE_EXHAUSTED. Thread-safe:
-    metrics read ``active`` from their own thread."""
+    """Counts work of one kind in flight (calls, robustness jobs); past ``limit`` there is no place.
+    Thread-safe: metrics read ``active`` from their own thread, and a job may end on another thread
+    than the one that took its place (``take`` / ``release``)."""
 
     def __init__(self, limit: int, setting: str, what: str):
         self.limit, self.setting, self.what = limit, setting, what
         self.active = 0
         self._lock = threading.Lock()
 
-    @contextlib.contextmanager
-    def admit(self):
+    def take(self) -> bool:
+        """One place, if there is one (True); the caller releases it."""
         with self._lock:
             if self.active >= self.limit:
-                raise Overloaded(f"server is at {self.setting}={self.limit} {self.what}; retry later")
+                return False
             self.active += 1
+            return True
+
+    def release(self) -> None:
+        with self._lock:
+            self.active -= 1
+
+    @contextlib.contextmanager
+    def admit(self):
+        """A place for the duration of a call; past ``limit`` RESOURCE_EXHAUSTED."""
+        if not self.take():
+            raise Overloaded(f"server is at {self.setting}={self.limit} {self.what}; retry later")
         try:
             yield
         finally:
-            with self._lock:
-                self.active -= 1
+            self.release()
 
 
 class TrackedCall:

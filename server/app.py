@@ -35,7 +35,7 @@ from staa_serve.server.memory import map_large_blocks_separately
 from staa_serve.server.metrics import RpcMetricsInterceptor, ServerMetrics
 from staa_serve.server.model_set import ModelSpec, call_model
 from staa_serve.server.oip import INFERENCE_SERVICE, add_inference_service
-from staa_serve.server.robustness_lane import JobSlots
+from staa_serve.server.robustness_lane import job_slots
 from staa_serve.server.servicer import VideoExplainerServicer
 from staa_serve.server.tracing import TracingInterceptor, tracer_for
 from staa_serve.server.wire import add_servicer
@@ -132,7 +132,7 @@ async def load_and_warm(running: RunningServer, config: ServerConfig) -> None:
     """Every model in --model order, each on its own engine (with --ray, on its own Ray Serve
     application); SERVING once all are warm."""
     specs = config.model_specs()
-    robustness_slots = JobSlots(config.max_robustness_jobs)  # one budget for every model's lane
+    robustness_slots = job_slots(config.max_robustness_jobs)  # one budget for every model's lane
 
     def start_ray():
         from staa_serve.server.ray_backend import RayBackend  # Ray is imported only when asked for

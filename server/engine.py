@@ -25,11 +25,12 @@ from staa_serve.models.sampling import WindowSpec
 from staa_serve.models.staa import StaaParams
 from staa_serve.models.video import DecodeLimits
 from staa_serve.models.windowing import PreparedWindow, iter_array_windows, iter_clip_windows
+from staa_serve.server.admission import Admission
 from staa_serve.server.batcher import MicroBatcher
 from staa_serve.server.bridge import iterate_in_thread
 from staa_serve.server.config import ServerConfig
 from staa_serve.server.metrics import ServerMetrics
-from staa_serve.server.robustness_lane import GRADIENT_METHODS, JobSlots, RobustnessLane, WindowCadence
+from staa_serve.server.robustness_lane import GRADIENT_METHODS, RobustnessLane, WindowCadence, job_slots
 from staa_serve.server.tracing import trace_robustness, trace_window
 from staa_serve.server.session import ExplainOptions
 
@@ -75,7 +76,7 @@ class PendingRobustness:
 
 class ExplainEngine:
     def __init__(self, loaded: LoadedModel, config: ServerConfig, metrics: ServerMetrics | None = None,
-                 batcher=None, tracer=None, name: str | None = None, robustness_slots: JobSlots | None = None):
+                 batcher=None, tracer=None, name: str | None = None, robustness_slots: Admission | None = None):
         """``name``: what requests choose this model by (server/model_set.py; default its model id).
         ``batcher``: where windows are explained (default: a MicroBatcher on this process's model
         thread; server/ray_backend.py gives one over Ray Serve replicas). ``robustness_slots``: the
@@ -97,7 +98,7 @@ class ExplainEngine:
             on_batch=(lambda size, waits: self.metrics.observe_batch(size)) if metrics else None)
         self.explanation_idle = self.batcher.idle  # set while no explanation is queued or running
         self.cadence = WindowCadence()  # live streams' window timing, so robustness work fits between windows
-        slots = robustness_slots or JobSlots(config.max_robustness_jobs)
+        slots = robustness_slots or job_slots(config.max_robustness_jobs)
         self.lane = RobustnessLane(self.pipeline, slots, self.explanation_idle, self.cadence,
                                    self.model_executor)
 

@@ -71,25 +71,6 @@ class ServerMetrics:
         self.build_info.labels(model=name).info({"version": package_version(), "device": device})
         return ModelMetrics(self, name)
 
-    def observe_explanation(self, model: str, method: str, timings: WindowTimings) -> None:
-        self.windows.labels(model=model, method=method).inc()
-        self.queue.labels(model=model).observe(timings.queue_ms / 1e3)
-        self.forward.labels(model=model).observe(timings.forward_ms / 1e3)
-        self.attribution.labels(model=model, method=method).observe(timings.attribution_ms / 1e3)
-
-    def observe_robustness(self, model: str, milliseconds: float) -> None:
-        self.robustness.labels(model=model).observe(milliseconds / 1e3)
-
-    def observe_frame_to_heatmap(self, model: str, seconds: float) -> None:
-        self.frame_to_heatmap.labels(model=model).observe(seconds)
-
-    def observe_drops(self, model: str, frames: int, windows: int) -> None:
-        self.dropped_frames.labels(model=model).inc(frames)
-        self.skipped_windows.labels(model=model).inc(windows)
-
-    def observe_batch(self, model: str, size: int) -> None:
-        self.batch_size.labels(model=model).observe(size)
-
     def observe_rpc(self, model: str, rpc: str, code: str, seconds: float) -> None:
         self.rpcs.labels(model=model, rpc=rpc, code=code).inc()
         self.rpc_seconds.labels(model=model, rpc=rpc).observe(seconds)
@@ -114,25 +95,31 @@ class ServerMetrics:
 
 
 class ModelMetrics:
-    """One served model's view of the metrics: what its engine, streams and batches observe."""
+    """One served model's view of the metrics: what its engine, streams and batches observe, labelled
+    with its served name."""
 
     def __init__(self, metrics: ServerMetrics, model: str):
         self.metrics, self.model = metrics, model
 
     def observe_explanation(self, method: str, timings: WindowTimings) -> None:
-        self.metrics.observe_explanation(self.model, method, timings)
+        series, model = self.metrics, self.model
+        series.windows.labels(model=model, method=method).inc()
+        series.queue.labels(model=model).observe(timings.queue_ms / 1e3)
+        series.forward.labels(model=model).observe(timings.forward_ms / 1e3)
+        series.attribution.labels(model=model, method=method).observe(timings.attribution_ms / 1e3)
 
     def observe_robustness(self, milliseconds: float) -> None:
-        self.metrics.observe_robustness(self.model, milliseconds)
+        self.metrics.robustness.labels(model=self.model).observe(milliseconds / 1e3)
 
     def observe_frame_to_heatmap(self, seconds: float) -> None:
-        self.metrics.observe_frame_to_heatmap(self.model, seconds)
+        self.metrics.frame_to_heatmap.labels(model=self.model).observe(seconds)
 
     def observe_drops(self, frames: int, windows: int) -> None:
-        self.metrics.observe_drops(self.model, frames, windows)
+        self.metrics.dropped_frames.labels(model=self.model).inc(frames)
+        self.metrics.skipped_windows.labels(model=self.model).inc(windows)
 
     def observe_batch(self, size: int) -> None:
-        self.metrics.observe_batch(self.model, size)
+        self.metrics.batch_size.labels(model=self.model).observe(size)
 
 
 class RpcMetricsInterceptor(CallObserver):

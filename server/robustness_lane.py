@@ -29,6 +29,7 @@ from staa_serve.models.pipeline import ExplanationPipeline, WindowExplanation
 from staa_serve.models.robustness import AttackSpec, RobustnessResult, RobustnessScorer
 from staa_serve.models.staa import StaaParams
 from staa_serve.models.windowing import PreparedWindow
+from staa_serve.server.admission import Admission
 from staa_serve.server.errors import Overloaded
 
 logger = logging.getLogger(__name__)
@@ -92,36 +93,14 @@ class WindowCadence:
         return slack
 
 
-class JobSlots:
+def job_slots(max_jobs: int) -> Admission:
     """The server-wide budget of robustness and gradient jobs queued or running (``max_robustness_jobs``),
     shared by every served model's lane."""
-
-    def __init__(self, max_jobs: int):
-        self.max_jobs = max_jobs
-        self._pending = 0
-        self._lock = threading.Lock()
-
-    @property
-    def pending(self) -> int:
-        with self._lock:
-            return self._pending
-
-    def take(self) -> str | None:
-        """A place for one job; None when taken, else why there is none."""
-        with self._lock:
-            if self._pending >= self.max_jobs:
-                return (f"{self._pending} windows queued or running server-wide "
-                        f"(max_robustness_jobs={self.max_jobs})")
-            self._pending += 1
-            return None
-
-    def release(self) -> None:
-        with self._lock:
-            self._pending -= 1
+    return Admission(max_jobs, "max_robustness_jobs", "windows queued or running server-wide")
 
 
 class RobustnessLane:
-    def __init__(self, pipeline: ExplanationPipeline, slots: JobSlots, explanation_idle: threading.Event,
+    def __init__(self, pipeline: ExplanationPipeline, slots: Admission, explanation_idle: threading.Event,
                  cadence: WindowCadence, model_executor: ThreadPoolExecutor):
         self.pipeline = pipeline  # the explanation lane's: the same model input and post-processing
         self.scorer = RobustnessScorer(pipeline.loaded)
@@ -155,7 +134,10 @@ class RobustnessLane:
         self._pass_started = time.perf_counter()
 
     def _take_slot(self) -> str | None:
-        return self.slots.take()
+        """A place in the budget for one job; None when taken, else why there is none."""
+        if self.slots.take():
+            return None
+        return f"{self.slots.active} {self.slots.what} ({self.slots.setting}={self.slots.limit})"
 
     def _job_done(self) -> None:
         self._pass_started = None  # idle time between jobs is not a pass

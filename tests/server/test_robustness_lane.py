@@ -17,7 +17,7 @@ from staa_serve.models.video import decode_clip
 from staa_serve.models.windowing import iter_array_windows
 from staa_serve.server.app import BackgroundServer
 from staa_serve.server.errors import Overloaded
-from staa_serve.server.robustness_lane import JobSlots, RobustnessLane, WindowCadence
+from staa_serve.server.robustness_lane import RobustnessLane, WindowCadence, job_slots
 from staa.v1 import explainer_pb2 as pb
 from tests.conftest import clip_path, served_config
 
@@ -168,13 +168,13 @@ def test_a_gradient_method_explains_every_window_on_the_lane(client, live):
 
 def test_gradient_explanations_past_the_lane_budget_are_resource_exhausted(default_model):
     idle = threading.Event()  # cleared: an explanation is "running", so the lane's first job waits
-    lane = RobustnessLane(ExplanationPipeline(default_model), JobSlots(1), idle, WindowCadence(), ThreadPoolExecutor(1))
+    lane = RobustnessLane(ExplanationPipeline(default_model), job_slots(1), idle, WindowCadence(), ThreadPoolExecutor(1))
     frames = np.zeros((default_model.num_frames, 96, 96, 3), np.uint8)
     (window,) = iter_array_windows(frames, WindowSpec(default_model.num_frames, 1), default_model.processor, 25.0)
 
     async def scenario():
         first = asyncio.ensure_future(lane.explain(window, "saliency", StaaParams(), 3))
-        while lane.slots.pending == 0:
+        while lane.slots.active == 0:
             await asyncio.sleep(0)  # let the first job take the budget's one place
         with pytest.raises(Overloaded, match="max_robustness_jobs=1"):
             await lane.explain(window, "saliency", StaaParams(), 3)
@@ -184,7 +184,7 @@ def test_gradient_explanations_past_the_lane_budget_are_resource_exhausted(defau
     try:
         explanation = asyncio.run(scenario())
         assert explanation.method == "saliency" and explanation.heatmaps.shape[0] == default_model.num_frames
-        assert lane.slots.pending == 0
+        assert lane.slots.active == 0
     finally:
         lane.shutdown()
 

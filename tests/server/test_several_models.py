@@ -176,16 +176,16 @@ def test_the_robustness_budget_is_server_wide_not_per_model(two_models):
     """Gradient explanations and robustness scores of every model share one max_robustness_jobs."""
     lanes = [engine.lane for engine in two_models.servicer.models.engines()]
     slots = lanes[0].slots
-    assert all(lane.slots is slots for lane in lanes) and slots.max_jobs == two_models.config.max_robustness_jobs
+    assert all(lane.slots is slots for lane in lanes) and slots.limit == two_models.config.max_robustness_jobs
     taken = 0
     try:
-        while slots.take() is None:  # the default model's jobs fill the budget...
+        while slots.take():  # the default model's jobs fill the budget...
             taken += 1
         with ExplainerClient(two_models.target, timeout=120) as client:
             with pytest.raises(grpc.RpcError) as refused:  # ...so the tiny model's gradient explanation waits for it
                 list(client.explain_clip(clip_path(CLIP), model="tiny", staa=pb.StaaOptions(method=pb.METHOD_SALIENCY)))
             assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-            assert f"(max_robustness_jobs={slots.max_jobs})" in refused.value.details()
+            assert f"(max_robustness_jobs={slots.limit})" in refused.value.details()
             for _ in range(taken):
                 slots.release()
             taken = 0
