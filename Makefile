@@ -5,25 +5,60 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-# torch==2.13.0 is the CPU build on this machine's disk; an unpinned torch pulls a multi-GB CUDA build.
-TORCH_PIN ?= torch==2.13.0
+# Every install is locked: requirements.lock pins the whole development and test environment (the
+# project's [test] extra, its build tools and pip) with exact versions and hashes, and .venv is built
+# from it alone. `make lock` regenerates it on purpose; pyproject.toml keeps the ranges a user's
+# `pip install staa-serve` resolves. torch is the CPU build on this machine's disk (pip's find-links):
+# an unpinned torch pulls a multi-GB CUDA build.
+TORCH_PIN ?= torch==2.13.0+cpu
+LOCK := requirements.lock
+TRITON_LOCK := clients/oip/tritonclient.lock
+TRITONCLIENT_PIN := tritonclient[grpc]==2.73.0
+# uv compiles the locks (uv pip compile: one static binary, resolves for a named platform whatever
+# machine runs it); pip installs them (--require-hashes), so installing needs nothing but Python.
+UV_PIN := uv==0.13.10
+LOCK_VENV := .venv-lock
+UV := $(LOCK_VENV)/bin/uv
+FIND_LINKS ?= $(or $(PIP_FIND_LINKS),/opt/wheels)
+UV_COMPILE := $(UV) pip compile --quiet --generate-hashes --python-version 3.11 --python-platform x86_64-manylinux_2_28 \
+  --find-links $(FIND_LINKS) --custom-compile-command "make lock" --annotation-style line
 # Empty: the demo generates a SynthKinetics clip with known ground truth. Any video file works too.
 DEMO_CLIP ?=
 DEMO_OUT ?= demo-out
 
-.PHONY: demo test install stubs clean browser gpu-check gpu-wheels
+.PHONY: demo test test-latest install stubs clean browser gpu-check gpu-wheels lock
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml setup.py
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet "$(TORCH_PIN)"
-	$(PY) -m pip install --quiet -e ".[test]"
+# A new lock rebuilds .venv from nothing, so it holds exactly what the lock says.
+LOCKED := $(VENV)/.locked
+$(LOCKED): $(LOCK)
+	rm -rf $(VENV)
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --no-deps --require-hashes -r $(LOCK)
+	touch $(LOCKED)
+
+# The project itself, editable, with no dependency resolution and the locked build tools.
+$(STAMP): $(LOCKED) pyproject.toml setup.py
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
+$(UV):
+	test -x $(LOCK_VENV)/bin/python || $(PYTHON) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/python -m pip install --quiet "$(UV_PIN)"
+
+# Regenerates both locks from pyproject.toml's ranges (newest versions they allow), on purpose only.
+lock: $(UV)
+	printf '%s\n' "$(TORCH_PIN)" pip "setuptools>=68" | $(UV_COMPILE) pyproject.toml - --extra test -o $(LOCK)
+	printf '%s\n' "$(TRITONCLIENT_PIN)" | $(UV_COMPILE) - -o $(TRITON_LOCK)
+
+# Regenerated with the venv's own grpcio-tools every time: stubs carry the gencode version of the
+# grpcio-tools that made them, which the runtime importing them must not be older than (the canary's
+# newer grpcio-tools must not leave stubs that the locked venv cannot import).
+GENERATE_STUBS := -c "from pathlib import Path; from staa.stubs import generate_stubs; \
+  [generate_stubs(Path('proto/staa').resolve() / package) for package in ('v1', 'oip')]"
 stubs: $(STAMP)
-	$(PY) -c "import staa.v1, staa.oip"
+	$(PY) $(GENERATE_STUBS)
 
 demo: $(STAMP) stubs
 	$(PY) -m staa_serve.clients.demo $(if $(DEMO_CLIP),--clip "$(DEMO_CLIP)") --out "$(DEMO_OUT)"
@@ -44,13 +79,30 @@ $(NODE_STAMP): clients/node/package.json clients/node/package-lock.json
 # which the OIP test runs as a separate client process.
 TRITON_VENV := .venv-tritonclient
 TRITON_STAMP := $(TRITON_VENV)/.installed
-$(TRITON_STAMP):
-	test -x $(TRITON_VENV)/bin/python || $(PYTHON) -m venv $(TRITON_VENV)
-	$(TRITON_VENV)/bin/python -m pip install --quiet "tritonclient[grpc]==2.73.0"
+$(TRITON_STAMP): $(TRITON_LOCK)
+	rm -rf $(TRITON_VENV)
+	$(PYTHON) -m venv $(TRITON_VENV)
+	$(TRITON_VENV)/bin/python -m pip install --quiet --no-deps --require-hashes -r $(TRITON_LOCK)
 	touch $(TRITON_STAMP)
 
 test: $(STAMP) stubs browser $(NODE_STAMP) $(TRITON_STAMP)
 	$(PY) -m pytest -q tests
+
+# The drift canary, not part of `make test`: the whole suite in its own venv holding the newest
+# versions pyproject.toml's ranges allow today (Hugging Face's `kernels` too, which transformers may
+# import), to see a release that breaks us before a user or the next `make lock` does. torch stays the
+# CPU build (TORCH_PIN); the tritonclient venv stays locked (it is a separate client, not our range).
+LATEST_VENV := .venv-latest
+test-latest: browser $(NODE_STAMP) $(TRITON_STAMP)
+	rm -rf $(LATEST_VENV)
+	$(PYTHON) -m venv $(LATEST_VENV)
+	echo "$(TORCH_PIN)" > $(LATEST_VENV)/constraints.txt
+	$(LATEST_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(LATEST_VENV)/bin/python -m pip install --quiet --upgrade --upgrade-strategy eager \
+	  -c $(LATEST_VENV)/constraints.txt -e ".[test]" kernels
+	$(LATEST_VENV)/bin/python -m pip list --format freeze > $(LATEST_VENV)/versions.txt
+	$(LATEST_VENV)/bin/python $(GENERATE_STUBS)
+	$(LATEST_VENV)/bin/python -m pytest -q tests
 
 # The GPU check (benchmarks/gpu.py). On a lent GPU machine it runs with that image's Python (its
 # CUDA torch, transformers, triton): no .venv there, which would install the CPU torch. What the
@@ -75,5 +127,5 @@ gpu-check:
 	PYTHONPATH=$(GPU_SITE):.:proto $(GPU_PYTHON) -m staa_serve.benchmarks.gpu $(GPU_CHECK_ARGS)
 
 clean:
-	rm -rf $(VENV) $(DEMO_OUT) clients/node/node_modules $(TRITON_VENV) build dist *.egg-info .whl \
+	rm -rf $(VENV) $(LATEST_VENV) $(LOCK_VENV) $(DEMO_OUT) clients/node/node_modules $(TRITON_VENV) build dist *.egg-info .whl \
 	  $(foreach package,v1 oip,proto/staa/$(package)/*_pb2*.py proto/staa/$(package)/*_pb2*.pyi proto/staa/$(package)/.stubs.sha256)

@@ -12,6 +12,11 @@ from __future__ import annotations
 
 import sys
 
+from staa import require_extra
+
+# Every benchmark needs the [bench] extra; a base install's staa-bench says so before it tries one.
+require_extra("bench", "torch", "matplotlib")
+
 COMMANDS = {"compare": "staa_serve.benchmarks.compare", "robustness": "staa_serve.benchmarks.robustness", "load": "staa_serve.benchmarks.load",
             "soak": "staa_serve.benchmarks.soak", "hostile": "staa_serve.benchmarks.hostile", "gpu": "staa_serve.benchmarks.gpu"}
 

@@ -18,7 +18,7 @@ import torch
 from tqdm import tqdm
 
 from staa_serve.benchmarks.report import REPORTS, conditions, interleaved, markdown_table, write_csv, write_markdown
-from staa_serve.kernels import threshold_focus
+from staa_serve.kernels.threshold_focus import threshold_focus
 from staa_serve.models.pipeline import Staa
 from staa_serve.models.preprocess import model_input
 from staa_serve.models.registry import load_model

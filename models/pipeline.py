@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from staa_serve.kernels import threshold_focus
+from staa_serve.kernels.threshold_focus import threshold_focus
 from staa_serve.models.devices import synchronise
 from staa_serve.models.preprocess import CropBox, model_input
 from staa_serve.models.registry import LoadedModel

@@ -8,7 +8,12 @@ clip calls run on; whatever is still running when the grace period ends is cance
 
 from __future__ import annotations
 
-import argparse
+from staa import require_extra
+
+# Before anything the [server] extra brings: a base install's staa-serve says which extra it lacks.
+require_extra("server", "torch", "transformers", "prometheus_client")
+
+import argparse  # noqa: E402
 import asyncio
 import logging
 import os

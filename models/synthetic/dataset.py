@@ -3,7 +3,9 @@ and cropped exactly as the server does (``resize_and_crop``), and kept as uint8 
 
 from __future__ import annotations
 
+import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import numpy as np
@@ -82,8 +84,13 @@ def build_windows(seeds, difficulty: tuple[float, float], num_frames: int, strid
              action_length, placement, float(np.random.default_rng(seed + 3).uniform(*palette))) for seed in seeds]
     # Filled in place: a list of windows then np.stack would need twice the set's memory at the end.
     pixels = labels = inside = None
-    with ProcessPoolExecutor(workers) as pool:
-        for index, (window, label, in_action) in enumerate(pool.map(_render_window, jobs, chunksize=64)):
+    # Workers are spawned, never forked: the caller may already run threads (a gRPC server, PyAV's
+    # decoders, a Ray driver), and a forked child inherits their locks held, then hangs on them.
+    # One worker renders here, in this process.
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) if workers > 1 else None
+    with pool or nullcontext():
+        rendered = pool.map(_render_window, jobs, chunksize=64) if pool else map(_render_window, jobs)
+        for index, (window, label, in_action) in enumerate(rendered):
             if pixels is None:
                 pixels = np.empty((len(jobs), *window.shape), dtype=window.dtype)
                 labels, inside = np.empty(len(jobs), dtype=np.int64), np.empty((len(jobs), num_frames), dtype=bool)

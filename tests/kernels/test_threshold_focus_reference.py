@@ -6,7 +6,7 @@ Triton-vs-reference comparisons arrive with the kernel (issue 4); these pin the 
 import pytest
 import torch
 
-from staa_serve.kernels import threshold_focus, threshold_focus_reference
+from staa_serve.kernels.threshold_focus import threshold_focus, threshold_focus_reference
 
 
 def run(rows, **options):

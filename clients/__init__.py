@@ -1,1 +1,0 @@
-"""Client side: Python library (sync and async), command-line client, overlay rendering."""
