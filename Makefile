@@ -30,13 +30,14 @@ DEMO_OUT ?= demo-out
 
 install: $(STAMP)
 
-# A new lock rebuilds .venv from nothing, so it holds exactly what the lock says.
-LOCKED := $(VENV)/.locked
+# A lock that differs from the one .venv was built from (kept inside it) rebuilds .venv from nothing,
+# so it holds exactly what the lock says.
+LOCKED := $(VENV)/requirements.lock
 $(LOCKED): $(LOCK)
-	rm -rf $(VENV)
-	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --no-deps --require-hashes -r $(LOCK)
-	touch $(LOCKED)
+	if ! cmp -s $(LOCK) $(LOCKED); then \
+	  rm -rf $(VENV) && $(PYTHON) -m venv $(VENV) && \
+	  $(PY) -m pip install --quiet --no-deps --require-hashes -r $(LOCK) && cp $(LOCK) $(LOCKED); \
+	else touch $(LOCKED); fi
 
 # The project itself, editable, with no dependency resolution and the locked build tools.
 $(STAMP): $(LOCKED) pyproject.toml setup.py
