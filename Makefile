@@ -87,7 +87,7 @@ $(TRITON_STAMP): $(TRITON_LOCK)
 	touch $(TRITON_STAMP)
 
 test: $(STAMP) stubs browser $(NODE_STAMP) $(TRITON_STAMP)
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q --durations=10 tests
 
 # The drift canary, not part of `make test`: the whole suite in its own venv holding the newest
 # versions pyproject.toml's ranges allow today (Hugging Face's `kernels` too, which transformers may
@@ -103,7 +103,7 @@ test-latest: browser $(NODE_STAMP) $(TRITON_STAMP)
 	  -c $(LATEST_VENV)/constraints.txt -e ".[test]" kernels
 	$(LATEST_VENV)/bin/python -m pip list --format freeze > $(LATEST_VENV)/versions.txt
 	$(LATEST_VENV)/bin/python $(GENERATE_STUBS)
-	$(LATEST_VENV)/bin/python -m pytest -q tests
+	$(LATEST_VENV)/bin/python -m pytest -q --durations=10 tests
 
 # The GPU check (benchmarks/gpu.py). On a lent GPU machine it runs with that image's Python (its
 # CUDA torch, transformers, triton): no .venv there, which would install the CPU torch. What the
