@@ -79,12 +79,13 @@ $(NODE_STAMP): clients/node/package.json clients/node/package-lock.json
 # tritonclient[grpc] (an OIP v2 client) pins protobuf < 7 while grpcio-tools needs >= 7.35: its own venv,
 # which the OIP test runs as a separate client process.
 TRITON_VENV := .venv-tritonclient
-TRITON_STAMP := $(TRITON_VENV)/.installed
+TRITON_STAMP := $(TRITON_VENV)/tritonclient.lock
 $(TRITON_STAMP): $(TRITON_LOCK)
-	rm -rf $(TRITON_VENV)
-	$(PYTHON) -m venv $(TRITON_VENV)
-	$(TRITON_VENV)/bin/python -m pip install --quiet --no-deps --require-hashes -r $(TRITON_LOCK)
-	touch $(TRITON_STAMP)
+	if ! cmp -s $(TRITON_LOCK) $(TRITON_STAMP); then \
+	  rm -rf $(TRITON_VENV) && $(PYTHON) -m venv $(TRITON_VENV) && \
+	  $(TRITON_VENV)/bin/python -m pip install --quiet --no-deps --require-hashes -r $(TRITON_LOCK) && \
+	  cp $(TRITON_LOCK) $(TRITON_STAMP); \
+	else touch $(TRITON_STAMP); fi
 
 test: $(STAMP) stubs browser $(NODE_STAMP) $(TRITON_STAMP)
 	$(PY) -m pytest -q --durations=10 tests
