@@ -22,7 +22,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from staa_serve.models.errors import InvalidInput, VideoDecodeError
+from staa_serve.models.errors import InvalidInput, VideoDecodeError, quoted
 
 logger = logging.getLogger(__name__)
 
@@ -226,7 +226,7 @@ def iter_frames(
     if backend in ("", "auto"):
         backend = DEFAULT_BACKEND
     if backend not in BACKENDS:
-        raise InvalidInput(f"decoder {backend!r} is not one of {', '.join(BACKENDS)} or 'auto'")
+        raise InvalidInput(f"decoder {quoted(backend)} is not one of {', '.join(BACKENDS)} or 'auto'")
     source = _as_file(source)
     return _iter_pyav(source, needed, limits) if backend == "pyav" else _iter_decord(source, needed, limits)
 

@@ -18,6 +18,7 @@ import asyncio
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 import tomllib
@@ -118,15 +119,28 @@ async def start_server(config: ServerConfig, span_exporter=None) -> RunningServe
     enable_reflection(server, (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
                                INFERENCE_SERVICE))
     address = f"{config.host}:{config.port}"
-    if config.tls_cert is not None:
+    # What cannot bind or load ends the server with one line naming the setting (serve's caller prints it).
+    try:
         credentials = grpc.ssl_server_credentials([(Path(config.tls_key).read_bytes(),
-                                                    Path(config.tls_cert).read_bytes())])
-        port = server.add_secure_port(address, credentials)
+                                                    Path(config.tls_cert).read_bytes())]) if config.tls_cert else None
+    except OSError as error:
+        raise StartupError(f"--tls-cert/--tls-key: {error}") from None
+    try:
+        socket.getaddrinfo(config.host, config.port, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError) as error:
+        raise StartupError(f"--host {config.host}: not an address of this host ({error})") from None
+    try:
+        port = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
+    except RuntimeError as error:  # gRPC's "Failed to bind": an address this host does not have, or a port in use
+        port, reason = 0, str(error)
     else:
-        port = server.add_insecure_port(address)
+        reason = "address in use or not this host's"
     if port == 0:
-        raise OSError(f"could not bind {address}")
-    metrics_port = metrics.serve(config.host, config.metrics_port) if config.metrics_port is not None else None
+        raise StartupError(f"--host {config.host} --port {config.port}: could not bind ({reason})")
+    try:
+        metrics_port = metrics.serve(config.host, config.metrics_port) if config.metrics_port is not None else None
+    except OSError as error:
+        raise StartupError(f"--metrics-port {config.metrics_port} on --host {config.host}: {error}") from None
     running = RunningServer(server, servicer, health_servicer, port, metrics, metrics_port, tracer)
     await running.set_serving(False)
     await server.start()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields
 
 from staa_serve.models.attention import IMPLEMENTATIONS
@@ -10,6 +11,22 @@ from staa_serve.server.model_set import ModelSpec, check_unique_names
 
 MIB = 1 << 20
 MAX_BATCH = 64  # windows per forward: the GPU batches the benchmarks measure (1, 8, 32, 64)
+
+# Every number a setting takes, with its range (inclusive). gRPC takes message sizes as 32-bit ints;
+# the rest are bounds past which a value is a typo, not a deployment. A setting from a flag, STAA_*
+# or a TOML file is checked here, finite or refused (NaN and infinity pass no comparison).
+RANGES: dict[str, tuple[float, float]] = {
+    "port": (0, 65535), "metrics_port": (0, 65535),
+    "max_message_bytes": (64 << 10, (1 << 31) - 1), "max_clip_bytes": (1, (1 << 31) - 2),
+    "max_frame_width": (16, 16384), "max_frame_height": (16, 16384), "max_clip_frames": (1, 1_000_000),
+    "max_streams": (1, 10_000), "max_clip_requests": (1, 1024), "max_batch": (1, MAX_BATCH),
+    "max_batch_wait_ms": (0, 1000), "max_pending_frames": (1, 100_000),
+    "max_buffered_bytes": (1, 1 << 40), "max_stream_buffered_bytes": (1, 1 << 40),
+    "stream_idle_seconds": (0.1, 86_400), "max_stride": (1, 1000), "max_top_k": (1, 1000), "default_top_k": (1, 1000),
+    "default_ack_every": (1, 1_000_000), "decode_workers": (1, 256), "clip_decode_workers": (1, 256),
+    "max_robustness_jobs": (1, 1024), "default_robustness_every": (1, 1_000_000), "max_robustness_epsilon": (1, 255),
+    "max_robustness_steps": (1, 1000), "grace_seconds": (0, 86_400), "ray_replicas": (1, 1024),
+}
 
 
 @dataclass(frozen=True)
@@ -83,10 +100,14 @@ class ServerConfig:
     ray_replicas: int | None = None
 
     def __post_init__(self):
-        for item in fields(self):
-            value = getattr(self, item.name)
-            if item.type == "int" and item.name != "port" and value < 1:
-                raise ValueError(f"ServerConfig.{item.name} must be >= 1, got {value}")
+        for name, (low, high) in RANGES.items():
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ValueError(f"ServerConfig.{name} must be a finite number in {_range(name)}, got {value!r}")
+            if not low <= value <= high:
+                raise ValueError(f"ServerConfig.{name} must be in {_range(name)}, got {value!r}")
         for name, check in (("device", check_device_name), ("dtype", check_dtype_name)):
             try:
                 check(getattr(self, name))
@@ -98,8 +119,6 @@ class ServerConfig:
             check_unique_names(self.model_specs())
         except ValueError as error:
             raise ValueError(f"ServerConfig.model: {error}") from None
-        if not 0 <= self.port <= 65535:
-            raise ValueError(f"ServerConfig.port must be in [0, 65535], got {self.port}")
         if self.max_clip_bytes >= self.max_message_bytes:
             raise ValueError(
                 f"ServerConfig.max_clip_bytes={self.max_clip_bytes} must be below "
@@ -118,15 +137,6 @@ class ServerConfig:
             raise ValueError(f"ServerConfig.log_level must be DEBUG, INFO, WARNING or ERROR, got {self.log_level!r}")
         if self.log_format not in ("text", "json"):
             raise ValueError(f"ServerConfig.log_format must be text or json, got {self.log_format!r}")
-        if self.max_batch > MAX_BATCH:
-            raise ValueError(f"ServerConfig.max_batch must be <= {MAX_BATCH}, got {self.max_batch}")
-        for name in ("grace_seconds", "max_batch_wait_ms"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"ServerConfig.{name} must be >= 0, got {getattr(self, name)}")
-        if self.stream_idle_seconds <= 0:
-            raise ValueError(f"ServerConfig.stream_idle_seconds must be > 0, got {self.stream_idle_seconds}")
-        if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
-            raise ValueError(f"ServerConfig.metrics_port must be in [0, 65535], got {self.metrics_port}")
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("ServerConfig.tls_cert and tls_key go together (both PEM files, or neither)")
         if self.auth_token is not None and not self.auth_token.strip():
@@ -141,3 +151,12 @@ class ServerConfig:
             ("grpc.max_receive_message_length", self.max_message_bytes),
             ("grpc.max_send_message_length", self.max_message_bytes),
         ]
+
+
+def _range(name: str) -> str:
+    return "[" + ", ".join(f"{bound:g}" if isinstance(bound, float) else str(bound) for bound in RANGES[name]) + "]"
+
+
+_UNRANGED = {item.name for item in fields(ServerConfig) if item.type.removesuffix(" | None") in ("int", "float")} ^ set(RANGES)
+if _UNRANGED:
+    raise TypeError(f"every number ServerConfig takes needs a range in RANGES: {', '.join(sorted(_UNRANGED))}")

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 import transformers
 
-from staa_serve.models.errors import InvalidInput
+from staa_serve.models.errors import InvalidInput, quoted
 from staa_serve.models.pipeline import WindowExplanation, code_version
 from staa_serve.models.registry import LoadedModel
 from staa_serve.models.robustness import DEFAULT_EPSILON, DEFAULT_PGD_STEPS, AttackSpec, RobustnessResult
@@ -46,7 +46,7 @@ def _enum_name(table: dict, value: int, field: str, default: str) -> str:
 def method_value(name: str) -> int:
     """A method's name (``staa``, ``staa_class``, ``saliency``...) -> its ``Method`` enum value."""
     if name not in _METHOD_FROM_NAME:
-        raise InvalidInput(f"method {name!r} is not one of {', '.join(_METHOD_FROM_NAME)}")
+        raise InvalidInput(f"method {quoted(name)} is not one of {', '.join(_METHOD_FROM_NAME)}")
     return _METHOD_FROM_NAME[name]
 
 

@@ -44,9 +44,20 @@ STATUS_BY_ERROR: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
 )
 
 
+# Status details travel in trailing metadata, which clients cap (16 KiB by default): past the cap the
+# client gets RESOURCE_EXHAUSTED instead of the code meant. Messages quote client values through
+# models.errors.quoted; this bound holds whatever a message says.
+MAX_STATUS_CHARS = 1024
+
+
+def bounded(message: str) -> str:
+    more = len(message) - MAX_STATUS_CHARS
+    return message if more <= 0 else f"{message[:MAX_STATUS_CHARS]}... ({more} more characters)"
+
+
 def status_for(error: BaseException) -> tuple[grpc.StatusCode, str]:
     for error_type, code in STATUS_BY_ERROR:
         if isinstance(error, error_type):
-            return code, str(error)
+            return code, bounded(str(error))
     logger.exception("internal error", exc_info=error)
     return grpc.StatusCode.INTERNAL, f"internal error ({type(error).__name__}); see the server log"

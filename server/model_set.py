@@ -15,6 +15,8 @@ import re
 from contextvars import ContextVar
 from dataclasses import dataclass
 
+from staa_serve.models.errors import quoted
+
 # An explicit name: what a client types into a request, a metrics label, a Ray Serve app name.
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
@@ -104,7 +106,7 @@ class ModelSet:
         else:
             by_id = [name for name, engine in self._by_name.items() if engine.loaded.model_id == requested]
             if not by_id:
-                raise ModelNotFound(f"model {requested!r} is not served here; this server serves "
+                raise ModelNotFound(f"model {quoted(requested)} is not served here; this server serves "
                                     f"{', '.join(repr(name) for name in self._by_name)}")
             name = by_id[0]
         set_call_model(name)

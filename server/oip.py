@@ -20,13 +20,16 @@ name is the default model. Each takes and gives:
 
 from __future__ import annotations
 
+import asyncio
 import struct
 
 import grpc
 import numpy as np
 
-from staa_serve.models.errors import InvalidInput
+from staa_serve.models.errors import InvalidInput, quoted
+from staa_serve.server.config import ServerConfig
 from staa_serve.server.convert import method_value
+from staa_serve.server.session import check_clip_frames
 from staa.oip import grpc_predict_v2_pb2 as oip
 from staa.oip import grpc_predict_v2_pb2_grpc as oip_grpc
 from staa.v1 import explainer_pb2 as pb
@@ -36,6 +39,7 @@ VERSION = "1"
 DEFAULT_ALIAS = "staa"  # an OIP model name for the default model, whatever it is
 PLATFORM = "staa-serve"
 INT_PARAMETERS = ("stride", "hop", "top_k", "target_class")
+PARAMETERS = (*INT_PARAMETERS, "kappa", "gamma", "method", "decoder", "fps")
 # datatype -> numpy dtype, for the tensors this model reads and writes
 DTYPES = {"UINT8": np.uint8, "INT32": np.int32, "FP32": np.float32, "BOOL": np.bool_}
 
@@ -59,17 +63,22 @@ def _parameter(value: oip.InferParameter):
     return getattr(value, value.WhichOneof("parameter_choice")) if value.WhichOneof("parameter_choice") else None
 
 
-def clip_request(request: oip.ModelInferRequest, model: str) -> pb.ClipRequest:
+def clip_request(request: oip.ModelInferRequest, model: str, config: ServerConfig) -> pb.ClipRequest:
     """The staa.v1 ClipRequest an OIP ModelInfer request asks of served model ``model`` (InvalidInput
-    when it cannot be one)."""
+    when it cannot be one). Declared sizes are checked against the server's limits before any
+    element is read."""
     if len(request.inputs) != 1:
         raise InvalidInput(f"ModelInfer takes exactly one input (VIDEO or FRAMES), got {len(request.inputs)}")
     tensor = request.inputs[0]
     raw = request.raw_input_contents[0] if request.raw_input_contents else None
+    # Counted before any is read: a request may carry a million names.
+    if len(request.parameters) > len(PARAMETERS):
+        raise InvalidInput(f"ModelInfer has {len(request.parameters)} parameters; it knows {len(PARAMETERS)}: "
+                           f"{', '.join(PARAMETERS)}")
     parameters = {name: _parameter(value) for name, value in request.parameters.items()}
-    unknown = set(parameters) - {*INT_PARAMETERS, "kappa", "gamma", "method", "decoder", "fps"}
+    unknown = set(parameters) - set(PARAMETERS)
     if unknown:
-        raise InvalidInput(f"unknown ModelInfer parameters: {', '.join(sorted(unknown))}")
+        raise InvalidInput(f"unknown ModelInfer parameters: {quoted(sorted(unknown))}; known: {', '.join(PARAMETERS)}")
     clip = pb.ClipRequest(model=model, decoder=str(parameters.get("decoder") or ""),
                           window=pb.WindowSpec(stride=int(parameters.get("stride") or 0), hop=int(parameters.get("hop") or 0)))
     staa = clip.staa
@@ -82,17 +91,23 @@ def clip_request(request: oip.ModelInferRequest, model: str) -> pb.ClipRequest:
     if "target_class" in parameters:
         staa.target_class = int(parameters["target_class"])
     if tensor.name == "VIDEO":
-        if tensor.datatype != "BYTES" or list(tensor.shape) != [1]:
-            raise InvalidInput(f"input VIDEO must be BYTES [1] (one encoded clip), got {tensor.datatype} {list(tensor.shape)}")
+        if tensor.datatype != "BYTES" or len(tensor.shape) != 1 or tensor.shape[0] != 1:
+            raise InvalidInput(f"input VIDEO must be BYTES [1] (one encoded clip), got {quoted(tensor.datatype)} "
+                               f"{quoted(tensor.shape)}")
         elements = bytes_elements(raw) if raw is not None else list(tensor.contents.bytes_contents)
         if len(elements) != 1:
             raise InvalidInput(f"input VIDEO holds {len(elements)} elements; one clip per request")
         clip.clip = elements[0]
     elif tensor.name == "FRAMES":
+        if tensor.datatype != "UINT8" or len(tensor.shape) != 4 or tensor.shape[3] != 3 or min(tensor.shape) < 1:
+            raise InvalidInput(f"input FRAMES must be UINT8 [F, H, W, 3], got {quoted(tensor.datatype)} "
+                               f"{quoted(tensor.shape)}")
         shape = list(tensor.shape)
-        if tensor.datatype != "UINT8" or len(shape) != 4 or shape[3] != 3 or min(shape) < 1:
-            raise InvalidInput(f"input FRAMES must be UINT8 [F, H, W, 3], got {tensor.datatype} {shape}")
         count, height, width = shape[:3]
+        check_clip_frames(count, config, "input FRAMES")
+        if width > config.max_frame_width or height > config.max_frame_height:
+            raise InvalidInput(f"input FRAMES are {width}x{height}; the limit is "
+                               f"{config.max_frame_width}x{config.max_frame_height}")
         data = raw if raw is not None else bytes(tensor.contents.uint_contents)
         if len(data) != count * height * width * 3:
             raise InvalidInput(f"input FRAMES has {len(data)} bytes, its shape {shape} needs {count * height * width * 3}")
@@ -101,7 +116,7 @@ def clip_request(request: oip.ModelInferRequest, model: str) -> pb.ClipRequest:
         clip.frames.frames.extend(pb.Frame(rgb24=data[index * frame_bytes:(index + 1) * frame_bytes], width=width,
                                            height=height, sequence=index) for index in range(count))
     else:
-        raise InvalidInput(f"unknown input {tensor.name!r}: VIDEO (BYTES [1]) or FRAMES (UINT8 [F, H, W, 3])")
+        raise InvalidInput(f"unknown input {quoted(tensor.name)}: VIDEO (BYTES [1]) or FRAMES (UINT8 [F, H, W, 3])")
     return clip
 
 
@@ -170,7 +185,8 @@ class InferenceServicer(oip_grpc.GRPCInferenceServiceServicer):
     async def ModelInfer(self, request, context):
         try:
             model = self._model(request.model_name)
-            clip = clip_request(request, model)
+            # Off the event loop: splitting up to max_clip_frames frames out of the tensor.
+            clip = await asyncio.to_thread(clip_request, request, model, self.explainer.config)
         except Exception as error:
             await self.explainer._abort(context, error)
         del request.raw_input_contents[:]  # the clip lives on in `clip` only

@@ -21,7 +21,8 @@ from staa_serve.server.errors import Draining, IdleTimeout, NotReady, status_for
 from staa_serve.server.live import AckDue, live_events, read_frames
 from staa_serve.server.metrics import ServerMetrics
 from staa_serve.server.model_set import ModelSet, call_model
-from staa_serve.server.session import SessionRegistry, StreamSession, check_fps, raw_clip_frames
+from staa_serve.server.session import (SessionRegistry, StreamSession, check_clip_frames, check_fps,
+                                       raw_clip_frames)
 from staa_serve.server.wire import parsed
 from staa.v1 import explainer_pb2 as pb
 from staa.v1 import explainer_pb2_grpc as pb_grpc
@@ -139,7 +140,13 @@ class VideoExplainerServicer(pb_grpc.VideoExplainerServicer):
         engine, loaded = self._engine(request.model)
         held.resize(request.ByteSize() + engine.window_bytes)  # one copy of the body is kept
         options = convert.clip_options(request, loaded, self.config)
-        results = self._clip_results(request, engine, options)
+        frames = None
+        if request.WhichOneof("source") == "frames":
+            check_fps(request.frames.fps, "RawFrames.fps")
+            check_clip_frames(len(request.frames.frames), self.config)
+            # Off the event loop: up to max_clip_frames conversions would hold it while health waits.
+            frames = await asyncio.to_thread(lambda: [convert.frame_input(frame) for frame in request.frames.frames])
+        results = self._clip_results(request, engine, options, frames)
         del request  # the clip bytes (or frames) were taken out of it
         async for result in results:
             if isinstance(result, WindowExplanation):
@@ -158,7 +165,7 @@ class VideoExplainerServicer(pb_grpc.VideoExplainerServicer):
             raise InvalidInput("ExplainClip takes exactly one ClipRequest")
         return request
 
-    def _clip_results(self, request: pb.ClipRequest, engine: ExplainEngine, options):
+    def _clip_results(self, request: pb.ClipRequest, engine: ExplainEngine, options, frames):
         source = request.WhichOneof("source")
         if source == "clip":
             if len(request.clip) > self.config.max_clip_bytes:
@@ -169,8 +176,6 @@ class VideoExplainerServicer(pb_grpc.VideoExplainerServicer):
                                    "on malformed input; operators enable it with --allow-decord)")
             return engine.explain_clip(request.clip, request.decoder, options)
         if source == "frames":
-            check_fps(request.frames.fps, "RawFrames.fps")
-            frames = [convert.frame_input(frame) for frame in request.frames.frames]
             return engine.explain_frames(raw_clip_frames(frames, self.config), request.frames.fps or 30.0, options)
         raise InvalidInput("ClipRequest.source is not set (clip bytes or frames are required)")
 

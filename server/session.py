@@ -166,12 +166,16 @@ def check_fps(fps: float, field: str) -> None:
         raise InvalidInput(f"{field} must be a number in [0, 1000] (0 = the default), got {fps}")
 
 
+def check_clip_frames(count: int, config: ServerConfig, field: str = "ClipRequest.frames") -> None:
+    """A raw-frame clip's frame count, checked from the message before any frame is looked at."""
+    if count == 0:
+        raise InvalidInput(f"{field} is empty")
+    if count > config.max_clip_frames:
+        raise InvalidInput(f"{field} has {count} frames; max_clip_frames={config.max_clip_frames}")
+
+
 def raw_clip_frames(frames: list[FrameInput], config: ServerConfig):
-    """Lazily decode the frames of a raw-frame clip (runs on the decode pool)."""
-    if not frames:
-        raise InvalidInput("ClipRequest.frames is empty")
-    if len(frames) > config.max_clip_frames:
-        raise InvalidInput(f"ClipRequest.frames has {len(frames)} frames; max_clip_frames={config.max_clip_frames}")
+    """Lazily decode the frames of a raw-frame clip (runs on the decode pool; the count was checked)."""
     for frame in frames:
         yield decode_frame(frame.kind, frame.data, frame.width, frame.height,
                            config.max_frame_width, config.max_frame_height)

@@ -10,7 +10,7 @@ from staa_serve.server.app import BackgroundServer, load_and_warm, start_server
 from staa_serve.server.config import ServerConfig
 from staa.v1 import explainer_pb2 as pb
 from staa.v1 import explainer_pb2_grpc as pb_grpc
-from tests.conftest import clip_path, served_config
+from tests.conftest import REPO, clip_path, served_config
 
 
 def test_health_is_not_serving_until_the_model_is_warm():
@@ -49,13 +49,67 @@ def test_a_tiny_random_model_directory_is_served_with_its_own_geometry(tiny_mode
 
 
 def test_server_config_rejects_bad_values_by_name():
-    with pytest.raises(ValueError, match="ServerConfig.max_streams must be >= 1, got 0"):
+    with pytest.raises(ValueError, match=r"ServerConfig.max_streams must be in \[1, 10000\], got 0"):
         ServerConfig(max_streams=0)
     with pytest.raises(ValueError, match="max_clip_bytes=.* must be below max_message_bytes"):
-        ServerConfig(max_clip_bytes=100, max_message_bytes=100)
+        ServerConfig(max_clip_bytes=1 << 20, max_message_bytes=1 << 20)
     assert ServerConfig(max_batch=64).max_batch == 64
-    with pytest.raises(ValueError, match="ServerConfig.max_batch must be <= 64, got 65"):
+    with pytest.raises(ValueError, match=r"ServerConfig.max_batch must be in \[1, 64\], got 65"):
         ServerConfig(max_batch=65)
+
+
+@pytest.mark.parametrize("setting, value", [("stream_idle_seconds", "nan"), ("max_batch_wait_ms", "inf"),
+                                            ("grace", "nan"), ("grace", "-inf"), ("max_message_bytes", "3000000000"),
+                                            ("max_batch_wait_ms", "1e309"), ("stream_idle_seconds", "0")])
+def test_every_number_is_finite_and_in_range_from_a_flag_the_environment_or_a_file(setting, value, monkeypatch,
+                                                                                      tmp_path, capsys):
+    from staa_serve.server.app import parse_args
+
+    field = {"grace": "grace_seconds"}.get(setting, setting)
+    flag = setting.replace("_", "-")
+    path = tmp_path / "staa.toml"
+    path.write_text(f"{flag} = {value if value[-1].isdigit() else repr(value)}\n")
+    for argv, environment in (([f"--{flag}={value}"], {}), ([], {f"STAA_{setting.upper()}": value}),
+                              (["--config", str(path)], {})):
+        for name, text in environment.items():
+            monkeypatch.setenv(name, text)
+        with pytest.raises(SystemExit):
+            parse_args(argv)
+        error = capsys.readouterr().err
+        assert f"ServerConfig.{field} must be" in error and "Traceback" not in error, (argv, environment, error)
+        for name in environment:
+            monkeypatch.delenv(name)
+
+
+def test_every_number_the_config_takes_has_a_documented_range():
+    from dataclasses import fields
+
+    from staa_serve.server.config import RANGES
+
+    numbers = {item.name for item in fields(ServerConfig) if item.type.removesuffix(" | None") in ("int", "float")}
+    assert numbers == set(RANGES)
+    readme = (REPO / "README.md").read_text()
+    assert all(f"`{name}`" in readme for name in RANGES), [name for name in RANGES if f"`{name}`" not in readme]
+
+
+@pytest.mark.parametrize("flag", ["--host", "--port", "--metrics-port"])
+def test_a_setting_that_cannot_bind_ends_the_server_with_one_line_naming_it(flag):
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = str(taken.getsockname()[1])
+        flags = {"--host": ["--port", "0", "--host", "256.1.1.1"], "--port": ["--port", busy],
+                 "--metrics-port": ["--port", "0", "--metrics-port", busy]}[flag]
+        done = subprocess.run([sys.executable, "-m", "staa_serve.server.app", *flags], cwd=REPO,
+                              capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    # Ours is the last line (gRPC's own log may say what it tried before it).
+    line = done.stderr.strip().splitlines()[-1]
+    assert line.startswith("staa-serve: error:") and flag in line
 
 
 def test_binds_loopback_by_default():
