@@ -78,7 +78,8 @@ def clip_request(request: oip.ModelInferRequest, model: str, config: ServerConfi
     parameters = {name: _parameter(value) for name, value in request.parameters.items()}
     unknown = set(parameters) - set(PARAMETERS)
     if unknown:
-        raise InvalidInput(f"unknown ModelInfer parameters: {quoted(sorted(unknown))}; known: {', '.join(PARAMETERS)}")
+        raise InvalidInput(f"unknown ModelInfer parameters: {', '.join(quoted(name) for name in sorted(unknown))}; "
+                           f"known: {', '.join(PARAMETERS)}")
     clip = pb.ClipRequest(model=model, decoder=str(parameters.get("decoder") or ""),
                           window=pb.WindowSpec(stride=int(parameters.get("stride") or 0), hop=int(parameters.get("hop") or 0)))
     staa = clip.staa

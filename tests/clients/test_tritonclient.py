@@ -62,7 +62,7 @@ def test_raw_frames_and_bad_requests_through_the_inference_service(server, clien
         assert reply.raw_output_contents[names.index("HEATMAPS")] == expected[0].spatial.data
         refusals = (
             (lambda bad: setattr(bad.inputs[0], "name", "AUDIO"), "unknown input 'AUDIO'"),
-            (lambda bad: set_parameter(bad, "colour", "red"), "unknown ModelInfer parameters: colour"),
+            (lambda bad: set_parameter(bad, "colour", "red"), "unknown ModelInfer parameters: 'colour'"),
             (lambda bad: set_parameter(bad, "method", "magic"), "method 'magic'"),
         )
         for change, message in refusals:
