@@ -22,7 +22,8 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from staa_serve.models.errors import InvalidInput, VideoDecodeError, quoted
+from staa_serve.models.errors import InvalidInput, VideoDecodeError
+from staa import quoted
 
 logger = logging.getLogger(__name__)
 

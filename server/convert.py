@@ -10,7 +10,8 @@ import numpy as np
 import torch
 import transformers
 
-from staa_serve.models.errors import InvalidInput, quoted
+from staa_serve.models.errors import InvalidInput
+from staa import quoted
 from staa_serve.models.pipeline import WindowExplanation, code_version
 from staa_serve.models.registry import LoadedModel
 from staa_serve.models.robustness import DEFAULT_EPSILON, DEFAULT_PGD_STEPS, AttackSpec, RobustnessResult

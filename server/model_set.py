@@ -15,7 +15,7 @@ import re
 from contextvars import ContextVar
 from dataclasses import dataclass
 
-from staa_serve.models.errors import quoted
+from staa import quoted
 
 # An explicit name: what a client types into a request, a metrics label, a Ray Serve app name.
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")

@@ -26,7 +26,8 @@ import struct
 import grpc
 import numpy as np
 
-from staa_serve.models.errors import InvalidInput, quoted
+from staa_serve.models.errors import InvalidInput
+from staa import quoted
 from staa_serve.server.config import ServerConfig
 from staa_serve.server.convert import method_value
 from staa_serve.server.session import check_clip_frames

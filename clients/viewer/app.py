@@ -32,12 +32,13 @@ from pathlib import Path
 import cv2
 import grpc
 from aiohttp import WSMsgType, web
+from aiohttp.abc import AbstractAccessLogger
 
 from staa_serve.clients.client import AsyncExplainerClient, frame_request, robustness_options
 from staa_serve.clients.overlay import COLORMAPS, DEFAULT_ALPHA, DEFAULT_COLORMAP, colormap_lut
 from staa_serve.clients.results import robustness_to_dict
 from staa_serve.clients.viewer.sources import open_source
-from staa import package_version
+from staa import package_version, quoted
 from staa.v1 import explainer_pb2 as pb
 
 STATIC = Path(__file__).parent / "static"
@@ -246,19 +247,30 @@ class Access:
             return "the viewer is starting"
         host = request.headers.get("Host", "")
         if host not in self.hosts():
-            return f"Host {host!r} is not this viewer's address"
-        if self.token is not None and not hmac.compare_digest(request.query.get("token", ""), self.token):
+            return f"Host {quoted(host)} is not this viewer's address"
+        # Compared as UTF-8 bytes: compare_digest refuses a str with non-ASCII characters (a 500 before).
+        if self.token is not None and not hmac.compare_digest(request.query.get("token", "").encode(),
+                                                              self.token.encode()):
             return "missing or wrong ?token="
         if websocket:
             origin = request.headers.get("Origin")
             if origin is None:
                 return "a WebSocket without an Origin header"
             if origin not in {f"http://{name}" for name in self.hosts()} | self.allowed_origins:
-                return f"Origin {origin!r} is not this viewer's page (--allow-origin widens this)"
+                return f"Origin {quoted(origin)} is not this viewer's page (--allow-origin widens this)"
         return None
 
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
+
+
+class EscapedAccessLogger(AbstractAccessLogger):
+    """One access line per request, with the request line as sent (still percent-encoded) and quoted:
+    aiohttp's default line decodes the path, so a %0A in it forged a second line."""
+
+    def log(self, request, response, time):
+        self.logger.info("%s %s %s %d %.1f ms", request.remote, quoted(request.method), quoted(request.raw_path),
+                         response.status, time * 1000)
 
 
 def build_app(state: ViewerState, hub: Hub, access: Access) -> web.Application:
@@ -266,7 +278,8 @@ def build_app(state: ViewerState, hub: Hub, access: Access) -> web.Application:
     async def same_origin(request, handler):
         reason = access.refusal(request, websocket=request.path == "/ws")
         if reason is not None:
-            logger.warning("refused %s %s from %s: %s", request.method, request.path, request.remote, reason)
+            logger.warning("refused %s %s from %s: %s", quoted(request.method), quoted(request.raw_path),
+                           request.remote, reason)
             raise web.HTTPForbidden(text=f"forbidden: {reason}\n")
         return await handler(request)
 
@@ -317,7 +330,7 @@ async def serve(args) -> None:
     token = Path(args.page_token_file).read_text().strip() if args.page_token_file else None
     access = Access(args.host, frozenset(args.allow_origin), token)
     app = build_app(state, hub, access)
-    runner = web.AppRunner(app)
+    runner = web.AppRunner(app, access_log_class=EscapedAccessLogger)
     await runner.setup()
     site = web.TCPSite(runner, args.host, args.port)
     await site.start()

@@ -15,9 +15,10 @@ from tests.conftest import clip_path, served_config
 BIN = Path(sys.executable).parent
 
 
-def start_viewer(server_target: str, *extra: str) -> tuple[subprocess.Popen, str]:
+def start_viewer(server_target: str, *extra: str, log=None) -> tuple[subprocess.Popen, str]:
+    """``log``: a file its stderr (the viewer's log) goes to."""
     process = subprocess.Popen([str(BIN / "staa-viewer"), str(clip_path("flipping_pancake.mkv")), "--server",
-                                server_target, "--port", "0", *extra], stdout=subprocess.PIPE, text=True)
+                                server_target, "--port", "0", *extra], stdout=subprocess.PIPE, stderr=log, text=True)
     line = process.stdout.readline()
     assert "viewer on http://127.0.0.1:" in line, line
     return process, line.split("viewer on ")[1].split()[0]
@@ -94,16 +95,47 @@ def test_a_bad_message_gets_an_error_and_the_socket_stays_open(viewer):
 def test_a_page_token_is_required_when_set(server, tmp_path):
     token_file = tmp_path / "page-token"
     token_file.write_text("s3cret\n")
-    process, url = start_viewer(server.target, "--page-token-file", str(token_file))
+    log = tmp_path / "viewer.log"
+    with log.open("w") as written:
+        process, url = start_viewer(server.target, "--page-token-file", str(token_file), log=written)
     try:
         assert url.endswith("/?token=s3cret")
         base = url.split("?")[0].rstrip("/")
         refused, _ = asyncio.run(websocket(base, base))
+        # Not ASCII, or not UTF-8 at all: refused like any wrong token (compare_digest raised on these: 500).
+        odd = [asyncio.run(websocket(base, base, query=f"?token={token}"))[0] for token in ("%C3%A9", "%FF", "s3cr%C3%A9t")]
         accepted, hello = asyncio.run(websocket(base, base, query="?token=s3cret"))
     finally:
         process.terminate()
         process.wait(timeout=30)
-    assert refused == 403 and accepted == 101 and hello["type"] == "hello"
+    assert refused == 403 and odd == [403, 403, 403] and accepted == 101 and hello["type"] == "hello"
+    assert "Traceback" not in log.read_text()
+
+
+def test_a_request_cannot_forge_a_line_in_the_viewers_log(server, tmp_path):
+    log = tmp_path / "viewer.log"
+    with log.open("w") as written:
+        process, url = start_viewer(server.target, log=written)
+
+    async def send():
+        async with aiohttp.ClientSession() as session:
+            statuses = []
+            for host in (None, "evil.example:80"):  # served (404, the access line) and refused (403, the warning)
+                headers = {"Host": host} if host else {}
+                async with session.get(f"{url.rstrip('/')}/%0A2026-01-01 staa-viewer INFO forged%0D", headers=headers) as answer:
+                    statuses.append(answer.status)
+            return statuses
+
+    try:
+        statuses = asyncio.run(send())
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    lines = log.read_text().splitlines()
+    assert statuses == [404, 403]
+    assert [line for line in lines if "forged" in line and not line.startswith("20")] == []
+    assert [line for line in lines if line.startswith("2026-01-01")] == []
+    assert sum("%0A2026-01-01" in line for line in lines) == 3, lines  # two access lines, one refusal
 
 
 def test_an_unreachable_server_ends_the_viewer_with_one_line():
