@@ -21,6 +21,7 @@ name is the default model. Each takes and gives:
 from __future__ import annotations
 
 import asyncio
+import math
 import struct
 
 import grpc
@@ -31,6 +32,7 @@ from staa import quoted
 from staa_serve.server.config import ServerConfig
 from staa_serve.server.convert import method_value
 from staa_serve.server.session import check_clip_frames
+from staa_serve.server.wire import add_servicer, parsed
 from staa.oip import grpc_predict_v2_pb2 as oip
 from staa.oip import grpc_predict_v2_pb2_grpc as oip_grpc
 from staa.v1 import explainer_pb2 as pb
@@ -60,8 +62,26 @@ def bytes_elements(raw: bytes) -> list[bytes]:
     return elements
 
 
-def _parameter(value: oip.InferParameter):
-    return getattr(value, value.WhichOneof("parameter_choice")) if value.WhichOneof("parameter_choice") else None
+# What each parameter may be: its kinds (InferParameter's oneof) and its range; the staa.v1 field it
+# fills checks the rest (a stride against max_stride, a class against the model's labels).
+UINT32 = (0, (1 << 32) - 1)
+PARAMETER_TYPES = {name: (("int64_param", "uint64_param"), UINT32) for name in INT_PARAMETERS} | {
+    name: (("double_param", "int64_param", "uint64_param"), (-1e30, 1e30)) for name in ("kappa", "gamma", "fps")} | {
+    name: (("string_param",), None) for name in ("method", "decoder")}
+
+
+def _parameter(name: str, value: oip.InferParameter):
+    """A request parameter's value, of a kind and in a range ``PARAMETER_TYPES`` allows (InvalidInput
+    naming it otherwise)."""
+    kinds, bounds = PARAMETER_TYPES[name]
+    kind = value.WhichOneof("parameter_choice")
+    if kind not in kinds:
+        raise InvalidInput(f"ModelInfer parameter {name} must be {' or '.join(kinds)}, got {kind or 'no value'}")
+    given = getattr(value, kind)
+    if bounds is not None and not (math.isfinite(given) and bounds[0] <= given <= bounds[1]):
+        low, high = (f"{bound:g}" if isinstance(bound, float) else bound for bound in bounds)
+        raise InvalidInput(f"ModelInfer parameter {name}={given} is out of range [{low}, {high}]")  # a number: short
+    return given
 
 
 def clip_request(request: oip.ModelInferRequest, model: str, config: ServerConfig) -> pb.ClipRequest:
@@ -71,27 +91,29 @@ def clip_request(request: oip.ModelInferRequest, model: str, config: ServerConfi
     if len(request.inputs) != 1:
         raise InvalidInput(f"ModelInfer takes exactly one input (VIDEO or FRAMES), got {len(request.inputs)}")
     tensor = request.inputs[0]
+    if len(request.raw_input_contents) > 1:
+        raise InvalidInput(f"ModelInfer has {len(request.raw_input_contents)} raw_input_contents for its one input")
     raw = request.raw_input_contents[0] if request.raw_input_contents else None
     # Counted before any is read: a request may carry a million names.
     if len(request.parameters) > len(PARAMETERS):
         raise InvalidInput(f"ModelInfer has {len(request.parameters)} parameters; it knows {len(PARAMETERS)}: "
                            f"{', '.join(PARAMETERS)}")
-    parameters = {name: _parameter(value) for name, value in request.parameters.items()}
-    unknown = set(parameters) - set(PARAMETERS)
+    unknown = set(request.parameters) - set(PARAMETERS)
     if unknown:
         raise InvalidInput(f"unknown ModelInfer parameters: {', '.join(quoted(name) for name in sorted(unknown))}; "
                            f"known: {', '.join(PARAMETERS)}")
-    clip = pb.ClipRequest(model=model, decoder=str(parameters.get("decoder") or ""),
-                          window=pb.WindowSpec(stride=int(parameters.get("stride") or 0), hop=int(parameters.get("hop") or 0)))
+    parameters = {name: _parameter(name, value) for name, value in request.parameters.items()}
+    clip = pb.ClipRequest(model=model, decoder=parameters.get("decoder", ""),
+                          window=pb.WindowSpec(stride=parameters.get("stride", 0), hop=parameters.get("hop", 0)))
     staa = clip.staa
-    staa.top_k = int(parameters.get("top_k") or 0)
+    staa.top_k = parameters.get("top_k", 0)
     if "method" in parameters:
-        staa.method = method_value(str(parameters["method"]))
+        staa.method = method_value(parameters["method"])
     for name in ("kappa", "gamma"):
         if name in parameters:
             setattr(staa, name, float(parameters[name]))
     if "target_class" in parameters:
-        staa.target_class = int(parameters["target_class"])
+        staa.target_class = parameters["target_class"]
     if tensor.name == "VIDEO":
         if tensor.datatype != "BYTES" or len(tensor.shape) != 1 or tensor.shape[0] != 1:
             raise InvalidInput(f"input VIDEO must be BYTES [1] (one encoded clip), got {quoted(tensor.datatype)} "
@@ -110,16 +132,26 @@ def clip_request(request: oip.ModelInferRequest, model: str, config: ServerConfi
         if width > config.max_frame_width or height > config.max_frame_height:
             raise InvalidInput(f"input FRAMES are {width}x{height}; the limit is "
                                f"{config.max_frame_width}x{config.max_frame_height}")
-        data = raw if raw is not None else bytes(tensor.contents.uint_contents)
-        if len(data) != count * height * width * 3:
-            raise InvalidInput(f"input FRAMES has {len(data)} bytes, its shape {shape} needs {count * height * width * 3}")
+        needed = count * height * width * 3
+        given = len(raw) if raw is not None else len(tensor.contents.uint_contents)
+        if given != needed:
+            raise InvalidInput(f"input FRAMES has {given} bytes, its shape {shape} needs {needed}")
+        data = raw if raw is not None else _uint8_contents(tensor.contents.uint_contents)
         frame_bytes = height * width * 3
-        clip.frames.fps = float(parameters.get("fps") or 0.0)
+        clip.frames.fps = float(parameters.get("fps", 0.0))
         clip.frames.frames.extend(pb.Frame(rgb24=data[index * frame_bytes:(index + 1) * frame_bytes], width=width,
                                            height=height, sequence=index) for index in range(count))
     else:
         raise InvalidInput(f"unknown input {quoted(tensor.name)}: VIDEO (BYTES [1]) or FRAMES (UINT8 [F, H, W, 3])")
     return clip
+
+
+def _uint8_contents(values) -> bytes:
+    """UINT8 elements sent as ``uint_contents`` (uint32 on the wire): each must fit a byte."""
+    array = np.array(values, dtype=np.uint32)
+    if array.size and int(array.max()) > 255:
+        raise InvalidInput(f"input FRAMES uint_contents holds {int(array.max())}; UINT8 elements are 0..255")
+    return array.astype(np.uint8).tobytes()
 
 
 def explanation_tensors(windows: list[pb.Explanation]) -> list[tuple[str, np.ndarray]]:
@@ -157,55 +189,71 @@ class InferenceServicer(oip_grpc.GRPCInferenceServiceServicer):
         self.explainer._ready()
         return self.explainer.models.resolve("" if name == DEFAULT_ALIAS else name)[0]
 
+    # Every request arrives through server/wire.py's lenient parser: one that is not valid protobuf
+    # is INVALID_ARGUMENT (``parsed``), as in staa.v1.
     async def ServerLive(self, request, context):
-        return oip.ServerLiveResponse(live=True)
+        return await self._answer(context, request, lambda: oip.ServerLiveResponse(live=True))
 
     async def ServerReady(self, request, context):
-        return oip.ServerReadyResponse(ready=self.explainer.loaded_all and not self.explainer.draining.is_set())
+        return await self._answer(context, request, lambda: oip.ServerReadyResponse(
+            ready=self.explainer.loaded_all and not self.explainer.draining.is_set()))
 
     async def ModelReady(self, request, context):
-        try:
-            self._model(request.name)
-        except Exception:  # loading, draining or not served: not ready
-            return oip.ModelReadyResponse(ready=False)
-        return oip.ModelReadyResponse(ready=True)
+        def ready() -> bool:
+            try:
+                self._model(request.name)
+            except Exception:  # loading, draining or not served: not ready
+                return False
+            return True
+
+        return await self._answer(context, request, lambda: oip.ModelReadyResponse(ready=ready()))
 
     async def ServerMetadata(self, request, context):
-        return oip.ServerMetadataResponse(name="staa-serve", version=self.version, extensions=[])
+        return await self._answer(context, request, lambda: oip.ServerMetadataResponse(
+            name="staa-serve", version=self.version, extensions=[]))
 
     async def ModelMetadata(self, request, context):
-        try:
+        def metadata() -> oip.ModelMetadataResponse:
             model = self._model(request.name)
-        except Exception as error:
-            await self.explainer._abort(context, error)
-        tensor = oip.ModelMetadataResponse.TensorMetadata
-        return oip.ModelMetadataResponse(
-            name=model, versions=[VERSION], platform=PLATFORM,
-            inputs=[tensor(name="VIDEO", datatype="BYTES", shape=[1]), tensor(name="FRAMES", datatype="UINT8", shape=[-1, -1, -1, 3])],
-            outputs=[tensor(name=name, datatype=datatype, shape=shape) for name, datatype, shape in OUTPUTS])
+            tensor = oip.ModelMetadataResponse.TensorMetadata
+            return oip.ModelMetadataResponse(
+                name=model, versions=[VERSION], platform=PLATFORM,
+                inputs=[tensor(name="VIDEO", datatype="BYTES", shape=[1]),
+                        tensor(name="FRAMES", datatype="UINT8", shape=[-1, -1, -1, 3])],
+                outputs=[tensor(name=name, datatype=datatype, shape=shape) for name, datatype, shape in OUTPUTS])
 
-    async def ModelInfer(self, request, context):
+        return await self._answer(context, request, metadata)
+
+    async def _answer(self, context, request, reply):
+        """``reply()`` for a request that parsed; the status of whatever it raised otherwise."""
         try:
-            model = self._model(request.model_name)
-            # Off the event loop: splitting up to max_clip_frames frames out of the tensor.
-            clip = await asyncio.to_thread(clip_request, request, model, self.explainer.config)
+            parsed(request)
+            return reply()
         except Exception as error:
             await self.explainer._abort(context, error)
-        del request.raw_input_contents[:]  # the clip lives on in `clip` only
 
-        async def one_request():
+    async def ModelInfer(self, requests, context):
+        """Registered request-streaming like ExplainClip (server/wire.py): the request is read inside
+        ExplainClip's admission and memory reservation, then made into its ClipRequest off the loop."""
+        asked = {}  # the request's id and the outputs it names, for the response
+
+        async def clip_requests():
+            request = await self.explainer._only_request(aiter(requests), "ModelInfer", "ModelInferRequest")
+            model = self._model(request.model_name)
+            asked.update(model=model, id=request.id, outputs={output.name for output in request.outputs})
+            clip = await asyncio.to_thread(clip_request, request, model, self.explainer.config)
+            del request.raw_input_contents[:]  # the clip lives on in `clip` only
             yield clip
 
-        windows = [response.explanation async for response in self.explainer.ExplainClip(one_request(), context)
+        windows = [response.explanation async for response in self.explainer.ExplainClip(clip_requests(), context)
                    if response.WhichOneof("event") == "explanation"]
         try:
             tensors = explanation_tensors(windows)
         except InvalidInput as error:
             await self.explainer._abort(context, error)
-        requested = {output.name for output in request.outputs}
-        response = oip.ModelInferResponse(model_name=model, model_version=VERSION, id=request.id)
+        response = oip.ModelInferResponse(model_name=asked["model"], model_version=VERSION, id=asked["id"])
         for name, values in tensors:
-            if requested and name not in requested:
+            if asked["outputs"] and name not in asked["outputs"]:
                 continue
             response.outputs.add(name=name, datatype=DATATYPE_OF[values.dtype], shape=list(values.shape))
             response.raw_output_contents.append(np.ascontiguousarray(values).tobytes())
@@ -213,4 +261,4 @@ class InferenceServicer(oip_grpc.GRPCInferenceServiceServicer):
 
 
 def add_inference_service(explainer, server: grpc.aio.Server, version: str) -> None:
-    oip_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(explainer, version), server)
+    add_servicer(InferenceServicer(explainer, version), server, oip.DESCRIPTOR.services_by_name["GRPCInferenceService"], oip)

@@ -155,14 +155,14 @@ class VideoExplainerServicer(pb_grpc.VideoExplainerServicer):
                 yield pb.ClipResponse(robustness=convert.robustness(result))
 
     @staticmethod
-    async def _only_request(requests) -> pb.ClipRequest:
-        """The call's one ClipRequest. The end of the stream is read too: until then gRPC's receiver
+    async def _only_request(requests, rpc: str = "ExplainClip", message: str = "ClipRequest"):
+        """The call's one request message. The end of the stream is read too: until then gRPC's receiver
         holds the last message it yielded (the whole body) in a reference cycle."""
         request = parsed(await anext(requests, None))
         if request is None:
-            raise InvalidInput("ExplainClip got no ClipRequest")
+            raise InvalidInput(f"{rpc} got no {message}")
         if await anext(requests, None) is not None:
-            raise InvalidInput("ExplainClip takes exactly one ClipRequest")
+            raise InvalidInput(f"{rpc} takes exactly one {message}")
         return request
 
     def _clip_results(self, request: pb.ClipRequest, engine: ExplainEngine, options, frames):

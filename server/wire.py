@@ -52,18 +52,20 @@ def parsed(request):
 # Methods whose request may be large are registered as request-streaming on the server side (the
 # wire is the same: one message, then the client half-closes). The handler then decides admission
 # and reserves memory before it reads the body; a unary handler gets the body already read and parsed.
-READ_AFTER_ADMISSION = frozenset({"ExplainClip"})
+READ_AFTER_ADMISSION = frozenset({"ExplainClip", "ModelInfer"})
 
 
-def add_servicer(servicer, server: grpc.aio.Server) -> None:
+def add_servicer(servicer, server: grpc.aio.Server, service=SERVICE, messages=pb) -> None:
+    """Registers every method of ``service`` (a service descriptor; its messages in module
+    ``messages``): staa.v1's VideoExplainer, and OIP's GRPCInferenceService the same way."""
     handlers = {}
-    for method in SERVICE.methods:
+    for method in service.methods:
         request_streaming = method.client_streaming or method.name in READ_AFTER_ADMISSION
         make = HANDLER_BY_SHAPE[(request_streaming, method.server_streaming)]
         handlers[method.name] = make(getattr(servicer, method.name),
-                                     request_deserializer=lenient_parser(getattr(pb, method.input_type.name)),
-                                     response_serializer=getattr(pb, method.output_type.name).SerializeToString)
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE.full_name, handlers),))
+                                     request_deserializer=lenient_parser(getattr(messages, method.input_type.name)),
+                                     response_serializer=getattr(messages, method.output_type.name).SerializeToString)
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name, handlers),))
 
 
 # Calls the interceptors observe: health checks and reflection (probed constantly) are left alone.
