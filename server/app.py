@@ -386,7 +386,12 @@ def parse_args(argv=None) -> ServerConfig:
                         help="threads decoding clip calls")
     parser.add_argument("--max-frame-width", type=int, default=ServerConfig.max_frame_width)
     parser.add_argument("--max-frame-height", type=int, default=ServerConfig.max_frame_height)
-    parser.add_argument("--stream-idle-seconds", type=float, default=ServerConfig.stream_idle_seconds)
+    parser.add_argument("--stream-idle-seconds", type=float, default=ServerConfig.stream_idle_seconds,
+                        help="a configured live stream without a frame this long is closed")
+    parser.add_argument("--stream-config-seconds", type=float, default=ServerConfig.stream_config_seconds,
+                        help="a live stream must send its StreamConfig this soon after it opens")
+    parser.add_argument("--max-streams-per-peer", type=int, default=ServerConfig.max_streams_per_peer,
+                        help="live streams one client address may hold (at most --max-streams)")
     parser.add_argument("--allow-decord", action="store_true",
                         help="let clients pick decoder 'decord' (it can crash on malformed bytes: trusted clients only)")
     parser.add_argument("--ray", action="store_true",
@@ -426,6 +431,8 @@ def parse_args(argv=None) -> ServerConfig:
                             max_clip_frames=args.max_clip_frames, max_clip_requests=args.max_clip_requests,
                             max_batch=args.max_batch, max_batch_wait_ms=args.max_batch_wait_ms,
                             max_pending_frames=args.max_pending_frames, stream_idle_seconds=args.stream_idle_seconds,
+                            stream_config_seconds=args.stream_config_seconds,
+                            max_streams_per_peer=args.max_streams_per_peer,
                             max_buffered_bytes=args.max_buffered_bytes,
                             max_stream_buffered_bytes=args.max_stream_buffered_bytes,
                             decode_workers=args.decode_workers, clip_decode_workers=args.clip_decode_workers,

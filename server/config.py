@@ -19,7 +19,8 @@ RANGES: dict[str, tuple[float, float]] = {
     "port": (0, 65535), "metrics_port": (0, 65535),
     "max_message_bytes": (64 << 10, (1 << 31) - 1), "max_clip_bytes": (1, (1 << 31) - 2),
     "max_frame_width": (16, 16384), "max_frame_height": (16, 16384), "max_clip_frames": (1, 1_000_000),
-    "max_streams": (1, 10_000), "max_clip_requests": (1, 1024), "max_batch": (1, MAX_BATCH),
+    "max_streams": (1, 10_000), "max_streams_per_peer": (1, 10_000), "stream_config_seconds": (0.1, 3600),
+    "max_clip_requests": (1, 1024), "max_batch": (1, MAX_BATCH),
     "max_batch_wait_ms": (0, 1000), "max_pending_frames": (1, 100_000),
     "max_buffered_bytes": (1, 1 << 40), "max_stream_buffered_bytes": (1, 1 << 40),
     "stream_idle_seconds": (0.1, 86_400), "max_stride": (1, 1000), "max_top_k": (1, 1000), "default_top_k": (1, 1000),
@@ -53,6 +54,9 @@ class ServerConfig:
     max_frame_height: int = 4096
     max_clip_frames: int = 10_000
     max_streams: int = 32  # live streams open at once; beyond, RESOURCE_EXHAUSTED
+    # Live streams one peer (client address, any port) may hold, so no single client takes every
+    # live place (at most max_streams).
+    max_streams_per_peer: int = 16
     max_clip_requests: int = 8  # ExplainClip calls in flight at once; beyond, RESOURCE_EXHAUSTED
     # Scheduling (ARCHITECTURE §8): windows of all requests share forwards of up to max_batch
     # windows; a window waits at most max_batch_wait_ms for company.
@@ -67,6 +71,9 @@ class ServerConfig:
     max_buffered_bytes: int = 768 * MIB
     max_stream_buffered_bytes: int = 128 * MIB
     stream_idle_seconds: float = 30.0  # a live stream without a frame this long is closed
+    # A live stream must send its StreamConfig this soon after it opens: a stream that sends nothing
+    # holds a live place, so it gets less time than a configured stream between two frames.
+    stream_config_seconds: float = 5.0
     max_stride: int = 64
     max_top_k: int = 20
     default_top_k: int = 5

@@ -21,7 +21,7 @@ from staa_serve.server.errors import Draining, IdleTimeout, NotReady, status_for
 from staa_serve.server.live import AckDue, live_events, read_frames
 from staa_serve.server.metrics import ServerMetrics
 from staa_serve.server.model_set import ModelSet, call_model
-from staa_serve.server.session import (SessionRegistry, StreamSession, check_clip_frames, check_fps,
+from staa_serve.server.session import (SessionRegistry, StreamSession, check_clip_frames, check_fps, peer_host,
                                        raw_clip_frames)
 from staa_serve.server.wire import parsed
 from staa.v1 import explainer_pb2 as pb
@@ -41,7 +41,7 @@ class VideoExplainerServicer(pb_grpc.VideoExplainerServicer):
     def __init__(self, config: ServerConfig, metrics: ServerMetrics | None = None):
         self.config = config
         self.metrics = metrics
-        self.sessions = SessionRegistry(config.max_streams)
+        self.sessions = SessionRegistry(config.max_streams, config.max_streams_per_peer)
         self.clips = Admission(config.max_clip_requests, "max_clip_requests", "clip requests in flight")
         self.budget = ByteBudget(config.max_buffered_bytes, "max_buffered_bytes")
         self.calls = CallTracker()
@@ -186,7 +186,8 @@ class VideoExplainerServicer(pb_grpc.VideoExplainerServicer):
             try:
                 self._ready()
                 call = held.enter_context(self.calls.track())
-                held.enter_context(self.sessions.admit())  # counted from the first byte, configured or not
+                # Counted from the first byte, configured or not, and per client.
+                held.enter_context(self.sessions.admit(peer_host(context.peer() or "")))
                 # Before the config says which model: the largest model's windows.
                 held.enter_context(self.budget.reserve(self.read_window_bytes, "a live stream's windows"))
                 requests = aiter(request_iterator)
@@ -217,12 +218,12 @@ class VideoExplainerServicer(pb_grpc.VideoExplainerServicer):
                     self.sessions.close(session)
 
     async def _stream_config(self, requests) -> pb.StreamConfig:
-        """The first StreamRequest, which must carry the StreamConfig, within stream_idle_seconds."""
-        idle = self.config.stream_idle_seconds
+        """The first StreamRequest, which must carry the StreamConfig, within stream_config_seconds."""
+        wait = self.config.stream_config_seconds
         try:
-            first = parsed(await asyncio.wait_for(anext(requests, None), idle))
+            first = parsed(await asyncio.wait_for(anext(requests, None), wait))
         except TimeoutError:
-            raise IdleTimeout(f"no StreamConfig within {idle:g} s (stream_idle_seconds); stream closed") from None
+            raise IdleTimeout(f"no StreamConfig within {wait:g} s (stream_config_seconds); stream closed") from None
         if first is None:
             raise InvalidInput("the stream ended before its StreamConfig")
         kind = first.WhichOneof("request")

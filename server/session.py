@@ -7,6 +7,7 @@ the servicer frees each in its generator's ``finally``, so end, cancel and error
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 import threading
@@ -21,6 +22,7 @@ from staa_serve.models.windowing import PreparedWindow, WindowAssembler
 from staa_serve.server.admission import Admission
 from staa_serve.server.budget import ByteBudget
 from staa_serve.server.config import ServerConfig
+from staa_serve.server.errors import Overloaded
 from staa_serve.server.frame_queue import FrameQueue, SequenceCheck
 from staa_serve.server.robustness_lane import RobustnessPlan
 
@@ -126,16 +128,32 @@ class SessionRegistry:
     streams that never configure themselves count against ``max_streams`` too.
     """
 
-    def __init__(self, max_streams: int):
+    def __init__(self, max_streams: int, max_streams_per_peer: int | None = None):
         self.max_streams = max_streams
+        self.max_streams_per_peer = min(max_streams_per_peer or max_streams, max_streams)
         self._sessions: dict[int, StreamSession] = {}
         self._admission = Admission(max_streams, "max_streams", "live streams")
+        self._by_peer: dict[str, int] = {}
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
 
-    def admit(self):
-        """A context manager holding one stream's place (RESOURCE_EXHAUSTED past max_streams)."""
-        return self._admission.admit()
+    @contextlib.contextmanager
+    def admit(self, peer: str = ""):
+        """One stream's place, for a client at ``peer`` (its address without the port): RESOURCE_EXHAUSTED
+        past max_streams, or past max_streams_per_peer for that client."""
+        with self._admission.admit():
+            with self._lock:
+                if self._by_peer.get(peer, 0) >= self.max_streams_per_peer:
+                    raise Overloaded(f"this client holds max_streams_per_peer={self.max_streams_per_peer} live "
+                                     "streams; close one or retry later")
+                self._by_peer[peer] = self._by_peer.get(peer, 0) + 1
+            try:
+                yield
+            finally:
+                with self._lock:
+                    self._by_peer[peer] -= 1
+                    if not self._by_peer[peer]:
+                        del self._by_peer[peer]
 
     def open(self, make_session) -> StreamSession:
         with self._lock:
@@ -159,6 +177,13 @@ class SessionRegistry:
     def active(self) -> int:
         """Live streams admitted, configured or not."""
         return self._admission.active
+
+
+def peer_host(peer: str) -> str:
+    """A gRPC peer (``ipv4:10.0.0.5:51234``, ``ipv6:[::1]:51234``, ``unix:/path``) without its port:
+    one client, however many connections it opens."""
+    kind, _, address = peer.partition(":")
+    return peer if kind == "unix" else f"{kind}:{address.rpartition(':')[0] or address}"
 
 
 def check_fps(fps: float, field: str) -> None:
