@@ -32,7 +32,7 @@ from staa import quoted
 from staa_serve.server.config import ServerConfig
 from staa_serve.server.convert import method_value
 from staa_serve.server.session import check_clip_frames
-from staa_serve.server.wire import add_servicer, parsed
+from staa_serve.server.wire import add_servicer, parse_counted, parsed
 from staa.oip import grpc_predict_v2_pb2 as oip
 from staa.oip import grpc_predict_v2_pb2_grpc as oip_grpc
 from staa.v1 import explainer_pb2 as pb
@@ -237,15 +237,15 @@ class InferenceServicer(oip_grpc.GRPCInferenceServiceServicer):
         ExplainClip's admission and memory reservation, then made into its ClipRequest off the loop."""
         asked = {}  # the request's id and the outputs it names, for the response
 
-        async def clip_requests():
-            request = await self.explainer._only_request(aiter(requests), "ModelInfer", "ModelInferRequest")
+        async def read() -> pb.ClipRequest:
+            data = await self.explainer.only_request(aiter(requests), "ModelInfer", "ModelInferRequest")
+            request = await asyncio.to_thread(parse_counted, data, oip.ModelInferRequest, {})
+            del data
             model = self._model(request.model_name)
             asked.update(model=model, id=request.id, outputs={output.name for output in request.outputs})
-            clip = await asyncio.to_thread(clip_request, request, model, self.explainer.config)
-            del request.raw_input_contents[:]  # the clip lives on in `clip` only
-            yield clip
+            return await asyncio.to_thread(clip_request, request, model, self.explainer.config)
 
-        windows = [response.explanation async for response in self.explainer.ExplainClip(clip_requests(), context)
+        windows = [response.explanation async for response in self.explainer.admitted_clip(context, read)
                    if response.WhichOneof("event") == "explanation"]
         try:
             tensors = explanation_tensors(windows)

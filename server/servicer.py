@@ -23,7 +23,7 @@ from staa_serve.server.metrics import ServerMetrics
 from staa_serve.server.model_set import ModelSet, call_model
 from staa_serve.server.session import (SessionRegistry, StreamSession, check_clip_frames, check_fps, peer_host,
                                        raw_clip_frames)
-from staa_serve.server.wire import parsed
+from staa_serve.server.wire import parse_counted, parsed
 from staa.v1 import explainer_pb2 as pb
 from staa.v1 import explainer_pb2_grpc as pb_grpc
 
@@ -117,6 +117,18 @@ class VideoExplainerServicer(pb_grpc.VideoExplainerServicer):
     async def ExplainClip(self, requests, context):
         """Registered request-streaming (server/wire.py) so that admission and the memory reservation
         come before the request body is read off the wire."""
+        async def read() -> pb.ClipRequest:
+            data = await self.only_request(aiter(requests), "ExplainClip", "ClipRequest")
+            limits = {"staa.v1.RawFrames.frames": (self.config.max_clip_frames,
+                                                   f"max_clip_frames={self.config.max_clip_frames}")}
+            return await asyncio.to_thread(parse_counted, data, pb.ClipRequest, limits)
+
+        async for response in self.admitted_clip(context, read):
+            yield response
+
+    async def admitted_clip(self, context, read):
+        """A clip call's responses: admission and the memory reservation first, then ``await read()``
+        reads its ClipRequest (ExplainClip's, or one OIP's ModelInfer makes)."""
         # Tracked until its status is sent: a drain waits for the abort of a call it ended, not only for
         # the call's work (else gRPC's own stop could cancel it first, without our reason).
         with self.calls.track() as call:
@@ -126,7 +138,7 @@ class VideoExplainerServicer(pb_grpc.VideoExplainerServicer):
                 with self.clips.admit():
                     async with self.budget.reserve_waiting(read_bytes, "a clip request",
                                                            CLIP_BUDGET_WAIT_SECONDS) as held:
-                        async for response in sent(call, self._explain_clip(requests, held)):
+                        async for response in sent(call, self._explain_clip(read, held)):
                             yield response
             except asyncio.CancelledError:
                 await self._ended(context)
@@ -135,8 +147,8 @@ class VideoExplainerServicer(pb_grpc.VideoExplainerServicer):
             finally:
                 self.trimmer.after_large_call(self.clips.active == 0)  # the body's transport slices are free now
 
-    async def _explain_clip(self, requests, held):
-        request = await self._only_request(aiter(requests))
+    async def _explain_clip(self, read, held):
+        request = await read()
         engine, loaded = self._engine(request.model)
         held.resize(request.ByteSize() + engine.window_bytes)  # one copy of the body is kept
         options = convert.clip_options(request, loaded, self.config)
@@ -155,10 +167,11 @@ class VideoExplainerServicer(pb_grpc.VideoExplainerServicer):
                 yield pb.ClipResponse(robustness=convert.robustness(result))
 
     @staticmethod
-    async def _only_request(requests, rpc: str = "ExplainClip", message: str = "ClipRequest"):
-        """The call's one request message. The end of the stream is read too: until then gRPC's receiver
-        holds the last message it yielded (the whole body) in a reference cycle."""
-        request = parsed(await anext(requests, None))
+    async def only_request(requests, rpc: str, message: str) -> bytes:
+        """The call's one request, as bytes (server/wire.py: parse_counted parses it). The end of the
+        stream is read too: until then gRPC's receiver holds the last message it yielded (the whole
+        body) in a reference cycle."""
+        request = await anext(requests, None)
         if request is None:
             raise InvalidInput(f"{rpc} got no {message}")
         if await anext(requests, None) is not None:

@@ -49,6 +49,81 @@ def parsed(request):
     return request
 
 
+# Parsing holds the GIL, and its cost is the number of fields, not the bytes: 8 MB of empty frames is
+# 4 million fields and a second of a stalled event loop. So a large request's wire format is walked
+# first, in a worker thread (Python code lets the loop run), and refused past these counts; only then
+# is it parsed, which bounded counts make cheap.
+MAX_FIELDS = 64  # fields of one message, the counted repeated field's entries apart
+
+
+class Fields:
+    """Fields counted while a request's wire format is walked: ``limits`` maps a repeated message field
+    (``staa.v1.RawFrames.frames``) to the most entries it may have, with the setting that says so."""
+
+    def __init__(self, limits: dict[str, tuple[int, str]]):
+        self.limits = limits
+        self.counts: dict[str, int] = {}
+
+
+def _varint(data: memoryview, offset: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        if offset >= len(data) or shift > 63:
+            raise DecodeError("truncated or overlong varint")
+        byte = data[offset]
+        offset += 1
+        value |= (byte & 0x7F) << shift
+        shift += 7
+        if byte < 0x80:
+            return value, offset
+
+
+def check_counts(data: memoryview, descriptor, fields: Fields) -> None:
+    """Walks one message's wire format without building it; InvalidInput past a count, DecodeError for
+    bytes that are not protobuf. Visits at most the counted limits plus MAX_FIELDS per message."""
+    by_number = {field.number: field for field in descriptor.fields}
+    offset = seen = 0
+    while offset < len(data):
+        tag, offset = _varint(data, offset)
+        number, wire_type = tag >> 3, tag & 7
+        field = by_number.get(number)
+        limit = fields.limits.get(field.full_name) if field is not None else None
+        if limit is not None:
+            count = fields.counts[field.full_name] = fields.counts.get(field.full_name, 0) + 1
+            if count > limit[0]:
+                raise InvalidInput(f"{descriptor.name}.{field.name} has more than {limit[0]} entries; {limit[1]}")
+        else:
+            seen += 1
+            if seen > MAX_FIELDS:
+                raise InvalidInput(f"{descriptor.full_name} has more than {MAX_FIELDS} fields")
+        if wire_type == 0:
+            offset = _varint(data, offset)[1]
+        elif wire_type in (1, 5):
+            offset += 8 if wire_type == 1 else 4
+        elif wire_type == 2:
+            length, offset = _varint(data, offset)
+            if offset + length > len(data):
+                raise DecodeError("a length runs past the end of the message")
+            if field is not None and field.message_type is not None:
+                check_counts(data[offset:offset + length], field.message_type, fields)
+            offset += length
+        else:
+            raise DecodeError(f"wire type {wire_type} (groups or invalid) is not accepted")
+    if offset != len(data):
+        raise DecodeError("a field runs past the end of the message")
+
+
+def parse_counted(data: bytes, message_class, limits: dict[str, tuple[int, str]]):
+    """A large request parsed once its counts are within ``limits`` and MAX_FIELDS (see above); for a
+    worker thread. InvalidInput for a count past its limit or bytes that are not the message."""
+    try:
+        check_counts(memoryview(data), message_class.DESCRIPTOR, Fields(limits))
+        return message_class.FromString(data)
+    except DecodeError as error:
+        raise InvalidInput(f"request is not a valid {message_class.DESCRIPTOR.full_name} protobuf message "
+                           f"({error})") from None
+
+
 # Methods whose request may be large are registered as request-streaming on the server side (the
 # wire is the same: one message, then the client half-closes). The handler then decides admission
 # and reserves memory before it reads the body; a unary handler gets the body already read and parsed.
@@ -62,8 +137,9 @@ def add_servicer(servicer, server: grpc.aio.Server, service=SERVICE, messages=pb
     for method in service.methods:
         request_streaming = method.client_streaming or method.name in READ_AFTER_ADMISSION
         make = HANDLER_BY_SHAPE[(request_streaming, method.server_streaming)]
-        handlers[method.name] = make(getattr(servicer, method.name),
-                                     request_deserializer=lenient_parser(getattr(messages, method.input_type.name)),
+        # A large request reaches its handler as bytes, parsed there off the loop (parse_counted).
+        parser = None if method.name in READ_AFTER_ADMISSION else lenient_parser(getattr(messages, method.input_type.name))
+        handlers[method.name] = make(getattr(servicer, method.name), request_deserializer=parser,
                                      response_serializer=getattr(messages, method.output_type.name).SerializeToString)
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name, handlers),))
 
