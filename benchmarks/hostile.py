@@ -35,7 +35,7 @@ from staa.v1 import explainer_pb2 as pb
 from staa.v1 import explainer_pb2_grpc as pb_grpc
 
 COLUMNS = ["attack", "status", "seconds", "peak_rss_over_idle_mib", "rss_after_over_idle_mib", "still_serving",
-           "detail"]
+           "health_max_ms", "detail"]
 GIB = 1 << 30
 TOKEN = "right-token"
 
@@ -196,6 +196,37 @@ class RssWatch:
         self._thread.join()
 
 
+class HealthProbe:
+    """grpc.health.v1 Check every 20 ms from its own thread and channel while an attack runs: the
+    slowest answer says how long the attack held the server's event loop."""
+
+    def __init__(self, target: str):
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+        self.channel = grpc.insecure_channel(target)
+        self.check = lambda: health_pb2_grpc.HealthStub(self.channel).Check(health_pb2.HealthCheckRequest(), timeout=30)
+        self.check()  # connected before the attack starts
+        self.slowest = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.02):
+            started = time.perf_counter()
+            try:
+                self.check()
+            except grpc.RpcError:
+                pass
+            self.slowest = max(self.slowest, time.perf_counter() - started)
+
+    def stop(self) -> float:
+        self._stop.set()
+        self._thread.join()
+        self.channel.close()
+        return round(self.slowest * 1000)
+
+
 def still_serving(target: str, token: str | None) -> bool:
     try:
         with ExplainerClient(target, timeout=10, token=token) as client:
@@ -212,18 +243,20 @@ def run_attack(name: str, attack: Callable[[str], Outcome], server_args: list[st
         time.sleep(1.0)  # let the warm-up's garbage settle before the idle reading
         idle = server.rss_mb()
         watch = RssWatch(server.process, idle, cap_mib)
+        health = HealthProbe(server.target)
         started = time.perf_counter()
         outcome = attack(server.target)
         seconds = time.perf_counter() - started
         time.sleep(0.5)
         watch.stop()
+        health_max_ms = health.stop()
         alive = server.process.poll() is None
         serving = alive and still_serving(server.target, token)
         after = round(server.rss_mb() - idle) if alive else "-"
         status = outcome.status if alive else f"{outcome.status} (server {'killed at RSS cap' if watch.killed else 'died'})"
         return {"attack": name, "status": status, "seconds": round(seconds, 2),
                 "peak_rss_over_idle_mib": round(watch.peak - idle), "rss_after_over_idle_mib": after,
-                "still_serving": serving, "detail": outcome.detail.replace("|", "/")}
+                "still_serving": serving, "health_max_ms": health_max_ms, "detail": outcome.detail.replace("|", "/")}
     finally:
         if server.process.poll() is None:
             server.process.kill()
@@ -322,6 +355,103 @@ def fairness(clip: bytes, seconds: float = 10.0) -> Callable[[str], Outcome]:
     return attack
 
 
+# ---- round 2 (issue 31): one small request, large work; RPCs beside ExplainClip; echoed input ----
+
+def unary(target: str, method: str, request, timeout: float = 60) -> Outcome:
+    """One unary call by its full method name (staa.v1 or OIP); the status and the size of its details."""
+    with grpc.insecure_channel(target, options=[("grpc.max_send_message_length", 256 << 20)]) as channel:
+        call = channel.unary_unary(method, request_serializer=lambda message: message.SerializeToString(),
+                                   response_deserializer=lambda data: data)
+        try:
+            call(request, timeout=timeout)
+            return Outcome("OK")
+        except grpc.RpcError as error:
+            details = error.details() or ""
+            return Outcome(error.code().name, f"{len(details.encode())} B of details: {details[:100]}")
+
+
+def empty_frames(count: int) -> pb.ClipRequest:
+    frames = pb.RawFrames(fps=25)
+    frames.frames.extend([pb.Frame()] * count)
+    return pb.ClipRequest(frames=frames)
+
+
+def model_infer(**changes):
+    from staa.oip import grpc_predict_v2_pb2 as oip
+
+    request = oip.ModelInferRequest(model_name="staa")
+    shape, data = changes.pop("frames", ([4, 8, 8, 3], bytes(4 * 8 * 8 * 3)))
+    if "video" in changes:
+        video = changes.pop("video")
+        request.inputs.add(name="VIDEO", datatype="BYTES", shape=[1])
+        request.raw_input_contents.append(len(video).to_bytes(4, "little") + video)
+    elif "uint" in changes:
+        request.inputs.add(name="FRAMES", datatype="UINT8", shape=shape)
+        request.inputs[0].contents.uint_contents.extend([changes.pop("uint")] * int(np.prod(shape)))
+    else:
+        request.inputs.add(name="FRAMES", datatype="UINT8", shape=shape)
+        request.raw_input_contents.append(data)
+    for index in range(changes.pop("parameters", 0)):
+        request.parameters[f"p{index}"].int64_param = index
+    assert not changes
+    return request
+
+
+INFER = "/inference.GRPCInferenceService/ModelInfer"
+MODEL_INFO = "/staa.v1.VideoExplainer/GetModelInfo"
+
+
+def silent_streams(count: int = 32) -> Callable[[str], Outcome]:
+    """``count`` streams from one client that open and send nothing; how long until a configured stream
+    of another call is served."""
+
+    def attack(target: str) -> Outcome:
+        channel = grpc.insecure_channel(target)
+        stub = pb_grpc.VideoExplainerStub(channel)
+        stall = threading.Event()
+
+        def never():
+            stall.wait()
+            return
+            yield  # noqa: unreachable, makes this a generator
+
+        calls = [stub.StreamExplain(never(), timeout=120) for _ in range(count)]
+        time.sleep(0.5)
+        started, legal = time.perf_counter(), Outcome("not tried")
+        while time.perf_counter() - started < 60:
+            legal = stream_frames(target, pb.StreamConfig(fps=25),
+                                  [frame(0, rgb24=bytes(64 * 48 * 3), width=64, height=48)], timeout=30)
+            if legal.status == "OK":
+                break
+            time.sleep(0.2)
+        waited = time.perf_counter() - started
+        stall.set()
+        for call in calls:
+            call.cancel()
+        channel.close()
+        return Outcome(f"legal stream {legal.status}", f"served after {waited:.1f} s; {legal.detail}")
+
+    return attack
+
+
+def round_two() -> dict[str, tuple[Callable[[str], Outcome], list[str]]]:
+    video = np.random.default_rng(0).integers(0, 256, 47 << 20, dtype=np.uint8).tobytes()
+    huge = "x" * (1 << 20)
+    return {
+        "clip_4M_empty_frames": (lambda t: explain_clip(t, empty_frames(4_000_000)), []),
+        "oip_frames_2M_declared": (lambda t: unary(t, INFER, model_infer(
+            frames=([2_000_000, 1, 1, 3], bytes(6_000_000)))), []),
+        "oip_uint_contents_300": (lambda t: unary(t, INFER, model_infer(uint=300)), []),
+        "oip_1M_parameters": (lambda t: unary(t, INFER, model_infer(parameters=1_000_000)), []),
+        "oip_malformed_protobuf": (lambda t: unary(t, INFER, pb.ClipRequest(clip=b"\xff" * 64, model="\n\xff")), []),
+        "model_name_1MiB": (lambda t: unary(t, MODEL_INFO, pb.ModelInfoRequest(model=huge)), []),
+        "model_infer_16x47MiB": (lambda t: concurrently([lambda: unary(t, INFER, model_infer(video=video))] * 16), []),
+        "model_info_16x60MiB": (lambda t: concurrently(
+            [lambda: unary(t, MODEL_INFO, pb.ModelInfoRequest(model="x" * (60 << 20)))] * 16), []),
+        "silent_streams_32": (silent_streams(), []),
+    }
+
+
 def attacks(names: list[str] | None) -> dict[str, tuple[Callable[[str], Outcome], list[str]]]:
     bomb, png = jpeg_bomb(), png_bomb()
     raw = lambda data: pb.ClipRequest(frames=pb.RawFrames(frames=[pb.Frame(**data)], fps=25))  # noqa: E731
@@ -344,6 +474,7 @@ def attacks(names: list[str] | None) -> dict[str, tuple[Callable[[str], Outcome]
         "config_less_streams_200": (config_less_streams(), ["--stream-idle-seconds", "3"]),
     }
     table["fairness_2_hop1_clips"] = (lambda t: fairness(long_clip())(t), [])
+    table.update(round_two())
     return {name: value for name, value in table.items() if names is None or name in names}
 
 

@@ -35,6 +35,8 @@ CLIP_READ_FACTOR = 3
 # An admitted clip call waits this long for that reservation (reading nothing meanwhile) before
 # RESOURCE_EXHAUSTED: calls that arrive together are read a few at a time instead of refused.
 CLIP_BUDGET_WAIT_SECONDS = 30.0
+# The largest request of an RPC that carries no body (GetModelInfo): a model name and little else.
+SMALL_REQUEST_BYTES = 4096
 
 
 class VideoExplainerServicer(pb_grpc.VideoExplainerServicer):
@@ -106,10 +108,18 @@ class VideoExplainerServicer(pb_grpc.VideoExplainerServicer):
             raise asyncio.CancelledError()
         await self._abort(context, error)
 
-    async def GetModelInfo(self, request, context):
+    async def GetModelInfo(self, requests, context):
+        """Read after admission like ExplainClip (server/wire.py): a GetModelInfo request is a few bytes,
+        but a client may send max_message_bytes, so its read takes the same memory reservation."""
         try:
             self._ready()
-            engine, loaded = self._engine(parsed(request).model)
+            async with self.budget.reserve_waiting(CLIP_READ_FACTOR * self.config.max_message_bytes, "a request",
+                                                   CLIP_BUDGET_WAIT_SECONDS):
+                data = await self.only_request(aiter(requests), "GetModelInfo", "ModelInfoRequest")
+                if len(data) > SMALL_REQUEST_BYTES:
+                    raise InvalidInput(f"a ModelInfoRequest is at most {SMALL_REQUEST_BYTES} bytes, got {len(data)}")
+                request = parse_counted(data, pb.ModelInfoRequest, {})
+            engine, loaded = self._engine(request.model)
             return convert.model_info(loaded, engine.name, self.models.names)
         except Exception as error:
             await self._abort(context, error)

@@ -127,7 +127,7 @@ def parse_counted(data: bytes, message_class, limits: dict[str, tuple[int, str]]
 # Methods whose request may be large are registered as request-streaming on the server side (the
 # wire is the same: one message, then the client half-closes). The handler then decides admission
 # and reserves memory before it reads the body; a unary handler gets the body already read and parsed.
-READ_AFTER_ADMISSION = frozenset({"ExplainClip", "ModelInfer"})
+READ_AFTER_ADMISSION = frozenset({"ExplainClip", "ModelInfer", "GetModelInfo"})
 
 
 def add_servicer(servicer, server: grpc.aio.Server, service=SERVICE, messages=pb) -> None:

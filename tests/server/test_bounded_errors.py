@@ -51,7 +51,9 @@ def many_parameters(count: int) -> oip.ModelInferRequest:
 
 
 @pytest.mark.parametrize("rpc, build, code, quoted", [
-    ("GetModelInfo", lambda: pb.ModelInfoRequest(model=HUGE), grpc.StatusCode.NOT_FOUND, "model 'xxxx"),
+    ("GetModelInfo", lambda: pb.ModelInfoRequest(model="x" * 4000), grpc.StatusCode.NOT_FOUND, "model 'xxxx"),
+    ("GetModelInfo", lambda: pb.ModelInfoRequest(model=HUGE), grpc.StatusCode.INVALID_ARGUMENT,
+     "a ModelInfoRequest is at most 4096 bytes, got 1048580"),
     ("ExplainClip", lambda: pb.ClipRequest(model=HUGE, clip=b"\0"), grpc.StatusCode.NOT_FOUND, "model 'xxxx"),
     ("ExplainClip", lambda: pb.ClipRequest(clip=clip_path("edge/unordered.mov").read_bytes(), decoder=HUGE),
      grpc.StatusCode.INVALID_ARGUMENT, "decoder 'xxxx"),
