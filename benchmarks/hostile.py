@@ -509,8 +509,14 @@ def main(argv=None) -> None:
     plot(rows, args.out_dir / f"{args.name}.png")
     write_markdown(args.out_dir / f"{args.name}.md", "Hostile and careless clients against staa-serve",
                    conditions({"server": "staa-serve --port 0 (spawned per attack, default model and limits)"}),
-                   [markdown_table(rows, COLUMNS), "", "The same attacks before issue 19's fixes: hostile_before.md.", "",
-                    f"![peak RSS per attack]({args.name}.png)"])
+                   [markdown_table(rows, COLUMNS), "", *before_line(args.name),
+                    "`health_max_ms`: the slowest grpc.health.v1 Check, probed every 20 ms from a process of its "
+                    "own while the attack ran.", "", f"![peak RSS per attack]({args.name}.png)"])
+
+
+def before_line(name: str) -> list[str]:
+    """The report's pointer to the same attacks against the server before their fixes (NAME_before.md)."""
+    return [] if name.endswith("_before") else [f"The same attacks before their fixes: {name}_before.md.", ""]
 
 
 def plot(rows: list[dict], path: Path) -> None:

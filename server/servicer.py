@@ -111,18 +111,24 @@ class VideoExplainerServicer(pb_grpc.VideoExplainerServicer):
     async def GetModelInfo(self, requests, context):
         """Read after admission like ExplainClip (server/wire.py): a GetModelInfo request is a few bytes,
         but a client may send max_message_bytes, so its read takes the same memory reservation."""
+        size = 0
         try:
             self._ready()
             async with self.budget.reserve_waiting(CLIP_READ_FACTOR * self.config.max_message_bytes, "a request",
                                                    CLIP_BUDGET_WAIT_SECONDS):
                 data = await self.only_request(aiter(requests), "GetModelInfo", "ModelInfoRequest")
-                if len(data) > SMALL_REQUEST_BYTES:
-                    raise InvalidInput(f"a ModelInfoRequest is at most {SMALL_REQUEST_BYTES} bytes, got {len(data)}")
+                size = len(data)
+                if size > SMALL_REQUEST_BYTES:
+                    raise InvalidInput(f"a ModelInfoRequest is at most {SMALL_REQUEST_BYTES} bytes, got {size}")
                 request = parse_counted(data, pb.ModelInfoRequest, {})
             engine, loaded = self._engine(request.model)
             return convert.model_info(loaded, engine.name, self.models.names)
         except Exception as error:
             await self._abort(context, error)
+        finally:
+            if size > SMALL_REQUEST_BYTES:
+                del data
+                self.trimmer.after_large_call(self.clips.active == 0)  # its transport slices are free now
 
     async def ExplainClip(self, requests, context):
         """Registered request-streaming (server/wire.py) so that admission and the memory reservation
