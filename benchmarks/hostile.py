@@ -308,20 +308,26 @@ def clip_bodies(calls: int, token: bool = False) -> Callable[[str], Outcome]:
     return lambda target: concurrently([lambda: explain_clip(target, request, metadata)] * calls)
 
 
+def silent_calls(target: str, count: int, timeout: float):
+    """``count`` StreamExplain calls on one channel that send nothing until ``stall`` is set:
+    (channel, calls, stall)."""
+    channel = grpc.insecure_channel(target)
+    stub = pb_grpc.VideoExplainerStub(channel)
+    stall = threading.Event()
+
+    def never():
+        stall.wait()
+        return
+        yield  # noqa: unreachable, makes this a generator
+
+    return channel, [stub.StreamExplain(never(), timeout=timeout) for _ in range(count)], stall
+
+
 def config_less_streams(count: int = 200, hold: float = 4.0) -> Callable[[str], Outcome]:
     """``count`` streams that open and never send their StreamConfig; a legal stream is tried while they hang."""
 
     def attack(target: str) -> Outcome:
-        channel = grpc.insecure_channel(target)
-        stub = pb_grpc.VideoExplainerStub(channel)
-        stall = threading.Event()
-
-        def never():
-            stall.wait()
-            return
-            yield  # noqa: unreachable, makes this a generator
-
-        calls = [stub.StreamExplain(never(), timeout=60) for _ in range(count)]
+        channel, calls, stall = silent_calls(target, count, timeout=60)
         time.sleep(hold)
         legal = stream_frames(target, pb.StreamConfig(fps=25),
                               [frame(0, rgb24=bytes(64 * 48 * 3), width=64, height=48)], timeout=30)
@@ -413,16 +419,7 @@ def silent_streams(count: int = 32) -> Callable[[str], Outcome]:
     of another call is served."""
 
     def attack(target: str) -> Outcome:
-        channel = grpc.insecure_channel(target)
-        stub = pb_grpc.VideoExplainerStub(channel)
-        stall = threading.Event()
-
-        def never():
-            stall.wait()
-            return
-            yield  # noqa: unreachable, makes this a generator
-
-        calls = [stub.StreamExplain(never(), timeout=120) for _ in range(count)]
+        channel, calls, stall = silent_calls(target, count, timeout=120)
         time.sleep(0.5)
         started, legal = time.perf_counter(), Outcome("not tried")
         while time.perf_counter() - started < 60:
