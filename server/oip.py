@@ -2,9 +2,11 @@
 
 Any OIP client (tritonclient, perf_analyzer, KServe's tooling) can explain a clip without the
 staa.v1 contract. The servicer is thin: ``ModelInfer`` turns its tensors and parameters into one
-``staa.v1.ClipRequest`` and runs it through ``VideoExplainerServicer.ExplainClip``, so admission,
-limits, budgets and errors are exactly ExplainClip's; the windows come back as tensors
-(``explanation_tensors``). Robustness and streaming stay staa.v1-only.
+``staa.v1.ClipRequest`` and runs it through ExplainClip's path (``VideoExplainerServicer.admitted_clip``),
+so admission, the memory reservation before the body is read, limits, budgets and errors are exactly
+ExplainClip's; the windows come back as tensors (``explanation_tensors``). Requests are registered
+like staa.v1's (server/wire.py): protobuf that does not parse is INVALID_ARGUMENT. Robustness and
+streaming stay staa.v1-only.
 
 Models: every served model, by its served name or model id (server/model_set.py); ``staa`` or an empty
 name is the default model. Each takes and gives:
