@@ -11,7 +11,7 @@ from staa_serve.server.app import BackgroundServer
 from staa_serve.server.errors import Overloaded
 from staa_serve.server.session import SessionRegistry, peer_host
 from staa.v1 import explainer_pb2 as pb
-from tests.conftest import served_config
+from tests.conftest import served_config, wait_for
 
 
 def test_a_peer_is_its_address_without_the_port():
@@ -60,7 +60,9 @@ def test_silent_streams_from_one_client_take_only_its_share_and_leave_after_stre
         assert sorted(code for code, _ in outcomes) == ["DEADLINE_EXCEEDED", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED"]
         assert any("max_streams_per_peer=2" in details for _, details in outcomes)
         assert any("no StreamConfig within 1 s (stream_config_seconds)" in details for _, details in outcomes)
-        # The places are back: a configured stream is served.
+        # The places are back (each is released as its handler unwinds, which may follow the client's
+        # status): a configured stream is served.
+        assert wait_for(lambda: server.servicer.sessions.active == 0)
         frames = [pb.StreamRequest(config=pb.StreamConfig(fps=25))] + [
             pb.StreamRequest(frame=pb.Frame(rgb24=bytes(32 * 32 * 3), width=32, height=32, sequence=index))
             for index in range(8)]
