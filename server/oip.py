@@ -49,8 +49,9 @@ PARAMETERS = (*INT_PARAMETERS, "kappa", "gamma", "method", "decoder", "fps")
 DTYPES = {"UINT8": np.uint8, "INT32": np.int32, "FP32": np.float32, "BOOL": np.bool_}
 
 
-def bytes_elements(raw: bytes) -> list[bytes]:
-    """A BYTES tensor's raw contents -> its elements (each a 4-byte little-endian length, then the bytes)."""
+def bytes_elements(raw: bytes | memoryview) -> list[bytes | memoryview]:
+    """A BYTES tensor's raw contents -> its elements (each a 4-byte little-endian length, then the bytes);
+    slices of a memoryview are views, not copies."""
     elements, offset = [], 0
     while offset < len(raw):
         if offset + 4 > len(raw):
@@ -86,10 +87,12 @@ def _parameter(name: str, value: oip.InferParameter):
     return given
 
 
-def clip_request(request: oip.ModelInferRequest, model: str, config: ServerConfig) -> pb.ClipRequest:
-    """The staa.v1 ClipRequest an OIP ModelInfer request asks of served model ``model`` (InvalidInput
-    when it cannot be one). Declared sizes are checked against the server's limits before any
-    element is read."""
+def clip_request(request: oip.ModelInferRequest, model: str,
+                 config: ServerConfig) -> tuple[pb.ClipRequest, bytes | memoryview | None]:
+    """The staa.v1 ClipRequest an OIP ModelInfer request asks of served model ``model``, and for a VIDEO
+    input the clip apart from it (a view into the request's bytes: every copy of a 47 MiB clip holds
+    the GIL for tens of milliseconds). InvalidInput when it cannot be one. Declared sizes are checked
+    against the server's limits before any element is read."""
     if len(request.inputs) != 1:
         raise InvalidInput(f"ModelInfer takes exactly one input (VIDEO or FRAMES), got {len(request.inputs)}")
     tensor = request.inputs[0]
@@ -120,10 +123,10 @@ def clip_request(request: oip.ModelInferRequest, model: str, config: ServerConfi
         if tensor.datatype != "BYTES" or len(tensor.shape) != 1 or tensor.shape[0] != 1:
             raise InvalidInput(f"input VIDEO must be BYTES [1] (one encoded clip), got {quoted(tensor.datatype)} "
                                f"{quoted(tensor.shape)}")
-        elements = bytes_elements(raw) if raw is not None else list(tensor.contents.bytes_contents)
+        elements = bytes_elements(memoryview(raw)) if raw is not None else list(tensor.contents.bytes_contents)
         if len(elements) != 1:
             raise InvalidInput(f"input VIDEO holds {len(elements)} elements; one clip per request")
-        clip.clip = elements[0]
+        return clip, elements[0]
     elif tensor.name == "FRAMES":
         if tensor.datatype != "UINT8" or len(tensor.shape) != 4 or tensor.shape[3] != 3 or min(tensor.shape) < 1:
             raise InvalidInput(f"input FRAMES must be UINT8 [F, H, W, 3], got {quoted(tensor.datatype)} "
@@ -145,7 +148,7 @@ def clip_request(request: oip.ModelInferRequest, model: str, config: ServerConfi
                                            height=height, sequence=index) for index in range(count))
     else:
         raise InvalidInput(f"unknown input {quoted(tensor.name)}: VIDEO (BYTES [1]) or FRAMES (UINT8 [F, H, W, 3])")
-    return clip
+    return clip, None
 
 
 def _uint8_contents(values) -> bytes:
@@ -239,13 +242,14 @@ class InferenceServicer(oip_grpc.GRPCInferenceServiceServicer):
         ExplainClip's admission and memory reservation, then made into its ClipRequest off the loop."""
         asked = {}  # the request's id and the outputs it names, for the response
 
-        async def read() -> pb.ClipRequest:
+        async def read() -> tuple[pb.ClipRequest, int, bytes | memoryview | None]:
             data = await self.explainer.only_request(aiter(requests), "ModelInfer", "ModelInferRequest")
+            size = len(data)
             request = await asyncio.to_thread(parse_counted, data, oip.ModelInferRequest, {})
             del data
             model = self._model(request.model_name)
             asked.update(model=model, id=request.id, outputs={output.name for output in request.outputs})
-            return await asyncio.to_thread(clip_request, request, model, self.explainer.config)
+            return *await asyncio.to_thread(clip_request, request, model, self.explainer.config), size
 
         windows = [response.explanation async for response in self.explainer.admitted_clip(context, read)
                    if response.WhichOneof("event") == "explanation"]

@@ -133,18 +133,20 @@ class VideoExplainerServicer(pb_grpc.VideoExplainerServicer):
     async def ExplainClip(self, requests, context):
         """Registered request-streaming (server/wire.py) so that admission and the memory reservation
         come before the request body is read off the wire."""
-        async def read() -> pb.ClipRequest:
+        async def read() -> tuple[pb.ClipRequest, memoryview | None, int]:
             data = await self.only_request(aiter(requests), "ExplainClip", "ClipRequest")
             limits = {"staa.v1.RawFrames.frames": (self.config.max_clip_frames,
                                                    f"max_clip_frames={self.config.max_clip_frames}")}
-            return await asyncio.to_thread(parse_counted, data, pb.ClipRequest, limits)
+            request, clip = await asyncio.to_thread(parse_counted, data, pb.ClipRequest, limits, "clip")
+            return request, clip, len(data)
 
         async for response in self.admitted_clip(context, read):
             yield response
 
     async def admitted_clip(self, context, read):
         """A clip call's responses: admission and the memory reservation first, then ``await read()``
-        reads its ClipRequest (ExplainClip's, or one OIP's ModelInfer makes)."""
+        gives ``(ClipRequest, clip, size)``: the request (ExplainClip's, or one OIP's ModelInfer makes), its clip
+        bytes when they come apart from it (else None), and the bytes the request came in."""
         # Tracked until its status is sent: a drain waits for the abort of a call it ended, not only for
         # the call's work (else gRPC's own stop could cancel it first, without our reason).
         with self.calls.track() as call:
@@ -164,9 +166,11 @@ class VideoExplainerServicer(pb_grpc.VideoExplainerServicer):
                 self.trimmer.after_large_call(self.clips.active == 0)  # the body's transport slices are free now
 
     async def _explain_clip(self, read, held):
-        request = await read()
+        request, clip, size = await read()
         engine, loaded = self._engine(request.model)
-        held.resize(request.ByteSize() + engine.window_bytes)  # one copy of the body is kept
+        # One copy of the body is kept. Its size as it came: ByteSize() serializes the whole message to
+        # count it (upb), 47 MiB at a time on the event loop.
+        held.resize(size + engine.window_bytes)
         options = convert.clip_options(request, loaded, self.config)
         frames = None
         if request.WhichOneof("source") == "frames":
@@ -174,7 +178,7 @@ class VideoExplainerServicer(pb_grpc.VideoExplainerServicer):
             check_clip_frames(len(request.frames.frames), self.config)
             # Off the event loop: up to max_clip_frames conversions would hold it while health waits.
             frames = await asyncio.to_thread(lambda: [convert.frame_input(frame) for frame in request.frames.frames])
-        results = self._clip_results(request, engine, options, frames)
+        results = self._clip_results(request, engine, options, frames, clip)
         del request  # the clip bytes (or frames) were taken out of it
         async for result in results:
             if isinstance(result, WindowExplanation):
@@ -194,16 +198,17 @@ class VideoExplainerServicer(pb_grpc.VideoExplainerServicer):
             raise InvalidInput(f"{rpc} takes exactly one {message}")
         return request
 
-    def _clip_results(self, request: pb.ClipRequest, engine: ExplainEngine, options, frames):
-        source = request.WhichOneof("source")
+    def _clip_results(self, request: pb.ClipRequest, engine: ExplainEngine, options, frames, clip):
+        source = "clip" if clip is not None else request.WhichOneof("source")
         if source == "clip":
-            if len(request.clip) > self.config.max_clip_bytes:
-                raise InvalidInput(f"ClipRequest.clip is {len(request.clip)} bytes; "
-                                   f"max_clip_bytes={self.config.max_clip_bytes}")
+            if clip is None:
+                clip = request.clip  # each read of a bytes field copies it (upb): once, up to max_clip_bytes
+            if len(clip) > self.config.max_clip_bytes:
+                raise InvalidInput(f"ClipRequest.clip is {len(clip)} bytes; max_clip_bytes={self.config.max_clip_bytes}")
             if request.decoder == "decord" and not self.config.allow_decord:
                 raise InvalidInput("ClipRequest.decoder='decord' is disabled on this server (decord can crash "
                                    "on malformed input; operators enable it with --allow-decord)")
-            return engine.explain_clip(request.clip, request.decoder, options)
+            return engine.explain_clip(clip, request.decoder, options)
         if source == "frames":
             return engine.explain_frames(raw_clip_frames(frames, self.config), request.frames.fps or 30.0, options)
         raise InvalidInput("ClipRequest.source is not set (clip bytes or frames are required)")

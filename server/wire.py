@@ -63,6 +63,7 @@ class Fields:
     def __init__(self, limits: dict[str, tuple[int, str]]):
         self.limits = limits
         self.counts: dict[str, int] = {}
+        self.spans: list[tuple[str, int, int, int]] = []  # top-level fields: (name, start, value start, end)
 
 
 def _varint(data: memoryview, offset: int) -> tuple[int, int]:
@@ -78,12 +79,13 @@ def _varint(data: memoryview, offset: int) -> tuple[int, int]:
             return value, offset
 
 
-def check_counts(data: memoryview, descriptor, fields: Fields) -> None:
+def check_counts(data: memoryview, descriptor, fields: Fields, top: bool = True) -> None:
     """Walks one message's wire format without building it; InvalidInput past a count, DecodeError for
     bytes that are not protobuf. Visits at most the counted limits plus MAX_FIELDS per message."""
     by_number = {field.number: field for field in descriptor.fields}
     offset = seen = 0
     while offset < len(data):
+        start = offset
         tag, offset = _varint(data, offset)
         number, wire_type = tag >> 3, tag & 7
         field = by_number.get(number)
@@ -105,7 +107,9 @@ def check_counts(data: memoryview, descriptor, fields: Fields) -> None:
             if offset + length > len(data):
                 raise DecodeError("a length runs past the end of the message")
             if field is not None and field.message_type is not None:
-                check_counts(data[offset:offset + length], field.message_type, fields)
+                check_counts(data[offset:offset + length], field.message_type, fields, top=False)
+            if top and field is not None:
+                fields.spans.append((field.name, start, offset, offset + length))
             offset += length
         else:
             raise DecodeError(f"wire type {wire_type} (groups or invalid) is not accepted")
@@ -113,12 +117,32 @@ def check_counts(data: memoryview, descriptor, fields: Fields) -> None:
         raise DecodeError("a field runs past the end of the message")
 
 
-def parse_counted(data: bytes, message_class, limits: dict[str, tuple[int, str]]):
+def parse_counted(data: bytes, message_class, limits: dict[str, tuple[int, str]], apart: str | None = None):
     """A large request parsed once its counts are within ``limits`` and MAX_FIELDS (see above); for a
-    worker thread. InvalidInput for a count past its limit or bytes that are not the message."""
+    worker thread. InvalidInput for a count past its limit or bytes that are not the message.
+
+    ``apart``: a top-level bytes field kept out of the parse and returned as a view into ``data``
+    (``(message, view or None)``): parsing copies a bytes field, and reading it copies it again, each
+    copy of a 47 MiB clip holding the GIL for tens of milliseconds. Only when it is the last field of
+    its oneof, so the message means what it would parsed whole."""
     try:
-        check_counts(memoryview(data), message_class.DESCRIPTOR, Fields(limits))
-        return message_class.FromString(data)
+        fields = Fields(limits)
+        check_counts(memoryview(data), message_class.DESCRIPTOR, fields)
+        if apart is None:
+            return message_class.FromString(data)
+        field = message_class.DESCRIPTOR.fields_by_name[apart]
+        rivals = {other.name for other in field.containing_oneof.fields} if field.containing_oneof else {apart}
+        last = [span for span in fields.spans if span[0] in rivals][-1:]
+        if not last or last[0][0] != apart:
+            return message_class.FromString(data), None
+        kept, cursor = [], 0
+        for name, start, _, end in fields.spans:
+            if name in rivals:  # the field apart, and what it overrides
+                kept.append(data[cursor:start])
+                cursor = end
+        kept.append(data[cursor:])
+        _, _, value_start, value_end = last[0]
+        return message_class.FromString(b"".join(kept)), memoryview(data)[value_start:value_end]
     except DecodeError as error:
         raise InvalidInput(f"request is not a valid {message_class.DESCRIPTOR.full_name} protobuf message "
                            f"({error})") from None
