@@ -30,14 +30,15 @@ DEMO_OUT ?= demo-out
 
 install: $(STAMP)
 
-# A lock that differs from the one .venv was built from (kept inside it) rebuilds .venv from nothing,
-# so it holds exactly what the lock says.
-LOCKED := $(VENV)/requirements.lock
+# $(call venv_from_lock,VENV,LOCK): a lock that differs from the one VENV was built from (a copy kept
+# inside it) rebuilds VENV from nothing, so it holds exactly what the lock says.
+venv_from_lock = if ! cmp -s $(2) $(1)/$(notdir $(2)); then rm -rf $(1) && $(PYTHON) -m venv $(1) && \
+  $(1)/bin/python -m pip install --quiet --no-deps --require-hashes -r $(2) && cp $(2) $(1)/$(notdir $(2)); \
+  else touch $(1)/$(notdir $(2)); fi
+
+LOCKED := $(VENV)/$(notdir $(LOCK))
 $(LOCKED): $(LOCK)
-	if ! cmp -s $(LOCK) $(LOCKED); then \
-	  rm -rf $(VENV) && $(PYTHON) -m venv $(VENV) && \
-	  $(PY) -m pip install --quiet --no-deps --require-hashes -r $(LOCK) && cp $(LOCK) $(LOCKED); \
-	else touch $(LOCKED); fi
+	$(call venv_from_lock,$(VENV),$(LOCK))
 
 # The project itself, editable, with no dependency resolution and the locked build tools.
 $(STAMP): $(LOCKED) pyproject.toml setup.py
@@ -79,13 +80,9 @@ $(NODE_STAMP): clients/node/package.json clients/node/package-lock.json
 # tritonclient[grpc] (an OIP v2 client) pins protobuf < 7 while grpcio-tools needs >= 7.35: its own venv,
 # which the OIP test runs as a separate client process.
 TRITON_VENV := .venv-tritonclient
-TRITON_STAMP := $(TRITON_VENV)/tritonclient.lock
+TRITON_STAMP := $(TRITON_VENV)/$(notdir $(TRITON_LOCK))
 $(TRITON_STAMP): $(TRITON_LOCK)
-	if ! cmp -s $(TRITON_LOCK) $(TRITON_STAMP); then \
-	  rm -rf $(TRITON_VENV) && $(PYTHON) -m venv $(TRITON_VENV) && \
-	  $(TRITON_VENV)/bin/python -m pip install --quiet --no-deps --require-hashes -r $(TRITON_LOCK) && \
-	  cp $(TRITON_LOCK) $(TRITON_STAMP); \
-	else touch $(TRITON_STAMP); fi
+	$(call venv_from_lock,$(TRITON_VENV),$(TRITON_LOCK))
 
 test: $(STAMP) stubs browser $(NODE_STAMP) $(TRITON_STAMP)
 	$(PY) -m pytest -q --durations=10 tests

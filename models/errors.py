@@ -12,4 +12,3 @@ class VideoDecodeError(InvalidInput):
 
 class UnsupportedModel(ValueError):
     """The model's architecture or configuration is not one STAA Serve can explain."""
-

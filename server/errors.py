@@ -46,7 +46,7 @@ STATUS_BY_ERROR: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
 
 # Status details travel in trailing metadata, which clients cap (16 KiB by default): past the cap the
 # client gets RESOURCE_EXHAUSTED instead of the code meant. Messages quote client values through
-# models.errors.quoted; this bound holds whatever a message says.
+# staa.quoted; this bound holds whatever a message says.
 MAX_STATUS_CHARS = 1024
 
 

@@ -114,21 +114,26 @@ class VideoExplainerServicer(pb_grpc.VideoExplainerServicer):
         size = 0
         try:
             self._ready()
-            async with self.budget.reserve_waiting(CLIP_READ_FACTOR * self.config.max_message_bytes, "a request",
-                                                   CLIP_BUDGET_WAIT_SECONDS):
+            async with self._read_reservation("a request"):
                 data = await self.only_request(aiter(requests), "GetModelInfo", "ModelInfoRequest")
                 size = len(data)
-                if size > SMALL_REQUEST_BYTES:
-                    raise InvalidInput(f"a ModelInfoRequest is at most {SMALL_REQUEST_BYTES} bytes, got {size}")
-                request = parse_counted(data, pb.ModelInfoRequest, {})
+                request = parse_counted(data, pb.ModelInfoRequest, {}) if size <= SMALL_REQUEST_BYTES else None
+                del data
+            if request is None:
+                raise InvalidInput(f"a ModelInfoRequest is at most {SMALL_REQUEST_BYTES} bytes, got {size}")
             engine, loaded = self._engine(request.model)
             return convert.model_info(loaded, engine.name, self.models.names)
         except Exception as error:
             await self._abort(context, error)
         finally:
             if size > SMALL_REQUEST_BYTES:
-                del data
                 self.trimmer.after_large_call(self.clips.active == 0)  # its transport slices are free now
+
+    def _read_reservation(self, what: str, extra: int = 0):
+        """The memory a request's read takes before it is read (CLIP_READ_FACTOR bodies of the largest
+        size, plus ``extra``), waited for up to CLIP_BUDGET_WAIT_SECONDS."""
+        return self.budget.reserve_waiting(CLIP_READ_FACTOR * self.config.max_message_bytes + extra, what,
+                                           CLIP_BUDGET_WAIT_SECONDS)
 
     async def ExplainClip(self, requests, context):
         """Registered request-streaming (server/wire.py) so that admission and the memory reservation
@@ -152,10 +157,8 @@ class VideoExplainerServicer(pb_grpc.VideoExplainerServicer):
         with self.calls.track() as call:
             try:
                 self._ready()
-                read_bytes = CLIP_READ_FACTOR * self.config.max_message_bytes + self.read_window_bytes
                 with self.clips.admit():
-                    async with self.budget.reserve_waiting(read_bytes, "a clip request",
-                                                           CLIP_BUDGET_WAIT_SECONDS) as held:
+                    async with self._read_reservation("a clip request", self.read_window_bytes) as held:
                         async for response in sent(call, self._explain_clip(read, held)):
                             yield response
             except asyncio.CancelledError:

@@ -82,7 +82,7 @@ def _varint(data: memoryview, offset: int) -> tuple[int, int]:
 def check_counts(data: memoryview, descriptor, fields: Fields, top: bool = True) -> None:
     """Walks one message's wire format without building it; InvalidInput past a count, DecodeError for
     bytes that are not protobuf. Visits at most the counted limits plus MAX_FIELDS per message."""
-    by_number = {field.number: field for field in descriptor.fields}
+    by_number = descriptor.fields_by_number
     offset = seen = 0
     while offset < len(data):
         start = offset
