@@ -39,7 +39,7 @@ def test_each_peer_has_its_own_share_of_the_live_places():
 
 def test_silent_streams_from_one_client_take_only_its_share_and_leave_after_stream_config_seconds(tiny_model_dir):
     config = served_config(port=0, model=str(tiny_model_dir), max_streams=8, max_streams_per_peer=2,
-                           stream_config_seconds=1.0, stream_idle_seconds=600)
+                           stream_config_seconds=3.0, stream_idle_seconds=600)
     release = threading.Event()
 
     def silent():
@@ -49,7 +49,10 @@ def test_silent_streams_from_one_client_take_only_its_share_and_leave_after_stre
     with BackgroundServer(config) as server, ExplainerClient(server.target, timeout=60) as client:
         try:
             outcomes = []
-            for call in [client.stub.StreamExplain(silent(), timeout=60) for _ in range(3)]:
+            held = [client.stub.StreamExplain(silent(), timeout=60) for _ in range(2)]
+            # The third only once both hold their places (an event, not a pause), well inside 3 s.
+            assert wait_for(lambda: server.servicer.sessions.active == 2)
+            for call in [*held, client.stub.StreamExplain(silent(), timeout=60)]:
                 try:
                     list(call)
                     outcomes.append(("OK", ""))
@@ -59,7 +62,7 @@ def test_silent_streams_from_one_client_take_only_its_share_and_leave_after_stre
             release.set()
         assert sorted(code for code, _ in outcomes) == ["DEADLINE_EXCEEDED", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED"]
         assert any("max_streams_per_peer=2" in details for _, details in outcomes)
-        assert any("no StreamConfig within 1 s (stream_config_seconds)" in details for _, details in outcomes)
+        assert any("no StreamConfig within 3 s (stream_config_seconds)" in details for _, details in outcomes)
         # The places are back (each is released as its handler unwinds, which may follow the client's
         # status): a configured stream is served.
         assert wait_for(lambda: server.servicer.sessions.active == 0)
